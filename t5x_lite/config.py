@@ -1,0 +1,532 @@
+"""Typed experiment configuration: dataclasses, experiment files and --set overrides.
+
+An experiment is a plain Python file defining ``get_config() -> ExperimentConfig``.
+Everything a run needs is in that object; it is passed explicitly, never global.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib.util
+import json
+import os
+import re
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+
+class ConfigError(ValueError):
+  """A user-facing configuration problem; its message says what to fix."""
+
+
+# ----------------------------------------------------------------------------
+# Sections
+# ----------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+  """Architecture of the encoder-decoder. Defaults are T5.1.1-base."""
+
+  # None: taken from the vocabulary (SentencePiece pieces + extra ids, padded to 128).
+  vocab_size: Optional[int] = 32128
+  d_model: int = 768
+  d_ff: int = 2048
+  num_heads: int = 12
+  d_kv: int = 64
+  num_encoder_layers: int = 12
+  num_decoder_layers: int = 12
+  # relu | gelu | gated-gelu | gated-relu | swiglu
+  ffn_activation: str = "gated-gelu"
+  # T5.1.0 style: logits from the input embedding, scaled by d_model**-0.5.
+  tie_logits: bool = False
+  # rmsnorm (scale only, T5) | layernorm (scale and bias)
+  norm: str = "rmsnorm"
+  norm_eps: float = 1e-6
+  # relative (T5 bucketed bias, one table per stack) | none
+  position_scheme: str = "relative"
+  relative_attention_num_buckets: int = 32
+  relative_attention_max_distance: int = 128
+  dropout_rate: float = 0.0
+  # Stack layers with nn.scan: one compiled layer, stacked parameters.
+  scan_layers: bool = False
+  # none | full | dots | dots_no_batch  (what the backward pass may keep)
+  remat_policy: str = "none"
+  # Activation dtype: auto = bfloat16 on GPU/TPU, float32 on CPU.
+  dtype: str = "auto"
+  param_dtype: str = "float32"
+  # Attention implementation: xla (einsum reference) | cudnn (fused, GPU only) | auto.
+  attention_impl: str = "xla"
+
+
+@dataclass
+class DataConfig:
+  """Where text comes from and how it becomes fixed-shape batches."""
+
+  # TFDS dataset name ("c4/en:3.1.0") or "python_docs" for the built-in corpus.
+  dataset: str = "python_docs"
+  # TFDS data_dir; None = ~/tensorflow_datasets (or $TFDS_DATA_DIR).
+  data_dir: Optional[str] = None
+  text_feature: str = "text"
+  train_split: str = "train"
+  eval_split: str = "validation"
+  # For seq2seq datasets: the input and target text features.
+  inputs_feature: str = "inputs"
+  targets_feature: str = "targets"
+  # Path to a SentencePiece .model, or "" to train one on the training split.
+  vocabulary: str = ""
+  # Pieces of a vocabulary trained here (before the extra ids).
+  vocab_train_size: int = 32000
+  vocab_extra_ids: int = 100
+  # span_corruption | prefix_lm | seq2seq
+  objective: str = "span_corruption"
+  inputs_length: int = 512
+  targets_length: int = 114
+  noise_density: float = 0.15
+  mean_noise_span_length: float = 3.0
+  pack: bool = True
+  num_workers: int = 2
+  prefetch: int = 4
+  # Examples taken from the eval split per evaluation (None = all of it).
+  max_eval_examples: Optional[int] = None
+
+
+@dataclass
+class OptimizerConfig:
+  # adafactor | adamw
+  name: str = "adafactor"
+  # rsqrt (T5: lr/sqrt(max(step, warmup))) | cosine | constant
+  schedule: str = "rsqrt"
+  learning_rate: float = 1.0
+  warmup_steps: int = 10000
+  # For cosine: fraction of the peak the schedule decays to.
+  final_learning_rate_fraction: float = 0.0
+  # Global-norm clipping; 0 disables it.
+  grad_clip_norm: float = 0.0
+  weight_decay: float = 0.0
+  # Adafactor (T5 defaults).
+  decay_rate: float = 0.8
+  clipping_threshold: float = 1.0
+  multiply_by_parameter_scale: bool = True
+  factored: bool = True
+  min_dim_size_to_factor: int = 128
+  epsilon1: float = 1e-30
+  epsilon2: float = 1e-3
+  # AdamW.
+  b1: float = 0.9
+  b2: float = 0.999
+  eps: float = 1e-8
+
+
+@dataclass
+class TrainConfig:
+  steps: int = 1000
+  batch_size: int = 128
+  seed: int = 0
+  eval_every: int = 500
+  eval_batches: int = 20
+  log_every: int = 50
+  # Microbatches per step (gradient accumulation); the batch must divide by it.
+  grad_accum_steps: int = 1
+  z_loss: float = 1e-4
+  label_smoothing: float = 0.0
+  # Peak FLOP/s of one device for MFU; 0 = known devices only.
+  peak_flops_per_device: float = 0.0
+
+
+@dataclass
+class MeshConfig:
+  """Named device mesh; -1 in shape means "all remaining devices"."""
+
+  axes: tuple[str, ...] = ("data", "model")
+  shape: tuple[int, ...] = (-1, 1)
+  # data_parallel | fsdp | model_parallel | 2d, or "custom" with `rules` below.
+  rules_preset: str = "data_parallel"
+  # Custom logical-axis rules, e.g. (("batch", "data"), ("mlp", "model")).
+  rules: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass
+class CheckpointConfig:
+  every_steps: int = 1000
+  keep: int = 3
+  # Also keep the best checkpoint by this validation metric ("" = off).
+  keep_best_metric: str = ""
+  async_save: bool = True
+  # Start from the parameters of this checkpoint (a workdir or checkpoints dir).
+  init_from: str = ""
+  init_from_step: Optional[int] = None
+
+
+@dataclass
+class ExperimentConfig:
+  model: ModelConfig = field(default_factory=ModelConfig)
+  data: DataConfig = field(default_factory=DataConfig)
+  optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+  train: TrainConfig = field(default_factory=TrainConfig)
+  mesh: MeshConfig = field(default_factory=MeshConfig)
+  checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+  # Free-form name shown in logs and comparisons.
+  name: str = ""
+
+
+# ----------------------------------------------------------------------------
+# Model presets (T5.1.1 and T5.1.0 sizes from REFERENCE.md)
+# ----------------------------------------------------------------------------
+
+_T5_1_1_SIZES = {
+    # name: (d_model, d_ff, num_heads, num_layers)
+    "small": (512, 1024, 6, 8),
+    "base": (768, 2048, 12, 12),
+    "large": (1024, 2816, 16, 24),
+    "xl": (2048, 5120, 32, 24),
+    "xxl": (4096, 10240, 64, 24),
+}
+
+_T5_1_0_SIZES = {
+    "small": (512, 2048, 8, 6),
+    "base": (768, 3072, 12, 12),
+}
+
+
+def t5_1_1(size: str) -> ModelConfig:
+  """T5.1.1: gated-GELU FFN, untied logits, no biases."""
+  if size not in _T5_1_1_SIZES:
+    raise ConfigError(f"Unknown T5.1.1 size {size!r}; choose one of {sorted(_T5_1_1_SIZES)}.")
+  d_model, d_ff, heads, layers = _T5_1_1_SIZES[size]
+  return ModelConfig(
+      vocab_size=32128, d_model=d_model, d_ff=d_ff, num_heads=heads, d_kv=64,
+      num_encoder_layers=layers, num_decoder_layers=layers,
+      ffn_activation="gated-gelu", tie_logits=False)
+
+
+def t5_1_0(size: str) -> ModelConfig:
+  """The original T5: ReLU FFN, logits tied to the input embedding."""
+  if size not in _T5_1_0_SIZES:
+    raise ConfigError(f"Unknown T5.1.0 size {size!r}; choose one of {sorted(_T5_1_0_SIZES)}.")
+  d_model, d_ff, heads, layers = _T5_1_0_SIZES[size]
+  return ModelConfig(
+      vocab_size=32128, d_model=d_model, d_ff=d_ff, num_heads=heads, d_kv=64,
+      num_encoder_layers=layers, num_decoder_layers=layers,
+      ffn_activation="relu", tie_logits=True)
+
+
+def tiny(vocab_size: Optional[int] = None) -> ModelConfig:
+  """A model small enough to train on a laptop CPU in minutes."""
+  return ModelConfig(
+      vocab_size=vocab_size, d_model=128, d_ff=256, num_heads=4, d_kv=32,
+      num_encoder_layers=2, num_decoder_layers=2, ffn_activation="gated-gelu",
+      tie_logits=False, dtype="float32")
+
+
+MODEL_PRESETS = {
+    **{f"t5_1_1_{size}": (lambda s=size: t5_1_1(s)) for size in _T5_1_1_SIZES},
+    **{f"t5_1_0_{size}": (lambda s=size: t5_1_0(s)) for size in _T5_1_0_SIZES},
+    "tiny": tiny,
+}
+
+
+# ----------------------------------------------------------------------------
+# Validation of choices
+# ----------------------------------------------------------------------------
+
+_CHOICES = {
+    "model.ffn_activation": ("relu", "gelu", "gated-gelu", "gated-relu", "swiglu"),
+    "model.norm": ("rmsnorm", "layernorm"),
+    "model.position_scheme": ("relative", "none"),
+    "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
+    "model.dtype": ("auto", "float32", "bfloat16", "float16"),
+    "model.param_dtype": ("float32", "bfloat16"),
+    "model.attention_impl": ("xla", "cudnn", "auto"),
+    "data.objective": ("span_corruption", "prefix_lm", "seq2seq"),
+    "optimizer.name": ("adafactor", "adamw"),
+    "optimizer.schedule": ("rsqrt", "cosine", "constant"),
+    "mesh.rules_preset": ("data_parallel", "fsdp", "model_parallel", "2d", "custom"),
+}
+
+
+def validate(config: ExperimentConfig) -> ExperimentConfig:
+  """Checks enumerated choices and basic arithmetic; raises ConfigError."""
+  if not isinstance(config, ExperimentConfig):
+    raise ConfigError(f"Expected an ExperimentConfig, got {type(config).__name__}.")
+  for key, choices in _CHOICES.items():
+    value = get_field(config, key)
+    if value not in choices:
+      raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of {list(choices)}.")
+  m, t = config.model, config.train
+  positive = {
+      "model.d_model": m.d_model, "model.d_ff": m.d_ff, "model.num_heads": m.num_heads,
+      "model.d_kv": m.d_kv, "train.batch_size": t.batch_size, "train.steps": t.steps,
+      "train.log_every": t.log_every, "train.eval_every": t.eval_every,
+      "train.grad_accum_steps": t.grad_accum_steps,
+      "checkpoint.every_steps": config.checkpoint.every_steps,
+      "data.inputs_length": config.data.inputs_length,
+      "data.targets_length": config.data.targets_length,
+  }
+  for key, value in positive.items():
+    if value <= 0:
+      raise ConfigError(f"{key}={value} must be positive.")
+  if m.num_encoder_layers < 0 or m.num_decoder_layers < 1:
+    raise ConfigError("model.num_encoder_layers must be >= 0 and model.num_decoder_layers >= 1.")
+  if t.batch_size % t.grad_accum_steps:
+    raise ConfigError(
+        f"train.batch_size={t.batch_size} does not divide into "
+        f"train.grad_accum_steps={t.grad_accum_steps} microbatches; make the batch a multiple of it.")
+  if len(config.mesh.axes) != len(config.mesh.shape):
+    raise ConfigError(
+        f"mesh.axes {config.mesh.axes} and mesh.shape {config.mesh.shape} must have the same length.")
+  if config.mesh.rules_preset == "custom" and not config.mesh.rules:
+    raise ConfigError('mesh.rules_preset="custom" needs mesh.rules, e.g. (("batch", "data"),).')
+  return config
+
+
+# ----------------------------------------------------------------------------
+# Dotted access and --set overrides
+# ----------------------------------------------------------------------------
+
+
+def _field_types(cls) -> dict[str, Any]:
+  return typing.get_type_hints(cls)
+
+
+def all_keys(config: ExperimentConfig) -> list[str]:
+  """Every settable dotted key, e.g. 'model.d_ff'."""
+  keys = []
+  for section in dataclasses.fields(config):
+    value = getattr(config, section.name)
+    if dataclasses.is_dataclass(value):
+      keys.extend(f"{section.name}.{f.name}" for f in dataclasses.fields(value))
+    else:
+      keys.append(section.name)
+  return keys
+
+
+def get_field(config: ExperimentConfig, key: str) -> Any:
+  obj = config
+  for part in key.split("."):
+    obj = getattr(obj, part)
+  return obj
+
+
+def _unknown_key_error(config: ExperimentConfig, key: str) -> ConfigError:
+  keys = all_keys(config)
+  close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
+  section = key.split(".")[0]
+  nearby = [k for k in keys if k.startswith(section + ".")] or sorted({k.split(".")[0] for k in keys})
+  hint = f" Did you mean {', '.join(close)}?" if close else ""
+  return ConfigError(
+      f"Unknown configuration key {key!r}.{hint} Valid keys here: {', '.join(nearby)}.")
+
+
+def _parse_value(text: str, annotation: Any, key: str) -> Any:
+  """Parses the text of a --set value into the field's declared type."""
+  origin = typing.get_origin(annotation)
+  args = typing.get_args(annotation)
+  if origin in (typing.Union, types.UnionType):
+    non_none = [a for a in args if a is not type(None)]
+    if text.lower() in ("none", "null"):
+      return None
+    return _parse_value(text, non_none[0], key)
+  try:
+    if annotation is bool:
+      lowered = text.lower()
+      if lowered in ("true", "1", "yes", "on"):
+        return True
+      if lowered in ("false", "0", "no", "off"):
+        return False
+      raise ValueError(text)
+    if annotation is int:
+      return int(text)
+    if annotation is float:
+      return float(text)
+    if annotation is str:
+      return text
+    if origin is tuple:
+      return _coerce_tuple(_parse_sequence(text), args)
+    if annotation is Any:
+      return json.loads(text)
+  except (ValueError, TypeError, json.JSONDecodeError):
+    pass
+  raise ConfigError(
+      f"--set {key}={text!r}: expected a value of type {_type_name(annotation)}.")
+
+
+def _parse_sequence(text: str) -> list:
+  """'4,2', '[4, 2]', '(4, 2)' or '[["batch", "data"]]' -> a list."""
+  stripped = text.strip()
+  if not stripped.startswith(("[", "(")):
+    return [_parse_scalar(item.strip()) for item in stripped.split(",") if item.strip()]
+  stripped = stripped.replace("(", "[").replace(")", "]").replace("'", '"')
+  return json.loads(re.sub(r",\s*]", "]", stripped))
+
+
+def _parse_scalar(text: str) -> Any:
+  try:
+    return json.loads(text)
+  except json.JSONDecodeError:
+    return text
+
+
+def _coerce_tuple(value: Any, args: tuple) -> tuple:
+  if not isinstance(value, (list, tuple)):
+    raise TypeError(value)
+  if len(args) == 2 and args[1] is Ellipsis:
+    element = args[0]
+    if typing.get_origin(element) is tuple:
+      return tuple(_coerce_tuple(v, typing.get_args(element)) for v in value)
+    return tuple(_coerce_scalar(v, element) for v in value)
+  return tuple(_coerce_scalar(v, a) for v, a in zip(value, args, strict=True))
+
+
+def _coerce_scalar(value: Any, annotation: Any) -> Any:
+  if annotation is Any:
+    return tuple(value) if isinstance(value, list) else value
+  if annotation is int and isinstance(value, bool):
+    raise TypeError(value)
+  if annotation in (int, float, str) and not isinstance(value, annotation):
+    if annotation is float and isinstance(value, int):
+      return float(value)
+    raise TypeError(value)
+  return value
+
+
+def _type_name(annotation: Any) -> str:
+  return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+  """Applies ["model.d_ff=4096", ...] in place, each parsed to its field's type."""
+  for item in overrides:
+    if "=" not in item:
+      raise ConfigError(f"--set {item!r}: expected KEY=VALUE, for example --set train.steps=100.")
+    key, text = item.split("=", 1)
+    key = key.strip()
+    parts = key.split(".")
+    if len(parts) == 1 and key in {f.name for f in dataclasses.fields(config)}:
+      section_obj, name = config, key
+    elif len(parts) == 2 and hasattr(config, parts[0]) and dataclasses.is_dataclass(
+        getattr(config, parts[0])):
+      section_obj, name = getattr(config, parts[0]), parts[1]
+    else:
+      raise _unknown_key_error(config, key)
+    types_ = _field_types(type(section_obj))
+    if name not in types_:
+      raise _unknown_key_error(config, key)
+    setattr(section_obj, name, _parse_value(text, types_[name], key))
+  return config
+
+
+# ----------------------------------------------------------------------------
+# Experiment files
+# ----------------------------------------------------------------------------
+
+
+def resolve_experiment_path(name_or_path: str) -> str:
+  """Accepts a path to a .py file or a bare name found in ./experiments."""
+  candidates = [name_or_path]
+  if not name_or_path.endswith(".py"):
+    candidates += [name_or_path + ".py", os.path.join("experiments", name_or_path + ".py")]
+  for candidate in candidates:
+    if os.path.isfile(candidate):
+      return os.path.abspath(candidate)
+  here = os.path.dirname(name_or_path) or "experiments"
+  available = sorted(f[:-3] for f in os.listdir(here) if f.endswith(".py")) if os.path.isdir(here) else []
+  listing = f" Experiments in {here}/: {', '.join(available)}." if available else ""
+  raise ConfigError(f"Experiment file {name_or_path!r} not found.{listing}")
+
+
+def load_experiment(name_or_path: str, overrides: Optional[list[str]] = None) -> ExperimentConfig:
+  """Runs an experiment file's get_config(), applies overrides and validates."""
+  path = resolve_experiment_path(name_or_path)
+  directory = os.path.dirname(path)
+  module_name = "_t5x_lite_experiment_" + os.path.splitext(os.path.basename(path))[0]
+  spec = importlib.util.spec_from_file_location(module_name, path)
+  module = importlib.util.module_from_spec(spec)
+  # Experiments may import sibling experiments (ablations import their base).
+  sys.path.insert(0, directory)
+  try:
+    spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+      raise ConfigError(
+          f"Experiment file {path} defines no get_config() function; it must define "
+          "`def get_config() -> t5x_lite.config.ExperimentConfig`.")
+    config = get_config()
+  except ConfigError:
+    raise
+  except Exception as e:  # The user's file raised: report it as theirs, not ours.
+    raise ConfigError(
+        f"Experiment file {path} raised {type(e).__name__}: {e}. "
+        "Fix the experiment file; it must define get_config() returning an ExperimentConfig.") from e
+  finally:
+    sys.path.remove(directory)
+  if not isinstance(config, ExperimentConfig):
+    raise ConfigError(
+        f"get_config() in {path} returned {type(config).__name__}, expected "
+        "t5x_lite.config.ExperimentConfig.")
+  if not config.name:
+    config.name = os.path.splitext(os.path.basename(path))[0]
+  apply_overrides(config, overrides or [])
+  return validate(config)
+
+
+# ----------------------------------------------------------------------------
+# JSON round trip (config.json in the workdir)
+# ----------------------------------------------------------------------------
+
+
+def to_dict(config: ExperimentConfig) -> dict:
+  return dataclasses.asdict(config)
+
+
+def to_json(config: ExperimentConfig) -> str:
+  return json.dumps(to_dict(config), indent=2, sort_keys=False)
+
+
+def _from_value(value: Any, annotation: Any) -> Any:
+  origin = typing.get_origin(annotation)
+  if origin in (typing.Union, types.UnionType):
+    if value is None:
+      return None
+    annotation = [a for a in typing.get_args(annotation) if a is not type(None)][0]
+    origin = typing.get_origin(annotation)
+  if origin is tuple:
+    return _coerce_tuple(value, typing.get_args(annotation))
+  if annotation is float and isinstance(value, int):
+    return float(value)
+  return value
+
+
+def from_dict(data: dict) -> ExperimentConfig:
+  """Rebuilds an ExperimentConfig from to_dict() output (e.g. a saved config.json)."""
+  sections = {}
+  for section in dataclasses.fields(ExperimentConfig):
+    if section.name not in data:
+      continue
+    cls = section.default_factory if section.default_factory is not dataclasses.MISSING else None
+    if cls is None:
+      sections[section.name] = data[section.name]
+      continue
+    hints = _field_types(cls)
+    values = data[section.name]
+    unknown = set(values) - set(hints)
+    if unknown:
+      raise ConfigError(f"Saved configuration has unknown keys in {section.name}: {sorted(unknown)}.")
+    sections[section.name] = cls(**{k: _from_value(v, hints[k]) for k, v in values.items()})
+  return ExperimentConfig(**sections)
+
+
+def save_json(config: ExperimentConfig, path: str) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    f.write(to_json(config) + "\n")
+  os.replace(tmp, path)
+
+
+def load_json(path: str) -> ExperimentConfig:
+  with open(path) as f:
+    return validate(from_dict(json.load(f)))
