@@ -270,8 +270,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
   for key, value in positive.items():
     if value <= 0:
       raise ConfigError(f"{key}={value} must be positive.")
-  if m.num_encoder_layers < 0 or m.num_decoder_layers < 1:
-    raise ConfigError("model.num_encoder_layers must be >= 0 and model.num_decoder_layers >= 1.")
+  if m.num_encoder_layers < 1 or m.num_decoder_layers < 1:
+    raise ConfigError("model.num_encoder_layers and model.num_decoder_layers must be at least 1.")
   if t.batch_size % t.grad_accum_steps:
     raise ConfigError(
         f"train.batch_size={t.batch_size} does not divide into "

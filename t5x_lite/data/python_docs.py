@@ -1,0 +1,69 @@
+"""The built-in corpus: the English text of Python's documentation topics (no download needed).
+
+`pydoc_data.topics.topics` ships with CPython (~65k words in ~80 topics). Each topic is cut at its
+section headings into documents, and a stable hash of the document key puts ~5% of them in the
+validation split, so the splits are identical on every machine and Python version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from typing import Iterator
+
+import tensorflow_datasets as tfds
+
+NAME = "python_docs"
+VALIDATION_PERCENT = 5
+
+# A heading is a line followed by an underline of *, = or - of the same length.
+_HEADING = re.compile(r"\n(?=[^\n]+\n(?:\*{3,}|={3,}|-{3,})\n)")
+
+
+def is_validation(key: str, percent: int = VALIDATION_PERCENT) -> bool:
+  """Stable split assignment: the first 8 bytes of sha256(key), modulo 100."""
+  digest = hashlib.sha256(key.encode("utf-8")).digest()
+  return int.from_bytes(digest[:8], "big") % 100 < percent
+
+
+def documents() -> Iterator[tuple[str, str]]:
+  """Yields (key, text) for every non-empty section of every topic, in a fixed order."""
+  from pydoc_data import topics  # pylint: disable=import-outside-toplevel
+  for topic in sorted(topics.topics):
+    for i, section in enumerate(_HEADING.split(topics.topics[topic])):
+      if section.strip():
+        yield f"{topic}/{i}", section.strip("\n")
+
+
+class PythonDocs(tfds.core.GeneratorBasedBuilder):
+  """TFDS builder for the python_docs corpus (feature "text"; splits train and validation)."""
+
+  VERSION = tfds.core.Version("1.0.0")
+  RELEASE_NOTES = {"1.0.0": "Sections of pydoc_data.topics; 5% validation by key hash."}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    return tfds.core.DatasetInfo(
+        builder=self,
+        description=__doc__,
+        features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {
+        "train": self._generate_examples(validation=False),
+        "validation": self._generate_examples(validation=True),
+    }
+
+  def _generate_examples(self, validation: bool):
+    for key, text in documents():
+      if is_validation(key) == validation:
+        yield key, {"text": text}
+
+
+def build(data_dir: str) -> tfds.core.DatasetBuilder:
+  """Builds the corpus as array_record under data_dir if it is not there yet (a second or two)."""
+  builder = PythonDocs(data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD)
+  if not builder.is_prepared():
+    builder.download_and_prepare()
+  return builder

@@ -1,0 +1,515 @@
+"""The T5 encoder-decoder, in Flax linen, with logical axis names on every parameter.
+
+Parameters are a plain pytree passed to `apply`; nothing is hidden in module
+state. Defaults follow T5.1.1 (REFERENCE.md): pre-norm RMSNorm, no biases,
+gated-GELU FFN, untied logits, one relative-position-bias table per stack.
+
+Shapes: b = batch, l/q/k = lengths, d = d_model, h = heads, k = d_kv,
+f = d_ff, v = vocab.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from t5x_lite.config import ModelConfig
+from t5x_lite.partitioning import ActivationSharding, constrain
+
+Array = jax.Array
+_NEG_INF = -1e10  # Large, finite: fully-masked rows (padding) stay NaN-free.
+
+# Logical names of activations.
+BATCH_LENGTH_EMBED = ("batch", "length", "embed")
+BATCH_LENGTH_HEADS_KV = ("batch", "length", "heads", "kv")
+BATCH_LENGTH_MLP = ("batch", "length", "mlp")
+BATCH_LENGTH_VOCAB = ("batch", "length", "vocab")
+
+
+def activation_dtype(config: ModelConfig) -> jnp.dtype:
+  """'auto' is bfloat16 on accelerators and float32 on the CPU."""
+  if config.dtype == "auto":
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+  return jnp.dtype(config.dtype)
+
+
+def _param(module: nn.Module, name: str, init: Callable, shape: tuple, axes: tuple, dtype) -> Array:
+  return module.param(name, nn.with_logical_partitioning(init, axes), shape, dtype)
+
+
+def _kernel_init(in_axis, out_axis, scale: float = 1.0, distribution: str = "truncated_normal"):
+  return nn.initializers.variance_scaling(scale, "fan_in", distribution, in_axis=in_axis, out_axis=out_axis)
+
+
+# ----------------------------------------------------------------------------
+# Relative position bias
+# ----------------------------------------------------------------------------
+
+
+def relative_position_bucket(relative_position: Array, *, bidirectional: bool,
+                             num_buckets: int = 32, max_distance: int = 128) -> Array:
+  """T5's bucketing of key_position - query_position.
+
+  Half the buckets (bidirectional) are for keys after the query. Within a
+  direction, distances below num_buckets/4 (or /2 causal) get their own bucket;
+  larger ones share logarithmically wider buckets up to max_distance.
+  """
+  relative_position = jnp.asarray(relative_position)
+  bucket = jnp.zeros_like(relative_position)
+  distance = -relative_position
+  if bidirectional:
+    num_buckets //= 2
+    bucket = bucket + (distance < 0).astype(relative_position.dtype) * num_buckets
+    distance = jnp.abs(distance)
+  else:
+    distance = jnp.maximum(distance, 0)
+  max_exact = num_buckets // 2
+  is_small = distance < max_exact
+  log_ratio = jnp.log(distance.astype(jnp.float32) / max_exact + jnp.finfo(jnp.float32).eps)
+  large = max_exact + (log_ratio / np.log(max_distance / max_exact) * (num_buckets - max_exact)).astype(
+      relative_position.dtype)
+  large = jnp.minimum(large, num_buckets - 1)
+  return bucket + jnp.where(is_small, distance, large)
+
+
+class RelativePositionBias(nn.Module):
+  """One bias table per stack; returns (b|1, h, q, k) float32 attention bias."""
+
+  config: ModelConfig
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, query_positions: Array, key_positions: Array) -> Array:
+    # query_positions: (b|1, q); key_positions: (b|1, k)
+    cfg = self.config
+    table = _param(self, "rel_embedding", nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
+                   (cfg.num_heads, cfg.relative_attention_num_buckets), ("heads", "relpos_buckets"),
+                   jnp.dtype(cfg.param_dtype))
+    relative = key_positions[:, None, :] - query_positions[:, :, None]  # (b, q, k)
+    buckets = relative_position_bucket(
+        relative, bidirectional=self.bidirectional,
+        num_buckets=cfg.relative_attention_num_buckets,
+        max_distance=cfg.relative_attention_max_distance)
+    bias = jnp.take(table.astype(jnp.float32), buckets, axis=1)  # (h, b, q, k)
+    return jnp.transpose(bias, (1, 0, 2, 3))
+
+
+# ----------------------------------------------------------------------------
+# Building blocks
+# ----------------------------------------------------------------------------
+
+
+class Norm(nn.Module):
+  """RMSNorm (T5: scale only, no mean subtraction) or LayerNorm."""
+
+  config: ModelConfig
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    cfg = self.config
+    dtype = activation_dtype(cfg)
+    param_dtype = jnp.dtype(cfg.param_dtype)
+    x32 = x.astype(jnp.float32)
+    if cfg.norm == "layernorm":
+      x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+    y = x32 * jax.lax.rsqrt(variance + cfg.norm_eps)
+    scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",), param_dtype)
+    y = y * scale.astype(jnp.float32)
+    if cfg.norm == "layernorm":
+      y = y + _param(self, "bias", nn.initializers.zeros, (x.shape[-1],), ("embed",), param_dtype)
+    return y.astype(dtype)
+
+
+class Embed(nn.Module):
+  """Token embedding (vocab, embed); also produces tied logits via `attend`."""
+
+  config: ModelConfig
+
+  def setup(self):
+    cfg = self.config
+    self.embedding = _param(self, "embedding", nn.initializers.normal(stddev=1.0),
+                            (cfg.vocab_size, cfg.d_model), ("vocab", "embed"),
+                            jnp.dtype(cfg.param_dtype))
+
+  def __call__(self, tokens: Array) -> Array:
+    return jnp.take(self.embedding, tokens, axis=0).astype(activation_dtype(self.config))
+
+  def attend(self, x: Array) -> Array:
+    return jnp.einsum("bld,vd->blv", x, self.embedding.astype(x.dtype))
+
+
+def dot_product_attention(query: Array, key: Array, value: Array, bias: Optional[Array],
+                          mask: Optional[Array], *, impl: str) -> Array:
+  """Attention without 1/sqrt(d) scaling (T5 folds it into the query init).
+
+  query: (b, q, h, k); key, value: (b, s, h, k); bias: (b|1, h, q, s) float32;
+  mask: (b|1, 1, q, s) bool. Logits and softmax in float32.
+  """
+  if impl != "xla":
+    implementation = "cudnn" if impl == "cudnn" else None
+    if bias is not None:
+      bias = bias.astype(query.dtype)
+    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=1.0,
+                                        implementation=implementation)
+  logits = jnp.einsum("bqhk,bshk->bhqs", query, key, preferred_element_type=jnp.float32)
+  if bias is not None:
+    logits = logits + bias
+  if mask is not None:
+    logits = jnp.where(mask, logits, _NEG_INF)
+  weights = jax.nn.softmax(logits, axis=-1).astype(query.dtype)
+  return jnp.einsum("bhqs,bshk->bqhk", weights, value)
+
+
+class Attention(nn.Module):
+  """Multi-head attention; with decode=True it keeps a key/value cache."""
+
+  config: ModelConfig
+  sharding: Optional[ActivationSharding] = None
+  # self (decoder self-attention caches k/v per step) or cross (caches once).
+  kind: str = "self"
+
+  @nn.compact
+  def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Optional[Array], mask: Optional[Array],
+               *, deterministic: bool, decode: bool = False,
+               decode_position: Optional[Array] = None) -> Array:
+    cfg = self.config
+    dtype, param_dtype = activation_dtype(cfg), jnp.dtype(cfg.param_dtype)
+    h, k, d = cfg.num_heads, cfg.d_kv, cfg.d_model
+    qkv_axes = ("embed", "heads", "kv")
+    # T5 has no 1/sqrt(d_kv) in the logits: it lives in the query's init.
+    query_init = _kernel_init(0, (1, 2), scale=1.0 / k, distribution="normal")
+    kv_init = _kernel_init(0, (1, 2), distribution="normal")
+    wq = _param(self, "query", query_init, (d, h, k), qkv_axes, param_dtype)
+    wk = _param(self, "key", kv_init, (d, h, k), qkv_axes, param_dtype)
+    wv = _param(self, "value", kv_init, (d, h, k), qkv_axes, param_dtype)
+    wo = _param(self, "out", _kernel_init((0, 1), 2, distribution="normal"), (h, k, d),
+                ("heads", "kv", "embed"), param_dtype)
+
+    def project(x, w):
+      y = jnp.einsum("bld,dhk->blhk", x, w.astype(dtype))
+      return constrain(y, self.sharding, BATCH_LENGTH_HEADS_KV)
+
+    query = project(inputs_q, wq)
+    if decode and self.kind == "cross":
+      # Encoder keys/values are computed on the first call and reused.
+      key = self.variable("cache", "cross_key", project, inputs_kv, wk).value
+      value = self.variable("cache", "cross_value", project, inputs_kv, wv).value
+    else:
+      key, value = project(inputs_kv, wk), project(inputs_kv, wv)
+    if decode and self.kind == "self":
+      key, value = self._update_cache(key, value, decode_position)
+    out = dot_product_attention(query, key, value, bias, mask, impl=cfg.attention_impl)
+    out = constrain(out, self.sharding, BATCH_LENGTH_HEADS_KV)
+    out = nn.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
+    return jnp.einsum("blhk,hkd->bld", out, wo.astype(dtype))
+
+  def _update_cache(self, key: Array, value: Array, position: Array) -> tuple[Array, Array]:
+    """Writes this step's key/value at `position`; returns the whole cache.
+
+    The cache's length is fixed by the first (initialising) call, which
+    passes the full target length.
+    """
+    is_initialized = self.has_variable("cache", "cached_key")
+    cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+    cached_value = self.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+    if not is_initialized:
+      return key, value
+    index = (0, position, 0, 0)
+    cached_key.value = jax.lax.dynamic_update_slice(cached_key.value, key, index)
+    cached_value.value = jax.lax.dynamic_update_slice(cached_value.value, value, index)
+    return cached_key.value, cached_value.value
+
+
+_ACTIVATIONS = {
+    "relu": jax.nn.relu,
+    "gelu": functools.partial(jax.nn.gelu, approximate=True),
+    "gated-gelu": functools.partial(jax.nn.gelu, approximate=True),
+    "gated-relu": jax.nn.relu,
+    "swiglu": jax.nn.silu,
+}
+
+
+class MLP(nn.Module):
+  """Feed-forward block; gated variants multiply by a second linear branch."""
+
+  config: ModelConfig
+  sharding: Optional[ActivationSharding] = None
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool) -> Array:
+    cfg = self.config
+    dtype, param_dtype = activation_dtype(cfg), jnp.dtype(cfg.param_dtype)
+    activation = _ACTIVATIONS[cfg.ffn_activation]
+    gated = cfg.ffn_activation.startswith("gated") or cfg.ffn_activation == "swiglu"
+    in_init, out_init = _kernel_init(0, 1), _kernel_init(0, 1)
+
+    def up(name):
+      w = _param(self, name, in_init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), param_dtype)
+      return constrain(jnp.einsum("bld,df->blf", x, w.astype(dtype)), self.sharding, BATCH_LENGTH_MLP)
+
+    if gated:
+      hidden = activation(up("wi_0")) * up("wi_1")
+    else:
+      hidden = activation(up("wi"))
+    hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=deterministic)
+    wo = _param(self, "wo", out_init, (cfg.d_ff, cfg.d_model), ("mlp", "embed"), param_dtype)
+    return jnp.einsum("blf,fd->bld", hidden, wo.astype(dtype))
+
+
+# ----------------------------------------------------------------------------
+# Layers and stacks
+# ----------------------------------------------------------------------------
+
+
+class EncoderLayer(nn.Module):
+  config: ModelConfig
+  sharding: Optional[ActivationSharding] = None
+  deterministic: bool = True
+
+  @nn.compact
+  def __call__(self, x: Array, bias: Optional[Array], mask: Array) -> tuple[Array, None]:
+    cfg = self.config
+    dropout = nn.Dropout(cfg.dropout_rate)
+    y = Norm(cfg, name="pre_attention_layer_norm")(x)
+    y = Attention(cfg, self.sharding, name="attention")(y, y, bias, mask, deterministic=self.deterministic)
+    x = constrain(x + dropout(y, deterministic=self.deterministic), self.sharding, BATCH_LENGTH_EMBED)
+    y = Norm(cfg, name="pre_mlp_layer_norm")(x)
+    y = MLP(cfg, self.sharding, name="mlp")(y, deterministic=self.deterministic)
+    x = constrain(x + dropout(y, deterministic=self.deterministic), self.sharding, BATCH_LENGTH_EMBED)
+    return x, None
+
+
+class DecoderLayer(nn.Module):
+  config: ModelConfig
+  sharding: Optional[ActivationSharding] = None
+  deterministic: bool = True
+  decode: bool = False
+
+  @nn.compact
+  def __call__(self, x: Array, encoded: Array, bias: Optional[Array], self_mask: Array,
+               cross_mask: Array, decode_position: Optional[Array]) -> tuple[Array, None]:
+    cfg = self.config
+    dropout = nn.Dropout(cfg.dropout_rate)
+    det = self.deterministic
+    y = Norm(cfg, name="pre_self_attention_layer_norm")(x)
+    y = Attention(cfg, self.sharding, kind="self", name="self_attention")(
+        y, y, bias, self_mask, deterministic=det, decode=self.decode, decode_position=decode_position)
+    x = constrain(x + dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
+    y = Norm(cfg, name="pre_cross_attention_layer_norm")(x)
+    y = Attention(cfg, self.sharding, kind="cross", name="encoder_decoder_attention")(
+        y, encoded, None, cross_mask, deterministic=det, decode=self.decode)
+    x = constrain(x + dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
+    y = Norm(cfg, name="pre_mlp_layer_norm")(x)
+    y = MLP(cfg, self.sharding, name="mlp")(y, deterministic=det)
+    x = constrain(x + dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
+    return x, None
+
+
+_REMAT_POLICIES = {
+    "full": None,  # Save nothing: recompute the whole layer.
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def _stack(layer_cls: type, config: ModelConfig, num_layers: int, num_args: int, cache_axis: int):
+  """Wraps a layer class with rematerialisation and, optionally, nn.scan."""
+  if config.remat_policy != "none":
+    layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[config.remat_policy],
+                         prevent_cse=not config.scan_layers)
+  if config.scan_layers:
+    layer_cls = nn.scan(
+        layer_cls,
+        variable_axes={"params": 0, "cache": cache_axis},
+        split_rngs={"params": True, "dropout": True},
+        in_axes=(nn.broadcast,) * num_args,
+        length=num_layers,
+        metadata_params={nn.PARTITION_NAME: "layers"})
+  return layer_cls
+
+
+def _segment_mask(query_segments: Array, key_segments: Array) -> Array:
+  """(b, q), (b, k) -> (b, 1, q, k): same segment, and the key is not padding."""
+  mask = (query_segments[:, :, None] == key_segments[:, None, :]) & (key_segments[:, None, :] > 0)
+  return mask[:, None]
+
+
+def _default_positions(length: int) -> Array:
+  """(1, length): unpacked rows share positions, so the bias is computed once."""
+  return jnp.arange(length, dtype=jnp.int32)[None]
+
+
+class Encoder(nn.Module):
+  config: ModelConfig
+  sharding: Optional[ActivationSharding] = None
+
+  @nn.compact
+  def __call__(self, embedded: Array, segment_ids: Array, positions: Array, *,
+               deterministic: bool) -> Array:
+    cfg = self.config
+    mask = _segment_mask(segment_ids, segment_ids)
+    bias = None
+    if cfg.position_scheme == "relative":
+      bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
+    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
+    x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
+    layer = _stack(EncoderLayer, cfg, cfg.num_encoder_layers, num_args=2, cache_axis=1)
+    if cfg.scan_layers:
+      x, _ = layer(cfg, self.sharding, deterministic, name="layers")(x, bias, mask)
+    else:
+      for i in range(cfg.num_encoder_layers):
+        x, _ = layer(cfg, self.sharding, deterministic, name=f"layers_{i}")(x, bias, mask)
+    x = Norm(cfg, name="encoder_norm")(x)
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+class Decoder(nn.Module):
+  config: ModelConfig
+  sharding: Optional[ActivationSharding] = None
+
+  @nn.compact
+  def __call__(self, embedded: Array, encoded: Array, encoder_segment_ids: Array,
+               segment_ids: Optional[Array], positions: Optional[Array], *,
+               deterministic: bool, decode: bool = False) -> Array:
+    cfg = self.config
+    length = embedded.shape[1]
+    decode_position = None
+    if decode:
+      # One token per call; the first (initialising) call passes the full
+      # target length, which fixes the cache's size.
+      is_initialized = self.has_variable("cache", "position")
+      position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
+      cache_positions = self.variable("cache", "key_positions", _default_positions, length)
+      if is_initialized:
+        decode_position = position.value
+        key_positions = cache_positions.value  # (1, max_length)
+        query_positions = decode_position[None, None]  # (1, 1)
+        self_mask = (key_positions <= decode_position)[:, None, None, :]
+        position.value = decode_position + 1
+      else:
+        query_positions = key_positions = cache_positions.value
+        self_mask = _causal_mask(length)
+      cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
+    else:
+      if positions is None:
+        positions = _default_positions(length)
+      query_positions = key_positions = positions
+      self_mask = _causal_mask(length)
+      if segment_ids is not None:
+        self_mask = self_mask & _segment_mask(segment_ids, segment_ids)
+        cross_mask = _segment_mask(segment_ids, encoder_segment_ids)
+      else:
+        cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
+    bias = None
+    if cfg.position_scheme == "relative":
+      bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(
+          query_positions, key_positions)
+    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
+    x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
+    layer = _stack(DecoderLayer, cfg, cfg.num_decoder_layers, num_args=5, cache_axis=1)
+    args = (encoded, bias, self_mask, cross_mask, decode_position)
+    if cfg.scan_layers:
+      x, _ = layer(cfg, self.sharding, deterministic, decode, name="layers")(x, *args)
+    else:
+      for i in range(cfg.num_decoder_layers):
+        x, _ = layer(cfg, self.sharding, deterministic, decode, name=f"layers_{i}")(x, *args)
+    x = Norm(cfg, name="decoder_norm")(x)
+    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+
+
+def _causal_mask(length: int) -> Array:
+  idx = jnp.arange(length)
+  return (idx[None, :] <= idx[:, None])[None, None]
+
+
+class Transformer(nn.Module):
+  """T5 encoder-decoder. `__call__` gives logits (b, l_targets, vocab)."""
+
+  config: ModelConfig
+  sharding: Optional[ActivationSharding] = None
+
+  def setup(self):
+    cfg = self.config
+    self.token_embedder = Embed(cfg)
+    self.encoder = Encoder(cfg, self.sharding)
+    self.decoder = Decoder(cfg, self.sharding)
+    if not cfg.tie_logits:
+      self.logits_dense = self.param(
+          "logits_dense", nn.with_logical_partitioning(_kernel_init(0, 1), ("embed", "vocab")),
+          (cfg.d_model, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
+
+  def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
+             encoder_positions: Optional[Array] = None, *, deterministic: bool = True) -> Array:
+    """(b, l_in) tokens -> (b, l_in, d) encodings."""
+    if encoder_segment_ids is None:
+      encoder_segment_ids = (encoder_input_tokens > 0).astype(jnp.int32)
+    if encoder_positions is None:
+      encoder_positions = _default_positions(encoder_input_tokens.shape[1])
+    embedded = self.token_embedder(encoder_input_tokens)
+    return self.encoder(embedded, encoder_segment_ids, encoder_positions, deterministic=deterministic)
+
+  def decode(self, encoded: Array, encoder_input_tokens: Array, decoder_input_tokens: Array,
+             encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
+             decoder_positions: Optional[Array] = None, *, deterministic: bool = True,
+             decode: bool = False) -> Array:
+    """Decoder logits (b, l_tgt, v). With decode=True, one step with a cache."""
+    if encoder_segment_ids is None:
+      encoder_segment_ids = (encoder_input_tokens > 0).astype(jnp.int32)
+    embedded = self.token_embedder(decoder_input_tokens)
+    x = self.decoder(embedded, encoded, encoder_segment_ids, decoder_segment_ids, decoder_positions,
+                     deterministic=deterministic, decode=decode)
+    if self.config.tie_logits:
+      logits = self.token_embedder.attend(x) * (self.config.d_model ** -0.5)
+    else:
+      logits = jnp.einsum("bld,dv->blv", x, self.logits_dense.astype(x.dtype))
+    return constrain(logits, self.sharding, BATCH_LENGTH_VOCAB)
+
+  def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
+               encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
+               encoder_positions: Optional[Array] = None, decoder_positions: Optional[Array] = None,
+               *, deterministic: bool = True) -> Array:
+    encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
+                          deterministic=deterministic)
+    return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids,
+                       decoder_segment_ids, decoder_positions, deterministic=deterministic)
+
+
+# ----------------------------------------------------------------------------
+# Parameters without allocation
+# ----------------------------------------------------------------------------
+
+
+def _dummy_batch(batch_size: int = 1, inputs_length: int = 8, targets_length: int = 8) -> dict[str, Any]:
+  return {
+      "encoder_input_tokens": jnp.ones((batch_size, inputs_length), jnp.int32),
+      "decoder_input_tokens": jnp.ones((batch_size, targets_length), jnp.int32),
+  }
+
+
+def init_variables(model: Transformer, rng: Array) -> Any:
+  """Boxed variables (nn.LogicallyPartitioned leaves); use under jax.eval_shape."""
+  return model.init(rng, **_dummy_batch())
+
+
+def abstract_params(config: ModelConfig) -> tuple[Any, Any]:
+  """(ShapeDtypeStruct params, logical PartitionSpecs) without allocating anything."""
+  model = Transformer(config)
+  boxed = jax.eval_shape(functools.partial(init_variables, model), jax.random.key(0))
+  specs = nn.get_partition_spec(boxed)["params"]
+  return nn.meta.unbox(boxed)["params"], specs
+
+
+def init_params(config: ModelConfig, rng: Array) -> Any:
+  """Plain (unboxed) parameter pytree, allocated on the default device."""
+  return nn.meta.unbox(init_variables(Transformer(config), rng))["params"]
+
+
+def count_params(config: ModelConfig) -> int:
+  params, _ = abstract_params(config)
+  return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))

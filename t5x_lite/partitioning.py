@@ -1,0 +1,148 @@
+"""All sharding decisions: the device mesh and logical-axis rules.
+
+The model names every parameter and activation dimension with a logical axis
+('batch', 'embed', 'mlp', 'heads', ...). Rules map logical names to mesh axes;
+the same model then runs data-parallel, FSDP, model-parallel or 2-D just by
+changing the rules.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from t5x_lite.config import ConfigError, MeshConfig
+
+LogicalRules = tuple[tuple[str, Any], ...]
+
+# Logical names that are never sharded; listed so every name has a rule.
+_REPLICATED = (
+    ("length", None), ("kv", None), ("relpos_buckets", None), ("layers", None),
+    ("decode_length", None),
+)
+
+RULE_PRESETS: dict[str, LogicalRules] = {
+    # Parameters replicated, batch split over the data axis.
+    "data_parallel": (
+        ("batch", "data"), ("embed", None), ("mlp", None), ("heads", None),
+        ("vocab", None), *_REPLICATED),
+    # ZeRO-3 style: parameters and optimizer state split over the data axis
+    # along 'embed'; activations keep their batch split (data is taken there).
+    "fsdp": (
+        ("batch", "data"), ("embed", "data"), ("mlp", None), ("heads", None),
+        ("vocab", None), *_REPLICATED),
+    # T5X's standard 1-D model parallelism: heads, mlp and vocab over 'model'.
+    "model_parallel": (
+        ("batch", "data"), ("embed", None), ("mlp", "model"), ("heads", "model"),
+        ("vocab", "model"), *_REPLICATED),
+    # 2-D: model parallel plus parameters' embed dimension over 'data'.
+    "2d": (
+        ("batch", "data"), ("mlp", "model"), ("heads", "model"), ("vocab", "model"),
+        ("embed", "data"), *_REPLICATED),
+}
+
+
+def logical_rules(mesh_config: MeshConfig) -> LogicalRules:
+  if mesh_config.rules_preset == "custom":
+    return tuple((name, _as_mesh_axes(axes)) for name, axes in mesh_config.rules)
+  return RULE_PRESETS[mesh_config.rules_preset]
+
+
+def _as_mesh_axes(axes: Any) -> Any:
+  return tuple(axes) if isinstance(axes, list) else axes
+
+
+def resolve_mesh_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, ...]:
+  """Fills in a single -1 and checks that the shape uses every device."""
+  shape = list(mesh_config.shape)
+  if shape.count(-1) > 1:
+    raise ConfigError(f"mesh.shape {tuple(shape)} has more than one -1; at most one axis can be 'the rest'.")
+  known = math.prod(s for s in shape if s != -1)
+  if known <= 0 or any(s == 0 or s < -1 for s in shape):
+    raise ConfigError(f"mesh.shape {tuple(shape)} must hold positive sizes (or one -1).")
+  if -1 in shape:
+    if num_devices % known:
+      raise ConfigError(
+          f"mesh.shape {tuple(mesh_config.shape)} cannot fill {num_devices} devices: "
+          f"{num_devices} is not divisible by {known}. Choose sizes whose product divides {num_devices}.")
+    shape[shape.index(-1)] = num_devices // known
+  if math.prod(shape) != num_devices:
+    raise ConfigError(
+        f"mesh.shape {tuple(mesh_config.shape)} needs {math.prod(shape)} devices but "
+        f"{num_devices} are available. Set e.g. --set mesh.shape=[-1,1] to use them all.")
+  return tuple(shape)
+
+
+def make_mesh(mesh_config: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """A mesh over all devices of all processes, with Auto axis types.
+
+  jax.make_mesh defaults to Explicit axes, under which GSPMD-style logical
+  sharding fails; Auto keeps the compiler in charge of propagation.
+  """
+  devices = list(devices) if devices is not None else jax.devices()
+  shape = resolve_mesh_shape(mesh_config, len(devices))
+  axis_types = (jax.sharding.AxisType.Auto,) * len(shape)
+  return jax.make_mesh(shape, tuple(mesh_config.axes), axis_types=axis_types, devices=devices)
+
+
+def logical_to_mesh_spec(logical_spec: PartitionSpec, rules: LogicalRules) -> PartitionSpec:
+  return nn.logical_to_mesh_axes(tuple(logical_spec), rules)
+
+
+def logical_to_sharding(logical_specs: Any, mesh: Mesh, rules: LogicalRules) -> Any:
+  """Maps a pytree of logical PartitionSpecs to NamedShardings on `mesh`."""
+  def one(spec):
+    if spec is None:
+      spec = PartitionSpec()
+    return NamedSharding(mesh, _drop_absent_axes(logical_to_mesh_spec(spec, rules), mesh))
+  return jax.tree.map(one, logical_specs, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
+
+
+def _drop_absent_axes(spec: PartitionSpec, mesh: Mesh) -> PartitionSpec:
+  """Rules may name mesh axes this mesh lacks (e.g. 'model' on a 1-D mesh)."""
+  def keep(entry):
+    if entry is None:
+      return None
+    if isinstance(entry, tuple):
+      kept = tuple(a for a in entry if a in mesh.axis_names)
+      return kept or None
+    return entry if entry in mesh.axis_names else None
+  return PartitionSpec(*(keep(e) for e in spec))
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationSharding:
+  """What the model needs to constrain activations: a mesh and the rules.
+
+  Passed explicitly to the model (no global context); None means no
+  constraints (single device, tests).
+  """
+
+  mesh: Mesh
+  rules: LogicalRules
+
+  def constrain(self, x: jax.Array, logical_axes: tuple[Optional[str], ...]) -> jax.Array:
+    spec = _drop_absent_axes(logical_to_mesh_spec(PartitionSpec(*logical_axes), self.rules), self.mesh)
+    return jax.lax.with_sharding_constraint(x, NamedSharding(self.mesh, spec))
+
+
+def constrain(x: jax.Array, sharding: Optional[ActivationSharding], logical_axes: tuple) -> jax.Array:
+  return x if sharding is None else sharding.constrain(x, logical_axes)
+
+
+def batch_sharding(mesh: Mesh, rules: LogicalRules) -> NamedSharding:
+  """Sharding of a (batch, length) input array."""
+  return logical_to_sharding(PartitionSpec("batch", "length"), mesh, rules)
+
+
+def data_axis_size(mesh: Mesh, rules: LogicalRules) -> int:
+  """How many ways the batch dimension is split."""
+  spec = batch_sharding(mesh, rules).spec[0]
+  axes = (spec,) if isinstance(spec, str) else (spec or ())
+  return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
