@@ -91,7 +91,7 @@ class DataConfig:
   pack: bool = True
   num_workers: int = 2
   prefetch: int = 4
-  # Examples taken from the eval split per evaluation (None = all of it).
+  # Documents of the eval split used per evaluation (None = all of it).
   max_eval_examples: Optional[int] = None
 
 
@@ -128,7 +128,6 @@ class TrainConfig:
   batch_size: int = 128
   seed: int = 0
   eval_every: int = 500
-  eval_batches: int = 20
   log_every: int = 50
   # Microbatches per step (gradient accumulation); the batch must divide by it.
   grad_accum_steps: int = 1

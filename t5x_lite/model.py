@@ -181,18 +181,20 @@ class Attention(nn.Module):
     cfg = self.config
     dtype, param_dtype = activation_dtype(cfg), jnp.dtype(cfg.param_dtype)
     h, k, d = cfg.num_heads, cfg.d_kv, cfg.d_model
-    qkv_axes = ("embed", "heads", "kv")
+    # Kernels are stored 2-D (embed, heads * kv) as T5X does, so Adafactor
+    # factors their second moments; they are reshaped to heads at use.
+    qkv_axes = ("embed", "joined_kv")
     # T5 has no 1/sqrt(d_kv) in the logits: it lives in the query's init.
-    query_init = _kernel_init(0, (1, 2), scale=1.0 / k, distribution="normal")
-    kv_init = _kernel_init(0, (1, 2), distribution="normal")
-    wq = _param(self, "query", query_init, (d, h, k), qkv_axes, param_dtype)
-    wk = _param(self, "key", kv_init, (d, h, k), qkv_axes, param_dtype)
-    wv = _param(self, "value", kv_init, (d, h, k), qkv_axes, param_dtype)
-    wo = _param(self, "out", _kernel_init((0, 1), 2, distribution="normal"), (h, k, d),
-                ("heads", "kv", "embed"), param_dtype)
+    query_init = _kernel_init(0, 1, scale=1.0 / k, distribution="normal")
+    kv_init = _kernel_init(0, 1, distribution="normal")
+    wq = _param(self, "query", query_init, (d, h * k), qkv_axes, param_dtype)
+    wk = _param(self, "key", kv_init, (d, h * k), qkv_axes, param_dtype)
+    wv = _param(self, "value", kv_init, (d, h * k), qkv_axes, param_dtype)
+    wo = _param(self, "out", _kernel_init(0, 1, distribution="normal"), (h * k, d),
+                ("joined_kv", "embed"), param_dtype)
 
     def project(x, w):
-      y = jnp.einsum("bld,dhk->blhk", x, w.astype(dtype))
+      y = jnp.einsum("bld,dhk->blhk", x, w.reshape(d, h, k).astype(dtype))
       return constrain(y, self.sharding, BATCH_LENGTH_HEADS_KV)
 
     query = project(inputs_q, wq)
@@ -207,7 +209,7 @@ class Attention(nn.Module):
     out = dot_product_attention(query, key, value, bias, mask, impl=cfg.attention_impl)
     out = constrain(out, self.sharding, BATCH_LENGTH_HEADS_KV)
     out = nn.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
-    return jnp.einsum("blhk,hkd->bld", out, wo.astype(dtype))
+    return jnp.einsum("blhk,hkd->bld", out, wo.reshape(h, k, d).astype(dtype))
 
   def _update_cache(self, key: Array, value: Array, position: Array) -> tuple[Array, Array]:
     """Writes this step's key/value at `position`; returns the whole cache.

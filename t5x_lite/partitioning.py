@@ -31,20 +31,20 @@ RULE_PRESETS: dict[str, LogicalRules] = {
     # Parameters replicated, batch split over the data axis.
     "data_parallel": (
         ("batch", "data"), ("embed", None), ("mlp", None), ("heads", None),
-        ("vocab", None), *_REPLICATED),
+        ("joined_kv", None), ("vocab", None), *_REPLICATED),
     # ZeRO-3 style: parameters and optimizer state split over the data axis
     # along 'embed'; activations keep their batch split (data is taken there).
     "fsdp": (
         ("batch", "data"), ("embed", "data"), ("mlp", None), ("heads", None),
-        ("vocab", None), *_REPLICATED),
+        ("joined_kv", None), ("vocab", None), *_REPLICATED),
     # T5X's standard 1-D model parallelism: heads, mlp and vocab over 'model'.
     "model_parallel": (
         ("batch", "data"), ("embed", None), ("mlp", "model"), ("heads", "model"),
-        ("vocab", "model"), *_REPLICATED),
+        ("joined_kv", "model"), ("vocab", "model"), *_REPLICATED),
     # 2-D: model parallel plus parameters' embed dimension over 'data'.
     "2d": (
-        ("batch", "data"), ("mlp", "model"), ("heads", "model"), ("vocab", "model"),
-        ("embed", "data"), *_REPLICATED),
+        ("batch", "data"), ("mlp", "model"), ("heads", "model"), ("joined_kv", "model"),
+        ("vocab", "model"), ("embed", "data"), *_REPLICATED),
 }
 
 
@@ -146,3 +146,24 @@ def data_axis_size(mesh: Mesh, rules: LogicalRules) -> int:
   spec = batch_sharding(mesh, rules).spec[0]
   axes = (spec,) if isinstance(spec, str) else (spec or ())
   return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+
+
+def per_device_bytes(abstract_tree: Any, logical_specs: Any, axis_sizes: dict[str, int],
+                     rules: LogicalRules) -> int:
+  """Bytes one device holds of `abstract_tree` when sharded by `logical_specs`.
+
+  Works from axis sizes alone, so memory can be planned for devices this
+  machine does not have.
+  """
+  leaves = jax.tree.leaves(abstract_tree)
+  specs = jax.tree.leaves(logical_specs, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
+  total = 0
+  for leaf, spec in zip(leaves, specs, strict=True):
+    mesh_spec = logical_to_mesh_spec(spec if spec is not None else PartitionSpec(), rules)
+    shape = list(leaf.shape)
+    for dim, entry in enumerate(mesh_spec):
+      axes = (entry,) if isinstance(entry, str) else (entry or ())
+      ways = math.prod(axis_sizes.get(a, 1) for a in axes)
+      shape[dim] = -(-shape[dim] // ways)
+    total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
+  return total

@@ -1,0 +1,7 @@
+"""`python -m t5x_lite` is the `t5x-lite` command."""
+
+import sys
+
+from t5x_lite.cli import main
+
+sys.exit(main())

@@ -1,0 +1,129 @@
+"""`t5x-lite info`: what a configuration costs before anything is allocated."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+
+import jax
+import numpy as np
+
+from t5x_lite import config as config_lib
+from t5x_lite import flops, model, optimizers, partitioning, train_state
+from t5x_lite.cli import add_experiment_arguments
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  add_experiment_arguments(parser)
+  parser.add_argument("--devices", type=int, default=None,
+                      help="plan memory for this many devices (default: the devices present)")
+
+
+def parameter_breakdown(params) -> dict[str, int]:
+  """Parameters per top-level module: embeddings, encoder, decoder, logits."""
+  names = {"token_embedder": "embeddings", "encoder": "encoder", "decoder": "decoder",
+           "logits_dense": "logits"}
+  counts = {label: 0 for label in names.values()}
+  for key, subtree in params.items():
+    counts[names[key]] += sum(int(np.prod(p.shape)) for p in jax.tree.leaves(subtree))
+  return counts
+
+
+def activation_bytes_estimate(cfg: config_lib.ModelConfig, batch: int, inputs_length: int,
+                              targets_length: int) -> int:
+  """Rough bytes of activations kept for the backward pass (one device's batch).
+
+  Counts per token and layer the tensors a layer saves (norm outputs, q/k/v,
+  attention output, FFN hidden) plus float32 attention weights; remat keeps
+  only layer inputs plus one layer's worth. An estimate, not a measurement.
+  """
+  itemsize = np.dtype(model.activation_dtype(cfg)).itemsize
+  d, inner, ff = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff
+  ffn = 3 * ff if cfg.ffn_activation.startswith("gated") or cfg.ffn_activation == "swiglu" else 2 * ff
+  enc_token = (4 * d + 4 * inner + ffn) * itemsize + cfg.num_heads * inputs_length * 6
+  dec_token = ((6 * d + 6 * inner + ffn) * itemsize
+               + cfg.num_heads * (targets_length + inputs_length) * 6)
+  per_layer = {"encoder": batch * inputs_length * enc_token, "decoder": batch * targets_length * dec_token}
+  logits = batch * targets_length * cfg.vocab_size * (itemsize + 4)
+  if cfg.remat_policy == "none":
+    layers = cfg.num_encoder_layers * per_layer["encoder"] + cfg.num_decoder_layers * per_layer["decoder"]
+  else:
+    inputs_kept = batch * (cfg.num_encoder_layers * inputs_length + cfg.num_decoder_layers * targets_length)
+    layers = inputs_kept * d * itemsize + max(per_layer.values())
+  return int(layers + logits)
+
+
+def _gib(num_bytes: float) -> str:
+  return f"{num_bytes / 2**30:.3f} GiB"
+
+
+def describe(experiment: config_lib.ExperimentConfig, num_devices: int) -> dict:
+  cfg = dataclasses.replace(experiment.model)
+  if cfg.vocab_size is None:
+    cfg.vocab_size = padded_vocab_size(experiment.data)
+  params, param_specs = model.abstract_params(cfg)
+  rules = partitioning.logical_rules(experiment.mesh)
+  mesh_shape = partitioning.resolve_mesh_shape(experiment.mesh, num_devices)
+  axis_sizes = dict(zip(experiment.mesh.axes, mesh_shape))
+  optimizer = optimizers.make_optimizer(experiment.optimizer, experiment.train.steps, param_specs)
+  opt_shapes = jax.eval_shape(optimizer.init, params)
+  opt_specs = train_state.opt_state_logical_axes(optimizer, param_specs, params)
+  param_bytes = partitioning.per_device_bytes(params, param_specs, axis_sizes, rules)
+  opt_bytes = partitioning.per_device_bytes(opt_shapes, opt_specs, axis_sizes, rules)
+  data_ways = math.prod(axis_sizes.get(a, 1) for a in _batch_axes(rules))
+  per_device_batch = -(-experiment.train.batch_size // experiment.train.grad_accum_steps // data_ways)
+  data = experiment.data
+  activations = activation_bytes_estimate(cfg, per_device_batch, data.inputs_length, data.targets_length)
+  counts = parameter_breakdown(params)
+  return {
+      "experiment": experiment.name,
+      "parameters": counts,
+      "total_parameters": sum(counts.values()),
+      "train_flops_per_sequence": flops.train_flops_per_sequence(
+          cfg, data.inputs_length, data.targets_length),
+      "mesh": dict(axis_sizes),
+      "rules_preset": experiment.mesh.rules_preset,
+      "memory_per_device_bytes": {
+          "parameters": param_bytes,
+          "gradients": param_bytes,
+          "optimizer_state": opt_bytes,
+          "activations_estimate": activations,
+          "total_estimate": 2 * param_bytes + opt_bytes + activations,
+      },
+      "per_device_microbatch": per_device_batch,
+  }
+
+
+def _batch_axes(rules) -> tuple[str, ...]:
+  for name, axes in rules:
+    if name == "batch":
+      return (axes,) if isinstance(axes, str) else tuple(axes or ())
+  return ()
+
+
+def padded_vocab_size(data: config_lib.DataConfig) -> int:
+  """Vocabulary size a trained SentencePiece model will have: pieces + extra ids, to a multiple of 128."""
+  return -(-(data.vocab_train_size + data.vocab_extra_ids) // 128) * 128
+
+
+def format_report(report: dict) -> str:
+  lines = [f"experiment: {report['experiment']}", "parameters:"]
+  for name, count in report["parameters"].items():
+    lines.append(f"  {name:<12} {count:>16,}")
+  lines.append(f"  {'total':<12} {report['total_parameters']:>16,}")
+  lines.append(f"model FLOPs per training sequence: {report['train_flops_per_sequence'] / 1e12:.4f} TFLOP")
+  mesh = " x ".join(f"{k}={v}" for k, v in report["mesh"].items())
+  lines.append(f"mesh: {mesh} (rules: {report['rules_preset']}), "
+               f"per-device microbatch {report['per_device_microbatch']}")
+  lines.append("training memory per device:")
+  for name, value in report["memory_per_device_bytes"].items():
+    lines.append(f"  {name:<22} {_gib(value):>14}")
+  return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+  experiment = config_lib.load_experiment(args.experiment, args.overrides)
+  num_devices = args.devices or jax.device_count()
+  print(format_report(describe(experiment, num_devices)))
+  return 0

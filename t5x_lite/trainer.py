@@ -1,0 +1,359 @@
+"""`t5x-lite train`: sharded pretraining and fine-tuning, one jitted step per batch.
+
+The train step is a single jax.jit whose in/out shardings come from the
+model's logical axis names and the experiment's rules (pjit semantics), with
+the state donated. Runs resume from WORKDIR/checkpoints automatically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import math
+import os
+import signal
+import time
+from typing import Any, Callable, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from t5x_lite import checkpoints, distributed, flops, losses, model as model_lib, optimizers
+from t5x_lite import partitioning
+from t5x_lite.cli import add_experiment_arguments
+from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment, save_json
+from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
+from t5x_lite.metrics import MetricWriter, ProgressBar
+from t5x_lite.train_state import TrainState, train_state_logical_axes
+
+Batch = dict[str, Any]
+
+
+class TrainingError(RuntimeError):
+  """The run cannot go on (a NaN loss, ...); the message names the step."""
+
+
+# ----------------------------------------------------------------------------
+# Everything derived from the configuration and the devices
+# ----------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Setup:
+  """A run's mesh, model, optimizer and shardings, built once from its config."""
+
+  config: ExperimentConfig
+  mesh: Mesh
+  rules: partitioning.LogicalRules
+  model: model_lib.Transformer
+  optimizer: optax.GradientTransformation
+  schedule: Callable[[Any], Any]
+  abstract_state: TrainState  # ShapeDtypeStructs carrying the state's shardings
+  state_shardings: TrainState
+  batch_sharding: NamedSharding
+
+
+def make_setup(config: ExperimentConfig, devices: Optional[list] = None) -> Setup:
+  """Mesh, model and shardings; config.model.vocab_size must be resolved."""
+  mesh = partitioning.make_mesh(config.mesh, devices)
+  rules = partitioning.logical_rules(config.mesh)
+  check_batch_divides(config, mesh, rules)
+  sharding = partitioning.ActivationSharding(mesh, rules)
+  model = model_lib.Transformer(config.model, sharding)
+  params_shapes, param_specs = model_lib.abstract_params(config.model)
+  optimizer = optimizers.make_optimizer(config.optimizer, config.train.steps, param_specs)
+  schedule = optimizers.make_schedule(config.optimizer, config.train.steps)
+  state_specs = train_state_logical_axes(optimizer, param_specs, params_shapes)
+  state_shardings = partitioning.logical_to_sharding(state_specs, mesh, rules)
+  state_shapes = jax.eval_shape(functools.partial(TrainState.create, optimizer=optimizer), params_shapes)
+  abstract_state = jax.tree.map(
+      lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
+      state_shapes, state_shardings)
+  return Setup(config, mesh, rules, model, optimizer, schedule, abstract_state, state_shardings,
+               partitioning.batch_sharding(mesh, rules))
+
+
+def check_batch_divides(config: ExperimentConfig, mesh: Mesh, rules) -> None:
+  ways = partitioning.data_axis_size(mesh, rules)
+  micro = config.train.batch_size // config.train.grad_accum_steps
+  if micro % ways:
+    raise ConfigError(
+        f"train.batch_size={config.train.batch_size} (microbatch {micro} with "
+        f"train.grad_accum_steps={config.train.grad_accum_steps}) does not divide over the "
+        f"{ways}-way batch sharding of mesh {dict(mesh.shape)}. Use a batch that is a multiple "
+        f"of {ways * config.train.grad_accum_steps}, or change mesh.shape.")
+  if config.train.batch_size % jax.process_count():
+    raise ConfigError(
+        f"train.batch_size={config.train.batch_size} does not divide over "
+        f"{jax.process_count()} processes.")
+
+
+def init_state(setup: Setup, seed: int) -> TrainState:
+  """Parameters and optimizer state created directly in their shardings."""
+  def create(rng):
+    params = model_lib.init_params(setup.config.model, rng)
+    return TrainState.create(params, setup.optimizer)
+  return jax.jit(create, out_shardings=setup.state_shardings)(jax.random.key(seed))
+
+
+# ----------------------------------------------------------------------------
+# Steps
+# ----------------------------------------------------------------------------
+
+
+def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_loss: float,
+                  label_smoothing: float, dropout_rng: Optional[jax.Array]) -> tuple[jax.Array, dict]:
+  """Loss sum to differentiate, and metric sums (loss, z-loss, accuracy, tokens)."""
+  deterministic = dropout_rng is None
+  logits = model.apply(
+      {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+      batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
+      batch["decoder_positions"], deterministic=deterministic,
+      rngs=None if deterministic else {"dropout": dropout_rng})
+  sums = losses.cross_entropy_with_z_loss(
+      logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss=z_loss,
+      label_smoothing=label_smoothing)
+  correct, _ = losses.token_accuracy(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"])
+  return sums.loss, {"loss": sums.loss, "z_loss": sums.z_loss, "correct": correct, "weight": sums.weight}
+
+
+def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """One optimizer update; with grad_accum_steps > 1 the batch is split into
+  microbatches whose gradient sums are added before dividing by the token count,
+  so the update equals the full batch's."""
+  cfg = setup.config
+  accum = cfg.train.grad_accum_steps
+  dropout = cfg.model.dropout_rate > 0
+  base_rng = jax.random.key(cfg.train.seed + 1)
+  grad_fn = jax.grad(
+      functools.partial(_forward_sums, setup.model, z_loss=cfg.train.z_loss,
+                        label_smoothing=cfg.train.label_smoothing), has_aux=True)
+
+  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
+    # Dropout noise is a function of the step, so a resumed run repeats it.
+    rng = jax.random.fold_in(base_rng, state.step) if dropout else None
+    if accum == 1:
+      grads, sums = grad_fn(state.params, batch, dropout_rng=rng)
+    else:
+      micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
+
+      def accumulate(carry, inputs):
+        index, microbatch = inputs
+        micro_rng = None if rng is None else jax.random.fold_in(rng, index)
+        grads, sums = grad_fn(state.params, microbatch, dropout_rng=micro_rng)
+        return jax.tree.map(jnp.add, carry, (grads, sums)), None
+
+      zeros = jax.tree.map(jnp.zeros_like, (state.params, {k: jnp.zeros((), jnp.float32) for k in
+                                                          ("loss", "z_loss", "correct", "weight")}))
+      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(accum), micro))
+    tokens = jnp.maximum(sums["weight"], 1.0)
+    grads = jax.tree.map(lambda g: g / tokens, grads)
+    new_state = state.apply_gradients(grads, setup.optimizer)
+    metrics = {
+        "loss": sums["loss"] / tokens, "z_loss": sums["z_loss"] / tokens,
+        "accuracy": sums["correct"] / tokens, "target_tokens": sums["weight"],
+        "learning_rate": setup.schedule(state.step), "grad_norm": optax.global_norm(grads),
+        "param_norm": optax.global_norm(new_state.params),
+    }
+    return new_state, metrics
+
+  batch_shardings = {key: setup.batch_sharding for key in BATCH_KEYS}
+  return jax.jit(step, in_shardings=(setup.state_shardings, batch_shardings),
+                 out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
+
+
+def make_eval_step(setup: Setup) -> Callable[[Any, Batch], dict]:
+  """Metric sums over one batch; padding rows have zero loss weights."""
+  cfg = setup.config
+
+  def step(params, batch):
+    _, sums = _forward_sums(setup.model, params, batch, z_loss=cfg.train.z_loss,
+                            label_smoothing=0.0, dropout_rng=None)
+    return sums
+
+  batch_shardings = {key: setup.batch_sharding for key in BATCH_KEYS}
+  return jax.jit(step, in_shardings=(setup.state_shardings.params, batch_shardings))
+
+
+def to_global(batch: Batch, sharding: NamedSharding) -> Batch:
+  """Each process's rows -> one global array per key."""
+  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(batch[key]))
+          for key in BATCH_KEYS}
+
+
+def unigram_entropy(counts: np.ndarray) -> float:
+  """Entropy (nats) of token frequencies: the best loss of a model that ignores context."""
+  p = counts[counts > 0] / counts.sum()
+  return float(-(p * np.log(p)).sum())
+
+
+def evaluate(setup: Setup, eval_step, params, loader: Loader, vocab_size: int) -> dict:
+  """Loss, accuracy and perplexity over the whole eval stream (each example once)."""
+  totals = {"loss": 0.0, "z_loss": 0.0, "correct": 0.0, "weight": 0.0}
+  target_counts = np.zeros(vocab_size, np.int64)
+  for batch in loader:
+    weights = batch["decoder_loss_weights"] > 0
+    target_counts += np.bincount(batch["decoder_target_tokens"][weights], minlength=vocab_size)
+    sums = jax.device_get(eval_step(params, to_global(batch, setup.batch_sharding)))
+    for key in totals:
+      totals[key] += float(sums[key])
+  tokens = max(totals["weight"], 1.0)
+  cross_entropy = (totals["loss"] - totals["z_loss"]) / tokens
+  return {
+      "loss": cross_entropy, "z_loss": totals["z_loss"] / tokens,
+      "accuracy": totals["correct"] / tokens, "perplexity": math.exp(min(cross_entropy, 50.0)),
+      "target_tokens": totals["weight"], "unigram_entropy": unigram_entropy(target_counts),
+  }
+
+
+# ----------------------------------------------------------------------------
+# The loop
+# ----------------------------------------------------------------------------
+
+
+class _Preemption:
+  """Turns SIGTERM (TPU VM / scheduler preemption) into a flag the loop checks."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    self.requested = True
+
+  def __exit__(self, *exc):
+    signal.signal(signal.SIGTERM, self._previous)
+
+
+VOCABULARY_FILE = "vocabulary.model"
+
+
+def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
+  """Loads or trains the vocabulary, keeps a copy in the workdir (eval and infer
+  read it there) and fixes model.vocab_size from it."""
+  vocabulary = get_vocabulary(config.data)
+  path = os.path.join(workdir, VOCABULARY_FILE)
+  if jax.process_index() == 0 and not os.path.exists(path):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+      f.write(vocabulary.model_proto)
+    os.replace(tmp, path)
+  if config.model.vocab_size is None:
+    config.model.vocab_size = vocabulary.vocab_size
+  elif config.model.vocab_size < vocabulary.vocab_size:
+    raise ConfigError(
+        f"model.vocab_size={config.model.vocab_size} is smaller than the vocabulary's "
+        f"{vocabulary.vocab_size} ids; set model.vocab_size to {vocabulary.vocab_size} or None.")
+  return vocabulary
+
+
+def train(config: ExperimentConfig, workdir: str) -> dict:
+  """Trains (or resumes) the experiment in `workdir`; returns the final metrics."""
+  os.makedirs(workdir, exist_ok=True)
+  vocabulary = resolve_vocabulary(config, workdir)
+  is_main = jax.process_index() == 0
+  if is_main:
+    save_json(config, os.path.join(workdir, "config.json"))
+  setup = make_setup(config)
+  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint)
+  train_loader = make_train_loader(config, vocabulary, jax.process_index(), jax.process_count())
+  start_step = ckpt.latest_step()
+  if start_step is not None:
+    state, meta = ckpt.restore(setup.abstract_state, start_step)
+    train_loader.set_state(meta["loader_state"])
+  else:
+    state = init_state(setup, config.train.seed)
+    if config.checkpoint.init_from:
+      params = checkpoints.restore_params(config.checkpoint.init_from, setup.abstract_state.params,
+                                          config.checkpoint.init_from_step)
+      state = state.replace(params=params)
+    start_step = 0
+  writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+  train_step, eval_step = make_train_step(setup), make_eval_step(setup)
+  flops_per_sequence = flops.train_flops_per_sequence(
+      config.model, config.data.inputs_length, config.data.targets_length)
+  peak = flops.peak_flops_per_device(config.train.peak_flops_per_device) * jax.device_count()
+  total = config.train.steps
+  progress = ProgressBar(total=total, initial=start_step, enabled=is_main)
+  last_train: dict = {}
+  last_eval: dict = {}
+  step = start_step
+  window_start, window_steps = time.perf_counter(), 0
+  with _Preemption() as preemption:
+    batches = iter(train_loader)
+    while step < total:
+      batch = to_global(next(batches), setup.batch_sharding)
+      state, metrics = train_step(state, batch)
+      step += 1
+      window_steps += 1
+      if step % config.train.log_every == 0 or step == total:
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(metrics["loss"]):
+          ckpt.wait_until_finished()
+          raise TrainingError(
+              f"loss is {metrics['loss']} at step {step}; stopping. Checkpoints already saved in "
+              f"{ckpt.directory} are intact. Lower optimizer.learning_rate or enable "
+              f"optimizer.grad_clip_norm, then resume.")
+        elapsed = time.perf_counter() - window_start
+        seq_per_s = window_steps * config.train.batch_size / elapsed
+        metrics.update(seq_per_s=seq_per_s,
+                       tokens_per_s=seq_per_s * (config.data.inputs_length + config.data.targets_length),
+                       packing_efficiency=train_loader.packing_efficiency)
+        if peak:
+          metrics["mfu"] = seq_per_s * flops_per_sequence / peak
+        writer.write(step, "train", metrics)
+        progress.update(step, metrics)
+        last_train = metrics
+        window_start, window_steps = time.perf_counter(), 0
+      if step % config.train.eval_every == 0 or step == total:
+        eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
+        last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size)
+        writer.write(step, "validation", last_eval)
+        progress.write(f"step {step}: validation loss {last_eval['loss']:.4f}, accuracy "
+                       f"{last_eval['accuracy']:.3f} (unigram entropy {last_eval['unigram_entropy']:.4f})")
+        window_start, window_steps = time.perf_counter(), 0
+      if step % config.checkpoint.every_steps == 0 or step == total or preemption.requested:
+        ckpt.save(step, state, loader_state=train_loader.get_state(), experiment_config=config,
+                  vocabulary_path=os.path.join(workdir, VOCABULARY_FILE), metrics=last_eval or None,
+                  force=step == total or preemption.requested)
+      if preemption.requested:
+        progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
+                       "run the same command to resume.")
+        break
+  ckpt.wait_until_finished()
+  ckpt.close()
+  train_loader.close()
+  progress.close()
+  writer.close()
+  return {"step": step, "train": last_train, "validation": last_eval}
+
+
+# ----------------------------------------------------------------------------
+# Command line
+# ----------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  add_experiment_arguments(parser)
+  parser.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics, config)")
+  distributed.add_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+  distributed.initialize(args)
+  config = load_experiment(args.experiment, args.overrides)
+  result = train(config, args.workdir)
+  if jax.process_index() == 0 and result["validation"]:
+    validation = result["validation"]
+    print(f"final validation loss {validation['loss']:.4f} nats/token "
+          f"(unigram entropy of the validation targets: {validation['unigram_entropy']:.4f}); "
+          f"token accuracy {validation['accuracy']:.3f}")
+  return 0
