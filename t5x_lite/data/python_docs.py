@@ -7,23 +7,18 @@ validation split, so the splits are identical on every machine and Python versio
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Iterator
 
 import tensorflow_datasets as tfds
 
+from t5x_lite.data.splits import assign_split
+
 NAME = "python_docs"
-VALIDATION_PERCENT = 5
+VALIDATION_FRACTION = 0.05
 
-# A heading is a line followed by an underline of *, = or - of the same length.
+# A heading is a line followed by an underline of three or more *, = or - characters.
 _HEADING = re.compile(r"\n(?=[^\n]+\n(?:\*{3,}|={3,}|-{3,})\n)")
-
-
-def is_validation(key: str, percent: int = VALIDATION_PERCENT) -> bool:
-  """Stable split assignment: the first 8 bytes of sha256(key), modulo 100."""
-  digest = hashlib.sha256(key.encode("utf-8")).digest()
-  return int.from_bytes(digest[:8], "big") % 100 < percent
 
 
 def documents() -> Iterator[tuple[str, str]]:
@@ -51,13 +46,13 @@ class PythonDocs(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager):
     del dl_manager
     return {
-        "train": self._generate_examples(validation=False),
-        "validation": self._generate_examples(validation=True),
+        "train": self._generate_examples("train"),
+        "validation": self._generate_examples("validation"),
     }
 
-  def _generate_examples(self, validation: bool):
+  def _generate_examples(self, split: str):
     for key, text in documents():
-      if is_validation(key) == validation:
+      if assign_split(key, VALIDATION_FRACTION) == split:
         yield key, {"text": text}
 
 

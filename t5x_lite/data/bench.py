@@ -1,0 +1,62 @@
+"""Throughput of the loader (examples/s into packed batches), for tools/bench_data.py and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from t5x_lite.config import DataConfig
+from t5x_lite.data.loader import Loader
+from t5x_lite.data.vocabulary import get_vocabulary
+
+
+def measure(data_config: DataConfig, *, batch_size: int = 128, batches: int = 50,
+            warmup: int = 3) -> dict[str, float]:
+  """Runs the training loader and times `batches` batches after `warmup` ones."""
+  vocabulary = get_vocabulary(data_config)
+  loader = Loader(data_config, vocabulary, split=data_config.train_split, batch_size=batch_size,
+                  seed=0)
+  for _ in range(warmup):
+    next(loader)
+  start_examples, start = loader.examples_seen, time.perf_counter()
+  for _ in range(batches):
+    next(loader)
+  elapsed = time.perf_counter() - start
+  loader.close()
+  examples = loader.examples_seen - start_examples
+  return {
+      "examples_per_s": examples / elapsed,
+      "rows_per_s": batches * batch_size / elapsed,
+      "examples_per_row": examples / (batches * batch_size),
+      "packing_efficiency": loader.packing_efficiency,
+      "epochs": loader.get_state()["epoch"],
+  }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--dataset", default="python_docs")
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--vocabulary", default="", help='.model path, or "" to train/reuse one')
+  parser.add_argument("--vocab_train_size", type=int, default=1000)
+  parser.add_argument("--objective", default="span_corruption")
+  parser.add_argument("--inputs_length", type=int, default=512)
+  parser.add_argument("--targets_length", type=int, default=114)
+  parser.add_argument("--no_pack", action="store_true")
+  parser.add_argument("--batch_size", type=int, default=128)
+  parser.add_argument("--batches", type=int, default=50)
+  parser.add_argument("--num_workers", type=int, default=2)
+
+
+def run(args: argparse.Namespace) -> int:
+  config = DataConfig(
+      dataset=args.dataset, data_dir=args.data_dir, vocabulary=args.vocabulary,
+      vocab_train_size=args.vocab_train_size, objective=args.objective,
+      inputs_length=args.inputs_length, targets_length=args.targets_length, pack=not args.no_pack,
+      num_workers=args.num_workers)
+  result = measure(config, batch_size=args.batch_size, batches=args.batches)
+  print(f"{config.dataset} {config.objective} {config.inputs_length}/{config.targets_length} "
+        f"pack={config.pack} batch={args.batch_size}: "
+        f"{result['examples_per_s']:.0f} examples/s, {result['rows_per_s']:.0f} rows/s, "
+        f"{result['examples_per_row']:.2f} examples/row, packing efficiency "
+        f"{result['packing_efficiency']:.3f}, {result['epochs']} epochs read")
+  return 0

@@ -1,0 +1,155 @@
+"""Pretraining objectives on token arrays (pure NumPy): span corruption, prefix LM, seq2seq.
+
+Every function returns (inputs, targets) int32 arrays that end with EOS. Randomness comes from
+`np.random.default_rng(seed)`, where seed may be an int or a tuple such as
+(run seed, epoch, document, chunk), so an example is a pure function of where it comes from.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+EOS_ID = 1
+Seed = int | Sequence[int]
+Example = tuple[np.ndarray, np.ndarray]
+
+
+def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
+  """(noise tokens, noise spans) for `length` raw tokens, as T5's random_spans_noise_mask."""
+  num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
+  num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+  # Only binds for extreme settings, where T5 would produce empty spans.
+  return num_noise, min(num_spans, num_noise, length - num_noise)
+
+
+def span_corruption_raw_length(
+    inputs_length: int, targets_length: int, noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0) -> int:
+  """Longest raw token count whose corrupted inputs and targets (EOS included) fit the lengths.
+
+  512 / 114 with T5's defaults gives 568: 85 noise tokens in 28 spans.
+  """
+  def fits(length: int) -> bool:
+    noise, spans = _noise_counts(length, noise_density, mean_noise_span_length)
+    return length - noise + spans + 1 <= inputs_length and noise + spans + 1 <= targets_length
+
+  if not fits(2):
+    raise ValueError(
+        f"inputs_length={inputs_length} / targets_length={targets_length} are too short for span "
+        "corruption; both need room for a sentinel, a token and EOS.")
+  length = 2
+  while fits(length + 1):
+    length += 1
+  return length
+
+
+def _random_segmentation(rng: np.random.Generator, num_items: int, num_segments: int) -> np.ndarray:
+  """Lengths of a uniformly random split of num_items into num_segments non-empty parts."""
+  starts = np.zeros(num_items, dtype=bool)
+  starts[1 + rng.choice(num_items - 1, num_segments - 1, replace=False)] = True
+  segment_ids = np.cumsum(starts)
+  return np.bincount(segment_ids, minlength=num_segments)
+
+
+def noise_span_lengths(
+    length: int, *, seed: Seed, noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0) -> np.ndarray:
+  """Alternating span lengths [non-noise, noise, non-noise, noise, ...] covering `length`."""
+  num_noise, num_spans = _noise_counts(length, noise_density, mean_noise_span_length)
+  rng = np.random.default_rng(seed)
+  noise = _random_segmentation(rng, num_noise, num_spans)
+  nonnoise = _random_segmentation(rng, length - num_noise, num_spans)
+  return np.stack([nonnoise, noise], axis=1).reshape(-1)
+
+
+def span_corruption(
+    tokens: np.ndarray, *, vocab_size: int, seed: Seed, noise_density: float = 0.15,
+    mean_noise_span_length: float = 3.0) -> Example:
+  """T5's span corruption of a 1-D token array (at least 2 tokens, no EOS).
+
+  Inputs keep the non-noise tokens and put one sentinel in place of each noise span; targets
+  hold each span's sentinel followed by its noise tokens. Sentinel i is vocab_size - 1 - i, so
+  pass the vocabulary's unpadded size (pieces + extra ids, `Vocabulary.unpadded_size`).
+  """
+  tokens = np.asarray(tokens, dtype=np.int32)
+  if tokens.ndim != 1 or tokens.size < 2:
+    raise ValueError(f"span_corruption needs a 1-D array of at least 2 tokens, got shape {tokens.shape}.")
+  spans = noise_span_lengths(
+      tokens.size, seed=seed, noise_density=noise_density,
+      mean_noise_span_length=mean_noise_span_length)
+  bounds = np.concatenate([[0], np.cumsum(spans)])
+  inputs, targets = [], []
+  for i in range(spans.size // 2):
+    sentinel = np.array([vocab_size - 1 - i], dtype=np.int32)
+    nonnoise_start, noise_start, noise_end = bounds[2 * i], bounds[2 * i + 1], bounds[2 * i + 2]
+    inputs += [tokens[nonnoise_start:noise_start], sentinel]
+    targets += [sentinel, tokens[noise_start:noise_end]]
+  eos = np.array([EOS_ID], dtype=np.int32)
+  return np.concatenate(inputs + [eos]), np.concatenate(targets + [eos])
+
+
+def prefix_lm(tokens: np.ndarray, *, inputs_length: int, targets_length: int, seed: Seed) -> Example:
+  """Splits 2 <= len(tokens) <= inputs_length + targets_length - 2 at a random point."""
+  tokens = np.asarray(tokens, dtype=np.int32)
+  n = tokens.size
+  low, high = max(1, n - (targets_length - 1)), min(n - 1, inputs_length - 1)
+  if n < 2 or low > high:
+    raise ValueError(f"prefix_lm cannot split {n} tokens into {inputs_length} / {targets_length}.")
+  split = int(np.random.default_rng(seed).integers(low, high + 1))
+  eos = np.array([EOS_ID], dtype=np.int32)
+  return np.concatenate([tokens[:split], eos]), np.concatenate([tokens[split:], eos])
+
+
+def seq2seq(inputs: np.ndarray, targets: np.ndarray, *, inputs_length: int, targets_length: int) -> Example:
+  """Truncates a tokenized (inputs, targets) pair to the lengths, each with its EOS."""
+  eos = np.array([EOS_ID], dtype=np.int32)
+  return (np.concatenate([np.asarray(inputs, np.int32)[:inputs_length - 1], eos]),
+          np.concatenate([np.asarray(targets, np.int32)[:targets_length - 1], eos]))
+
+
+class Objective:
+  """Turns one tokenized document into examples; long documents become several chunks."""
+
+  def __init__(self, name: str, *, inputs_length: int, targets_length: int, sentinel_vocab_size: int,
+               noise_density: float = 0.15, mean_noise_span_length: float = 3.0):
+    if name not in ("span_corruption", "prefix_lm", "seq2seq"):
+      raise ValueError(f"Unknown objective {name!r}; choose span_corruption, prefix_lm or seq2seq.")
+    self.name = name
+    self.inputs_length = inputs_length
+    self.targets_length = targets_length
+    self.sentinel_vocab_size = sentinel_vocab_size
+    self.noise_density = noise_density
+    self.mean_noise_span_length = mean_noise_span_length
+    if name == "span_corruption":
+      self.raw_length = span_corruption_raw_length(
+          inputs_length, targets_length, noise_density, mean_noise_span_length)
+    else:
+      self.raw_length = inputs_length + targets_length - 2
+
+  def examples(self, tokens: Sequence[np.ndarray], seed: Sequence[int], skip: int = 0) -> list[Example]:
+    """Examples of one document (one array; two for seq2seq), skipping the first `skip`.
+
+    Chunks shorter than 2 tokens (and empty documents) give no example. Example k uses the
+    seed (*seed, k), so skipping examples does not change the later ones.
+    """
+    if self.name == "seq2seq":
+      inputs, targets = tokens
+      if targets.size == 0 or skip:
+        return []
+      return [seq2seq(inputs, targets, inputs_length=self.inputs_length,
+                      targets_length=self.targets_length)]
+    (doc,) = tokens
+    chunks = [doc[i:i + self.raw_length] for i in range(0, doc.size, self.raw_length)]
+    chunks = [c for c in chunks if c.size >= 2]
+    out = []
+    for k in range(skip, len(chunks)):
+      if self.name == "span_corruption":
+        out.append(span_corruption(
+            chunks[k], vocab_size=self.sentinel_vocab_size, seed=(*seed, k),
+            noise_density=self.noise_density, mean_noise_span_length=self.mean_noise_span_length))
+      else:
+        out.append(prefix_lm(chunks[k], inputs_length=self.inputs_length,
+                             targets_length=self.targets_length, seed=(*seed, k)))
+    return out

@@ -1,0 +1,150 @@
+"""Random access to the text of a TFDS dataset stored as array_record, with errors that say how to fix.
+
+Datasets are found on disk ("name[/config][:version]" under data_dir) and read through
+`tfds.builder_from_directory(...).as_data_source(split)`, so no dataset code is imported and no
+TensorFlow is needed. The built-in "python_docs" corpus is built on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Optional, Sequence
+
+import tensorflow_datasets as tfds
+
+from t5x_lite.data import python_docs
+from t5x_lite.data.errors import DataError
+
+_VERSION = re.compile(r"^\d+\.\d+\.\d+$")
+_INFO = "dataset_info.json"
+
+
+def resolve_data_dir(data_dir: Optional[str]) -> str:
+  """data_dir, else $TFDS_DATA_DIR, else ~/tensorflow_datasets (TFDS's own default)."""
+  chosen = data_dir or os.environ.get("TFDS_DATA_DIR") or "~/tensorflow_datasets"
+  return os.path.abspath(os.path.expanduser(chosen))
+
+
+def _split_name(name: str) -> tuple[str, Optional[str]]:
+  """'c4/en:3.1.0' -> ('c4/en', '3.1.0')."""
+  base, _, version = name.partition(":")
+  return base.strip("/"), (version or None)
+
+
+def dataset_dirname(name: str) -> str:
+  """The dataset's folder relative to data_dir ('c4/en:3.1.0' -> 'c4/en')."""
+  return _split_name(name)[0]
+
+
+def dataset_path(name: str, data_dir: Optional[str]) -> str:
+  """The dataset's folder (holding its version folders) under the resolved data_dir."""
+  return os.path.join(resolve_data_dir(data_dir), dataset_dirname(name))
+
+
+def _versions(path: str) -> list[str]:
+  if not os.path.isdir(path):
+    return []
+  found = [v for v in os.listdir(path)
+           if _VERSION.match(v) and os.path.isfile(os.path.join(path, v, _INFO))]
+  return sorted(found, key=lambda v: tuple(int(x) for x in v.split(".")))
+
+
+def available_datasets(data_dir: str) -> list[str]:
+  """Every prepared 'name[/config]:version' under data_dir (two levels of configs at most)."""
+  found = []
+  for root, dirs, _ in os.walk(data_dir):
+    depth = os.path.relpath(root, data_dir).count(os.sep)
+    if os.path.isfile(os.path.join(root, _INFO)) and _VERSION.match(os.path.basename(root)):
+      found.append(f"{os.path.relpath(os.path.dirname(root), data_dir)}:{os.path.basename(root)}")
+      dirs.clear()
+    elif depth >= 3 or os.path.basename(root) == "downloads":
+      dirs.clear()
+  return sorted(found)
+
+
+def _version_dir(name: str, data_dir: str) -> str:
+  """The folder of the requested (or newest) prepared version; a DataError if there is none."""
+  base, version = _split_name(name)
+  path = os.path.join(data_dir, base)
+  if not os.path.isdir(data_dir):
+    raise DataError(
+        f"Dataset {name!r}: data_dir {data_dir} does not exist. Set data.data_dir to the folder "
+        "holding your TFDS datasets (or $TFDS_DATA_DIR), or prepare the dataset there first "
+        "(`tfds build NAME --data_dir=DIR --file_format=array_record`, or tools/text_to_tfds.py "
+        "for your own text).")
+  versions = _versions(path)
+  if not versions:
+    existing = available_datasets(data_dir)
+    configs = [d for d in existing if d.startswith(base + "/")]
+    if configs:
+      hint = f"It has configs; name one of them: {', '.join(c.split(':')[0] for c in configs)}."
+    else:
+      listing = ", ".join(existing) if existing else "none"
+      hint = (f"Datasets prepared there: {listing}. Check data.dataset and data.data_dir, or "
+              "prepare it (`tfds build NAME --data_dir=DIR --file_format=array_record`, or "
+              "tools/text_to_tfds.py for your own .txt/.jsonl files).")
+    raise DataError(f"Dataset {name!r} not found in data_dir {data_dir} (looked in {path}). {hint}")
+  if version is None:
+    return os.path.join(path, versions[-1])
+  if version not in versions:
+    raise DataError(
+        f"Dataset {name!r}: version {version} not found in {path}; prepared versions: "
+        f"{', '.join(versions)}. Drop the ':{version}' to use the newest.")
+  return os.path.join(path, version)
+
+
+class TextSource:
+  """Random access to some string features of one split: len() and get(indices)."""
+
+  def __init__(self, source, features: Sequence[str], description: str):
+    self._source = source
+    self.features = tuple(features)
+    self.description = description
+
+  def __len__(self) -> int:
+    return len(self._source)
+
+  def get(self, indices: Sequence[int]) -> list[tuple[str, ...]]:
+    """The features of the records at `indices`, as text (invalid UTF-8 replaced)."""
+    records = self._source.__getitems__(list(indices))
+    return [tuple(_text(r[f]) for f in self.features) for r in records]
+
+
+def _text(value) -> str:
+  if isinstance(value, bytes):
+    return value.decode("utf-8", errors="replace")
+  return str(value)
+
+
+def open_source(
+    name: str, split: str, data_dir: Optional[str], features: Sequence[str]) -> TextSource:
+  """Opens split `split` of dataset `name` for random access to the given features."""
+  data_dir = resolve_data_dir(data_dir)
+  if _split_name(name)[0] == python_docs.NAME:
+    python_docs.build(data_dir)
+  version_dir = _version_dir(name, data_dir)
+  builder = tfds.builder_from_directory(version_dir)
+  info = builder.info
+  formats = {str(f.value) for f in info.available_file_formats()} | {str(info.file_format.value)}
+  if "array_record" not in formats:
+    raise DataError(
+        f"Dataset {name!r} at {version_dir} is stored as {', '.join(sorted(formats))}, which has "
+        "no random access; t5x-lite reads array_record. Rebuild it with `tfds build "
+        f"{dataset_dirname(name)} --data_dir={data_dir} --file_format=array_record`, or convert "
+        f"it in place with `tfds convert_format --dataset_version_dir={version_dir} "
+        "--out_file_format=array_record` (converting needs TensorFlow to read TFRecord).")
+  split_base = split.split("[")[0]
+  if split_base not in info.splits:
+    raise DataError(
+        f"Dataset {name!r} at {version_dir} has no split {split_base!r}; its splits are: "
+        f"{', '.join(sorted(info.splits))}. Set data.train_split / data.eval_split accordingly.")
+  keys = sorted(info.features.keys())
+  for feature in features:
+    if feature not in keys:
+      raise DataError(
+          f"Dataset {name!r} at {version_dir} has no feature {feature!r}; its features are: "
+          f"{', '.join(keys)}. Set data.text_feature (or data.inputs_feature / "
+          "data.targets_feature for seq2seq) to one of them.")
+  source = builder.as_data_source(split=split, file_format="array_record")
+  return TextSource(source, features, f"{name} {split} ({version_dir})")

@@ -1,0 +1,252 @@
+"""SentencePiece vocabulary with T5's conventions, its training, and a cached automatic step.
+
+Ids: pad 0, EOS 1, UNK 2, no BOS; then the model's pieces; then `extra_ids` sentinels counted
+down from the top (sentinel 0 = pieces + extra_ids - 1); the size the model sees is padded to a
+multiple of 128 (32000 pieces + 100 extra ids -> 32128).
+
+Trained vocabularies keep text exactly: identity normalization, no whitespace folding, and byte
+fallback for anything not in the pieces (newlines, tabs, rare characters), so decode(encode(x))
+== x. One character is not preserved: U+2581 ("▁", SentencePiece's space marker) decodes as " ".
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tempfile
+from typing import Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+import sentencepiece as spm
+
+from t5x_lite.config import DataConfig
+from t5x_lite.data import sources
+from t5x_lite.data.errors import DataError
+
+PAD_ID = 0
+EOS_ID = 1
+UNK_ID = 2
+PAD_TO_MULTIPLE = 128
+# Sentences longer than this many bytes are cut before training (SentencePiece skips them).
+_MAX_SENTENCE_BYTES = 4096
+
+
+class Vocabulary:
+  """A SentencePiece model plus T5's sentinel ids; encode/decode never fail on odd bytes."""
+
+  def __init__(self, model: str | bytes, extra_ids: int = 100):
+    """`model` is a path to a .model file or the serialized model itself."""
+    if isinstance(model, str):
+      if not os.path.isfile(model):
+        raise DataError(
+            f"SentencePiece model {model!r} does not exist. Set data.vocabulary to an existing "
+            '.model file, or to "" to train one on the training split.')
+      with open(model, "rb") as f:
+        model = f.read()
+    self._model_proto = model
+    self._sp = spm.SentencePieceProcessor(model_proto=model)
+    if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id()) != (PAD_ID, EOS_ID, UNK_ID):
+      raise DataError(
+          f"SentencePiece model has pad/eos/unk ids {self._sp.pad_id()}/{self._sp.eos_id()}/"
+          f"{self._sp.unk_id()}; T5 needs 0/1/2. Train it with pad_id=0 eos_id=1 unk_id=2 bos_id=-1 "
+          "(tools/train_vocab.py does).")
+    self.extra_ids = extra_ids
+
+  @property
+  def model_proto(self) -> bytes:
+    return self._model_proto
+
+  @property
+  def pieces(self) -> int:
+    """Number of SentencePiece pieces (ids below this are ordinary tokens)."""
+    return self._sp.get_piece_size()
+
+  @property
+  def unpadded_size(self) -> int:
+    """Pieces plus extra ids: the size sentinels are counted down from."""
+    return self.pieces + self.extra_ids
+
+  @property
+  def vocab_size(self) -> int:
+    """Embedding size for the model: pieces + extra ids, rounded up to a multiple of 128."""
+    return -(-self.unpadded_size // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
+
+  @property
+  def first_sentinel(self) -> int:
+    """Id of sentinel 0 (<extra_id_0>); pass `vocab_size=unpadded_size` to span_corruption."""
+    return self.unpadded_size - 1
+
+  def sentinel(self, i: int) -> int:
+    """Id of <extra_id_i>."""
+    if not 0 <= i < self.extra_ids:
+      raise ValueError(f"Sentinel {i} out of range: this vocabulary has {self.extra_ids} extra ids.")
+    return self.first_sentinel - i
+
+  def encode(self, text: str | bytes) -> np.ndarray:
+    """Token ids of `text` (int32, no EOS). Bytes are read as UTF-8, bad bytes as U+FFFD."""
+    return self._sp.encode(_as_text(text), return_type="numpy").astype(np.int32, copy=False)
+
+  def encode_batch(self, texts: Sequence[str | bytes], num_threads: int = 1) -> list[np.ndarray]:
+    """encode() of many texts at once, using SentencePiece's own threads."""
+    encoded = self._sp.encode([_as_text(t) for t in texts], return_type="numpy",
+                              num_threads=num_threads)
+    return [ids.astype(np.int32, copy=False) for ids in encoded]
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Text of `ids`: stops at EOS, skips padding, renders sentinels as <extra_id_N>.
+
+    Ids past the vocabulary (the padding up to a multiple of 128) decode as UNK. Byte pieces
+    that do not form valid UTF-8 become U+FFFD.
+    """
+    out: list[str] = []
+    segment: list[int] = []
+    for i in (int(x) for x in ids):
+      if i == EOS_ID:
+        break
+      if i == PAD_ID:
+        continue
+      if self.pieces <= i < self.unpadded_size:
+        out.append(self._decode_segment(segment, first=not out))
+        out.append(f"<extra_id_{self.first_sentinel - i}>")
+        segment = []
+      else:
+        segment.append(i if 0 <= i < self.pieces else UNK_ID)
+    out.append(self._decode_segment(segment, first=not out))
+    return "".join(out)
+
+  def _decode_segment(self, ids: list[int], first: bool) -> str:
+    if not ids:
+      return ""
+    text = self._sp.decode(ids, return_type=bytes).decode("utf-8", errors="replace")
+    # SentencePiece drops the leading space of a sequence as its "dummy prefix"; after a
+    # sentinel that space is real text, so put it back.
+    if not first and self._sp.id_to_piece(ids[0]).startswith("▁"):
+      text = " " + text
+    return text
+
+
+def _as_text(text: str | bytes) -> str:
+  if isinstance(text, bytes):
+    return text.decode("utf-8", errors="replace")
+  # Lone surrogates cannot go to SentencePiece; they become "?".
+  return text.encode("utf-8", errors="replace").decode("utf-8")
+
+
+def train_vocabulary(
+    texts: Iterable[str | bytes],
+    model_prefix: str,
+    vocab_size_pieces: int,
+    *,
+    max_characters: int = 20_000_000,
+    max_sentences: int = 1_000_000,
+    num_threads: int = 2,
+) -> str:
+  """Trains a unigram SentencePiece model on `texts` and writes `model_prefix`.model.
+
+  Reads at most `max_characters` of text (so C4 takes minutes, not hours) in lines of at most
+  4 KiB. Writes atomically (temporary file, then rename). Returns the path of the .model file.
+  """
+  path = model_prefix + ".model"
+  stream = io.BytesIO()
+  try:
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=_training_lines(texts, max_characters),
+        model_writer=stream,
+        vocab_size=vocab_size_pieces,
+        model_type="unigram",
+        pad_id=PAD_ID, eos_id=EOS_ID, unk_id=UNK_ID, bos_id=-1,
+        normalization_rule_name="identity",
+        remove_extra_whitespaces=False,
+        allow_whitespace_only_pieces=True,
+        byte_fallback=True,
+        split_digits=True,
+        input_sentence_size=max_sentences,
+        shuffle_input_sentence=True,
+        max_sentence_length=_MAX_SENTENCE_BYTES,
+        num_threads=num_threads,
+        minloglevel=2,
+    )
+  except RuntimeError as e:
+    raise DataError(
+        f"Training a {vocab_size_pieces}-piece SentencePiece vocabulary failed: {e}. If the "
+        "vocabulary is too large for this corpus, lower data.vocab_train_size (the tiny python_docs "
+        "corpus supports about 2000 pieces).") from e
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  _write_atomically(path, stream.getvalue())
+  return path
+
+
+def _training_lines(texts: Iterable[str | bytes], max_characters: int):
+  """Non-empty lines of the texts, each cut to SentencePiece's sentence limit, up to a budget."""
+  budget = max_characters
+  for text in texts:
+    for line in _as_text(text).split("\n"):
+      if not line.strip():
+        continue
+      line = line.encode("utf-8")[:_MAX_SENTENCE_BYTES].decode("utf-8", errors="ignore")
+      yield line
+      budget -= len(line)
+      if budget <= 0:
+        return
+
+
+def _write_atomically(path: str, data: bytes) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
+  with os.fdopen(fd, "wb") as f:
+    f.write(data)
+  os.replace(tmp, path)
+
+
+def vocabulary_cache_path(data_config: DataConfig, cache_dir: Optional[str] = None) -> str:
+  """Where the vocabulary trained for this dataset lives: next to its data, or in cache_dir."""
+  filename = f"vocab_{data_config.vocab_train_size}.model"
+  if cache_dir:
+    return os.path.join(cache_dir, sources.dataset_dirname(data_config.dataset), filename)
+  return os.path.join(sources.dataset_path(data_config.dataset, data_config.data_dir), filename)
+
+
+def _shuffled_texts(source: sources.TextSource, block: int = 256) -> Iterator[str]:
+  """The first feature of every record in a fixed random order (a fair sample when capped)."""
+  order = np.random.default_rng(0).permutation(len(source))
+  for start in range(0, len(order), block):
+    for record in source.get(order[start:start + block]):
+      yield record[0]
+
+
+def get_vocabulary(data_config: DataConfig, cache_dir: Optional[str] = None) -> Vocabulary:
+  """The configured vocabulary: data.vocabulary if set, else one trained once and cached.
+
+  The trained model (data.vocab_train_size pieces, on data.train_split) is cached as
+  <data_dir>/<dataset>/vocab_<pieces>.model, or under cache_dir when given, and reused.
+  In a multi-process run, call this on process 0 first (then synchronise) so all share one file.
+  """
+  if data_config.vocabulary:
+    return Vocabulary(data_config.vocabulary, extra_ids=data_config.vocab_extra_ids)
+  path = vocabulary_cache_path(data_config, cache_dir)
+  if not os.path.isfile(path):
+    source = sources.open_source(
+        data_config.dataset, data_config.train_split, data_config.data_dir,
+        (data_config.text_feature,))
+    train_vocabulary(_shuffled_texts(source), path[:-len(".model")], data_config.vocab_train_size)
+  return Vocabulary(path, extra_ids=data_config.vocab_extra_ids)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--dataset", default="python_docs", help="TFDS name, e.g. c4/en:3.1.0")
+  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--split", default="train")
+  parser.add_argument("--text_feature", default="text")
+  parser.add_argument("--vocab_size", type=int, default=32000, help="pieces, before extra ids")
+  parser.add_argument("--max_characters", type=int, default=20_000_000)
+  parser.add_argument("--output", required=True, help="model prefix; writes PREFIX.model")
+
+
+def run(args: argparse.Namespace) -> int:
+  source = sources.open_source(args.dataset, args.split, args.data_dir, (args.text_feature,))
+  path = train_vocabulary(_shuffled_texts(source), args.output, args.vocab_size,
+                          max_characters=args.max_characters)
+  vocabulary = Vocabulary(path)
+  print(f"Wrote {path}: {vocabulary.pieces} pieces, vocab_size {vocabulary.vocab_size} with "
+        f"{vocabulary.extra_ids} extra ids. Use it with --set data.vocabulary={path}")
+  return 0

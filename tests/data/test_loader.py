@@ -1,0 +1,123 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from t5x_lite.config import ExperimentConfig, TrainConfig
+from t5x_lite.data import BATCH_KEYS, DataError, Loader, make_eval_loader, make_train_loader
+
+from data_helpers import batches_equal, stream_examples, unpack
+
+
+def take(loader, n):
+  return list(itertools.islice(loader, n))
+
+
+def test_shapes_dtypes_and_determinism(config, vocab):
+  a = take(Loader(config, vocab, split="train", batch_size=4, seed=3), 3)
+  b = take(Loader(config, vocab, split="train", batch_size=4, seed=3), 3)
+  c = take(Loader(config, vocab, split="train", batch_size=4, seed=4), 3)
+  for batch in a:
+    assert set(batch) == set(BATCH_KEYS)
+    for key, value in batch.items():
+      length = config.inputs_length if key.startswith("encoder") else config.targets_length
+      assert value.shape == (4, length)
+      assert value.dtype == (np.float32 if key == "decoder_loss_weights" else np.int32)
+  assert all(batches_equal(x, y) for x, y in zip(a, b))
+  assert not batches_equal(a[0], c[0])
+
+
+def test_batches_follow_the_stream_and_reshuffle_per_epoch(config, vocab):
+  loader = Loader(config, vocab, split="train", batch_size=8, seed=0, max_documents=6)
+  expected = [stream_examples(loader, epoch) for epoch in range(3)]
+  seen = []
+  while loader.get_state()["epoch"] < 2:
+    seen += unpack(next(loader))
+  assert len(seen) >= len(expected[0]) + len(expected[1])
+  assert sorted(seen) == sorted(sum(expected, [])[:len(seen)])
+  assert not np.array_equal(loader.documents(0), loader.documents(1))
+  assert 0.8 < loader.packing_efficiency <= 1.0
+
+
+@pytest.mark.parametrize("pack", [True, False])
+def test_resume_continues_the_uninterrupted_stream(config, vocab, pack):
+  config.pack = pack
+  make = lambda: Loader(config, vocab, split="train", batch_size=4, seed=1, max_documents=8)
+  uninterrupted = make()
+  reference = take(uninterrupted, 30)
+  assert uninterrupted.get_state()["epoch"] >= 1  # The stream crosses an epoch boundary.
+  for k in (1, 7, 19):
+    first = make()
+    take(first, k)
+    state = json.loads(json.dumps(first.get_state()))
+    first.close()
+    resumed = make()
+    resumed.set_state(state)
+    assert all(batches_equal(x, y) for x, y in zip(take(resumed, 30 - k), reference[k:]))
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_training_shards_are_disjoint_and_cover(config, vocab, processes):
+  loaders = [Loader(config, vocab, split="train", batch_size=8, seed=2, process_index=i,
+                    process_count=processes) for i in range(processes)]
+  for epoch in (0, 1):
+    shards = [set(l.documents(epoch).tolist()) for l in loaders]
+    assert sum(len(s) for s in shards) == loaders[0].num_documents
+    assert set().union(*shards) == set(range(loaders[0].num_documents))
+  for loader in loaders:
+    batch = next(loader)
+    assert batch["encoder_input_tokens"].shape[0] == 8 // processes
+    examples = unpack(batch)
+    assert sorted(examples) == sorted(stream_examples(loader, 0)[:len(examples)])
+    loader.close()
+
+
+@pytest.mark.parametrize("processes", [2, 4])
+def test_eval_shards_split_the_global_batches(config, vocab, processes):
+  whole = list(Loader(config, vocab, split="validation", batch_size=8, seed=0, shuffle=False, num_epochs=1))
+  parts = [list(Loader(config, vocab, split="validation", batch_size=8, seed=0, shuffle=False,
+                       num_epochs=1, process_index=i, process_count=processes)) for i in range(processes)]
+  assert all(len(p) == len(whole) for p in parts)
+  for b, batch in enumerate(whole):
+    joined = {k: np.concatenate([p[b][k] for p in parts]) for k in batch}
+    assert batches_equal(joined, batch)
+
+
+def test_eval_yields_every_example_once_with_padded_final_batch(config, vocab):
+  loader = Loader(config, vocab, split="validation", batch_size=16, seed=0, shuffle=False, num_epochs=1)
+  batches = list(loader)
+  assert list(loader) == []  # Exhausted, stays exhausted.
+  seen = [e for b in batches for e in unpack(b)]
+  assert sorted(seen) == sorted(stream_examples(loader, 0))
+  assert len(seen) == loader.examples_seen
+  last = batches[-1]
+  assert last["encoder_input_tokens"].shape[0] == 16
+  empty = last["decoder_segment_ids"].max(axis=1) == 0
+  assert empty.any()
+  for key in BATCH_KEYS:
+    assert not last[key][empty].any()
+
+
+def test_make_loaders_and_bad_arguments(config, vocab):
+  experiment = ExperimentConfig(data=config, train=TrainConfig(batch_size=4, seed=0))
+  config.max_eval_examples = 3
+  eval_loader = make_eval_loader(experiment, vocab, 1, 2)
+  assert eval_loader.num_documents == 3 and next(eval_loader)["decoder_loss_weights"].shape == (2, 32)
+  train_loader = make_train_loader(experiment, vocab)
+  assert next(train_loader)["encoder_input_tokens"].shape == (4, 128)
+  train_loader.close()
+  with pytest.raises(DataError, match="multiple of process_count=3"):
+    Loader(config, vocab, split="train", batch_size=4, seed=0, process_count=3)
+  with pytest.raises(DataError, match="no split 'tset'"):
+    Loader(config, vocab, split="tset", batch_size=4, seed=0)
+  with pytest.raises(DataError, match="state must have keys"):
+    train_loader.set_state({"epoch": 0})
+
+
+def test_prefix_lm_objective(config, vocab):
+  config.objective = "prefix_lm"
+  loader = Loader(config, vocab, split="validation", batch_size=8, seed=0, shuffle=False, num_epochs=1)
+  seen = [e for b in loader for e in unpack(b)]
+  assert sorted(seen) == sorted(stream_examples(loader, 0))
+  assert all(i[-1] == 1 and t[-1] == 1 for i, t in seen)

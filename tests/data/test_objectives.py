@@ -1,0 +1,95 @@
+import numpy as np
+import pytest
+
+from t5x_lite.data import span_corruption, span_corruption_raw_length
+from t5x_lite.data.objectives import Objective, noise_span_lengths, prefix_lm, seq2seq
+
+VOCAB = 1100  # Unpadded size: sentinels are 1099, 1098, ...
+
+
+def reconstruct(inputs: np.ndarray, targets: np.ndarray, vocab_size: int) -> list[int]:
+  """Puts each sentinel's noise tokens from the targets back into the inputs."""
+  assert inputs[-1] == 1 and targets[-1] == 1
+  spans, current = {}, None
+  for t in targets[:-1].tolist():
+    if t >= vocab_size - 100:
+      current = t
+      spans[current] = []
+    else:
+      spans[current].append(t)
+  out = []
+  for t in inputs[:-1].tolist():
+    out.extend(spans.pop(t) if t >= vocab_size - 100 else [t])
+  assert not spans
+  return out
+
+
+def test_raw_length_for_t5_lengths():
+  assert span_corruption_raw_length(512, 114, 0.15, 3.0) == 568
+  tokens = np.arange(3, 3 + 568)
+  inputs, targets = span_corruption(tokens, vocab_size=VOCAB, seed=0)
+  assert (inputs.size, targets.size) == (512, 114)
+  assert np.sum(inputs >= VOCAB - 100) == 28  # 28 noise spans.
+  assert np.sum(targets >= VOCAB - 100) == 28
+  assert targets.size - 28 - 1 == 85  # 85 noise tokens.
+
+
+@pytest.mark.parametrize("inputs_length,targets_length", [(512, 114), (128, 32), (64, 64), (1024, 229)])
+def test_raw_length_is_the_longest_that_fits(inputs_length, targets_length):
+  raw = span_corruption_raw_length(inputs_length, targets_length)
+  fits = lambda n: [a.size <= l for a, l in zip(
+      span_corruption(np.arange(3, 3 + n), vocab_size=VOCAB, seed=1), (inputs_length, targets_length))]
+  assert all(fits(raw)) and not all(fits(raw + 1))
+
+
+@pytest.mark.parametrize("length", [2, 3, 5, 10, 21, 100, 333, 568])
+def test_reconstruction_and_lengths(length):
+  tokens = np.random.default_rng(length).integers(3, 900, size=length)
+  for seed in range(20):
+    inputs, targets = span_corruption(tokens, vocab_size=VOCAB, seed=(seed, length))
+    assert reconstruct(inputs, targets, VOCAB) == tokens.tolist()
+    noise = min(max(round(length * 0.15), 1), length - 1)
+    spans = max(round(noise / 3), 1)
+    assert inputs.size == length - noise + spans + 1
+    assert targets.size == noise + spans + 1
+    assert inputs.dtype == targets.dtype == np.int32
+
+
+def test_sentinels_count_down_from_the_top():
+  inputs, targets = span_corruption(np.arange(3, 203), vocab_size=VOCAB, seed=3)
+  sentinels = [t for t in inputs.tolist() if t >= VOCAB - 100]
+  assert sentinels == list(range(VOCAB - 1, VOCAB - 1 - len(sentinels), -1))
+  assert targets[0] == VOCAB - 1  # Targets start with the first sentinel.
+  assert [t for t in targets.tolist() if t >= VOCAB - 100] == sentinels
+
+
+def test_spans_start_with_non_noise_and_are_deterministic():
+  a = noise_span_lengths(300, seed=(7, 1))
+  assert np.array_equal(a, noise_span_lengths(300, seed=(7, 1)))
+  assert not np.array_equal(a, noise_span_lengths(300, seed=(7, 2)))
+  assert a.sum() == 300 and a.min() >= 1 and a.size % 2 == 0
+  inputs, _ = span_corruption(np.arange(3, 303), vocab_size=VOCAB, seed=0)
+  assert inputs[0] == 3  # The first token is never noise.
+
+
+def test_prefix_lm_and_seq2seq():
+  tokens = np.arange(3, 50)
+  for seed in range(10):
+    inputs, targets = prefix_lm(tokens, inputs_length=30, targets_length=30, seed=seed)
+    assert inputs.tolist()[:-1] + targets.tolist()[:-1] == tokens.tolist()
+    assert inputs[-1] == targets[-1] == 1 and inputs.size <= 30 and targets.size <= 30
+  inputs, targets = seq2seq(np.arange(3, 20), np.arange(3, 8), inputs_length=8, targets_length=8)
+  assert inputs.tolist() == [3, 4, 5, 6, 7, 8, 9, 1] and targets.tolist() == [3, 4, 5, 6, 7, 1]
+
+
+def test_long_documents_are_chunked_not_truncated_and_empty_skipped():
+  objective = Objective("span_corruption", inputs_length=128, targets_length=32, sentinel_vocab_size=VOCAB)
+  raw = objective.raw_length
+  doc = np.random.default_rng(0).integers(3, 900, size=2 * raw + 50)
+  examples = objective.examples([doc], seed=(0, 0, 5))
+  assert len(examples) == 3
+  rebuilt = sum((reconstruct(i, t, VOCAB) for i, t in examples), [])
+  assert rebuilt == doc.tolist()
+  assert objective.examples([np.zeros(0, np.int32)], seed=(0, 0, 1)) == []
+  later = objective.examples([doc], seed=(0, 0, 5), skip=1)
+  assert all(np.array_equal(a[0], b[0]) for a, b in zip(examples[1:], later))

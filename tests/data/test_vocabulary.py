@@ -1,0 +1,71 @@
+import dataclasses
+import os
+
+import numpy as np
+import pytest
+
+from t5x_lite.data import DataError, Vocabulary, get_vocabulary, train_vocabulary
+from t5x_lite.data.vocabulary import vocabulary_cache_path
+
+from data_helpers import VOCAB_PIECES
+
+TEXTS = [
+    "Hello  world,\tspaced   out.\n\nNew paragraph\n",
+    "  leading spaces and CamelCase and UPPER and 12345",
+    "Ünïcödé, 漢字 and emoji 😀 stay intact.",
+    "def f(x):\n    return x  # indented code\n",
+]
+
+
+def test_conventions_and_sizes(vocab):
+  assert vocab.pieces == VOCAB_PIECES
+  assert vocab.unpadded_size == VOCAB_PIECES + 100
+  assert vocab.vocab_size == 1024 and vocab.vocab_size % 128 == 0
+  assert vocab.first_sentinel == vocab.sentinel(0) == VOCAB_PIECES + 99
+  assert vocab.sentinel(99) == VOCAB_PIECES
+  ids = vocab.encode("abc def")
+  assert ids.dtype == np.int32 and 1 not in ids.tolist() and 0 not in ids.tolist()
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_round_trip(vocab, text):
+  assert vocab.decode(vocab.encode(text)) == text
+
+
+def test_decode_stops_at_eos_skips_pad_and_renders_sentinels(vocab):
+  text = "The quick brown fox jumps"
+  ids = vocab.encode(text).tolist()
+  for k in range(1, len(ids)):
+    marked = ids[:k] + [vocab.sentinel(0), 0, 0] + ids[k:] + [vocab.sentinel(3), 1] + ids
+    decoded = vocab.decode(marked)
+    assert decoded.endswith("<extra_id_3>") and decoded.count("<extra_id_0>") == 1
+    assert decoded.replace("<extra_id_0>", "").replace("<extra_id_3>", "") == text
+  assert vocab.decode([vocab.vocab_size - 1]) == vocab.decode([2])  # Padding ids read as UNK.
+
+
+def test_invalid_utf8_is_replaced_not_fatal(vocab):
+  assert vocab.decode(vocab.encode(b"ok \xff\xfe bytes")) == "ok \ufffd\ufffd bytes"
+  byte_ff = vocab.encode("\u00ff")  # A character stored as two byte pieces (0xC3 0xBF).
+  assert "\ufffd" in vocab.decode(byte_ff[-1:])  # Half a character.
+  assert vocab.decode(vocab.encode("lone \ud800 surrogate")) == "lone ? surrogate"
+
+
+def test_cached_and_reused(base_config, vocab):
+  path = vocabulary_cache_path(base_config)
+  assert os.path.isfile(path) and path.endswith(f"python_docs/vocab_{VOCAB_PIECES}.model")
+  mtime = os.path.getmtime(path)
+  again = get_vocabulary(base_config)
+  assert os.path.getmtime(path) == mtime and again.model_proto == vocab.model_proto
+  assert not [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".tmp")]
+
+
+def test_explicit_path_and_missing_path(base_config, vocab, tmp_path):
+  base_config = dataclasses.replace(base_config, vocabulary=vocabulary_cache_path(base_config))
+  assert get_vocabulary(base_config).pieces == vocab.pieces
+  with pytest.raises(DataError, match="does not exist"):
+    Vocabulary(str(tmp_path / "missing.model"))
+
+
+def test_too_large_vocabulary_is_a_clear_error(tmp_path):
+  with pytest.raises(DataError, match="lower data.vocab_train_size"):
+    train_vocabulary(["a tiny corpus of a few words"] * 5, str(tmp_path / "v"), 5000)
