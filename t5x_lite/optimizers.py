@@ -58,7 +58,8 @@ def make_schedule(opt: OptimizerConfig, total_steps: int) -> optax.Schedule:
   if opt.schedule == "cosine":
     if total_steps <= warmup:
       raise ValueError(
-          f"A cosine schedule needs train.steps ({total_steps}) > optimizer.warmup_steps ({warmup}).")
+          f"A cosine schedule needs train.steps ({total_steps}) > "
+          f"optimizer.warmup_steps ({warmup}).")
     final = peak * float(opt.final_learning_rate_fraction)
     decay_steps = float(total_steps - warmup)
 
@@ -77,7 +78,8 @@ def make_schedule(opt: OptimizerConfig, total_steps: int) -> optax.Schedule:
 
     return constant
 
-  raise ValueError(f"Unknown optimizer.schedule {opt.schedule!r}; choose rsqrt, cosine or constant.")
+  raise ValueError(
+      f"Unknown optimizer.schedule {opt.schedule!r}; choose rsqrt, cosine or constant.")
 
 
 def _decays(param: Any, spec: Optional[PartitionSpec]) -> bool:
@@ -109,11 +111,12 @@ def make_optimizer(
 
   adafactor (T5 defaults): factored second moments for parameters whose two largest
   dims are both >= min_dim_size_to_factor (epsilon1 added to squared gradients,
-  decay 1 - (step+1)^-decay_rate), update clipping to block RMS <= clipping_threshold (0 disables it),
-  the learning rate, scaling by max(epsilon2, RMS(param)), no momentum. This is the
-  chain optax.adafactor builds, assembled here so epsilon2 is honoured (optax.adafactor
-  fixes it at 1e-3). weight_decay > 0 decays matrices by ``weight_decay * param`` per
-  step, NOT multiplied by the learning rate (T5X/optax Adafactor semantics).
+  decay 1 - (step+1)^-decay_rate), update clipping to block RMS <= clipping_threshold
+  (0 disables it), the learning rate, scaling by max(epsilon2, RMS(param)), no
+  momentum. This is the chain optax.adafactor builds, assembled here so epsilon2 is
+  honoured (optax.adafactor fixes it at 1e-3). weight_decay > 0 decays matrices by
+  ``weight_decay * param`` per step, NOT multiplied by the learning rate (T5X/optax
+  Adafactor semantics).
 
   adamw: optax.adamw; its decoupled weight decay IS multiplied by the learning rate.
 
@@ -125,7 +128,9 @@ def make_optimizer(
   dims, which for T5 shapes never include ``layers``, so a (layers, embed, mlp) kernel
   gets per-layer row/col statistics (v_row (layers, embed), v_col (layers, mlp)) just
   as unscanned. The update clipping RMS and the parameter-scale RMS are, however,
-  taken over the whole stacked array rather than per layer.
+  taken over the whole stacked array rather than per layer. 3-D attention kernels
+  (embed, heads, kv) have kv = 64 < 128 as second-largest dim, so they keep a full
+  second moment (T5X's logical factor rules would factor them as embed x heads*kv).
   """
   schedule = make_schedule(opt, total_steps)
 

@@ -52,20 +52,24 @@ def _derive_spec(state_shape: tuple[int, ...], param_shape: tuple[int, ...],
   dim removed -> names with that dim removed (Adafactor's v_row / v_col). When several
   dims could have been removed (equal adjacent sizes) with different names, the shape
   alone cannot say which, so the leaf is replicated; such statistics are vectors, cheap
-  to replicate. Anything else (counts, (1,) placeholders) -> replicated.
+  to replicate. Anything else (counts, (1,) placeholders) -> replicated, always
+  spelled PartitionSpec().
   """
   names = tuple(names) + (None,) * (len(param_shape) - len(names))
+  candidates = set()
   if state_shape == param_shape:
-    return PartitionSpec(*names)
-  if len(state_shape) == len(param_shape) - 1:
+    candidates.add(names)
+  elif len(state_shape) == len(param_shape) - 1:
     candidates = {
         names[:i] + names[i + 1:]
         for i in range(len(param_shape))
         if param_shape[:i] + param_shape[i + 1:] == state_shape
     }
-    if len(candidates) == 1:
-      return PartitionSpec(*candidates.pop())
-  return PartitionSpec()
+  if len(candidates) != 1:
+    return PartitionSpec()
+  kept = candidates.pop()
+  # All-None names mean replicated: spell them PartitionSpec() like every other replica.
+  return PartitionSpec(*kept) if any(n is not None for n in kept) else PartitionSpec()
 
 
 def opt_state_logical_axes(
