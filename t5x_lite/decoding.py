@@ -1,0 +1,322 @@
+"""Incremental decoding with the model's key/value cache: greedy, sampling, beam search.
+
+Each method runs its whole loop inside one `jax.jit` (a `lax.while_loop` that
+stops early once every sequence has ended), so a step costs one decoder token,
+not a pass over the prefix. T5 has no BOS: decoding starts from the pad id 0
+and ends at EOS (id 1); positions after EOS hold 0.
+
+Shapes: b = batch, n = beams, l = max_decode_length, v = vocab.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from t5x_lite.config import ModelConfig
+from t5x_lite.model import Transformer
+
+Array = jax.Array
+PAD_ID = 0  # Also the first decoder input: T5 starts decoding from pad.
+EOS_ID = 1
+METHODS = ("greedy", "sample", "beam")
+
+
+class DecodeOutput(NamedTuple):
+  """What `decode` returns."""
+
+  tokens: Array  # (b, l) int32, 0 after EOS.
+  # (b,) float32. greedy/sample: summed log-probabilities of the tokens (through
+  # EOS) under the model at temperature 1; beam: that sum over the length penalty.
+  scores: Array
+
+
+# ----------------------------------------------------------------------------
+# Cache primitives
+# ----------------------------------------------------------------------------
+
+
+def init_cache(model: Transformer, params: Any, encoded: Array, encoder_input_tokens: Array,
+               max_decode_length: int) -> Any:
+  """Allocates the self-attention cache and computes cross-attention keys/values once."""
+  b = encoder_input_tokens.shape[0]
+  _, variables = model.apply(
+      {"params": params}, encoded, encoder_input_tokens,
+      jnp.zeros((b, max_decode_length), jnp.int32),
+      decode=True, method=Transformer.decode, mutable=["cache"])
+  return variables["cache"]
+
+
+def decode_step(model: Transformer, params: Any, cache: Any, encoded: Array,
+                encoder_input_tokens: Array, tokens: Array) -> tuple[Array, Any]:
+  """Feeds one token per row; returns float32 logits (b, v) and the advanced cache."""
+  logits, variables = model.apply(
+      {"params": params, "cache": cache}, encoded, encoder_input_tokens, tokens[:, None],
+      decode=True, method=Transformer.decode, mutable=["cache"])
+  return logits[:, 0].astype(jnp.float32), variables["cache"]
+
+
+def gather_cache_rows(cache: Any, rows: Array) -> Any:
+  """Takes cache rows `rows` (m,) along the batch: expands to beams and reorders them.
+
+  Every leaf with ndim >= 2 has batch at dim 0 (scanned layers stack at dim 1),
+  except the decoder's shared `key_positions` (1, l); scalars have no batch.
+  """
+
+  def gather(path: tuple, leaf: Array) -> Array:
+    name = getattr(path[-1], "key", None)
+    if leaf.ndim < 2 or name == "key_positions":
+      return leaf
+    return jnp.take(leaf, rows, axis=0)
+
+  return jax.tree_util.tree_map_with_path(gather, cache)
+
+
+def _encode(model: Transformer, params: Any, encoder_input_tokens: Array) -> Array:
+  return model.apply({"params": params}, encoder_input_tokens, method=Transformer.encode)
+
+
+def _token_log_prob(logits: Array, tokens: Array) -> Array:
+  """(b, v), (b,) -> (b,) log-probability of each row's token."""
+  log_probs = jax.nn.log_softmax(logits)
+  return jnp.take_along_axis(log_probs, tokens[:, None], axis=1)[:, 0]
+
+
+# ----------------------------------------------------------------------------
+# Greedy and sampling: one loop, differing only in how a token is chosen
+# ----------------------------------------------------------------------------
+
+
+class _State(NamedTuple):
+  step: Array  # () int32
+  tokens: Array  # (b, l)
+  last: Array  # (b,) the next decoder input
+  done: Array  # (b,) bool: EOS already emitted
+  scores: Array  # (b,)
+  cache: Any
+
+
+def _choose_sampled(logits: Array, rng: Array, temperature: Array, top_k: Array,
+                    top_p: Array) -> Array:
+  """Samples from the top_k (0 = all) most likely tokens, then from the top_p nucleus of those.
+
+  A full sort with the cut-offs as masks keeps top_k a traced value, so changing
+  it does not recompile.
+  """
+  values, indices = jax.lax.top_k(logits / temperature, logits.shape[-1])  # (b, v), descending
+  rank = jnp.arange(logits.shape[-1])
+  values = jnp.where((rank < top_k) | (top_k == 0), values, -jnp.inf)
+  probs = jax.nn.softmax(values)
+  # Keep a token if the tokens above it hold less than top_p: the first always stays.
+  keep = jnp.cumsum(probs, axis=-1) - probs < top_p
+  choice = jax.random.categorical(rng, jnp.where(keep, values, -jnp.inf))  # (b,)
+  return jnp.take_along_axis(indices, choice[:, None], axis=1)[:, 0]
+
+
+def _token_loop(model: Transformer, params: Any, encoder_input_tokens: Array, max_decode_length: int,
+                choose: Callable[[Array, Array], Array]) -> DecodeOutput:
+  """Decodes token by token; `choose(logits (b, v), step) -> (b,)` picks the next token."""
+  b = encoder_input_tokens.shape[0]
+  encoded = _encode(model, params, encoder_input_tokens)
+  cache = init_cache(model, params, encoded, encoder_input_tokens, max_decode_length)
+
+  def cond(s: _State) -> Array:
+    return (s.step < max_decode_length) & ~jnp.all(s.done)
+
+  def body(s: _State) -> _State:
+    logits, cache = decode_step(model, params, s.cache, encoded, encoder_input_tokens, s.last)
+    token = jnp.where(s.done, PAD_ID, choose(logits, s.step))
+    scores = s.scores + jnp.where(s.done, 0.0, _token_log_prob(logits, token))
+    tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step))
+    return _State(s.step + 1, tokens, token, s.done | (token == EOS_ID), scores, cache)
+
+  init = _State(jnp.zeros((), jnp.int32), jnp.zeros((b, max_decode_length), jnp.int32),
+                jnp.full((b,), PAD_ID, jnp.int32), jnp.zeros((b,), bool),
+                jnp.zeros((b,), jnp.float32), cache)
+  final = jax.lax.while_loop(cond, body, init)
+  return DecodeOutput(final.tokens, final.scores)
+
+
+def _greedy(model: Transformer, max_decode_length: int, params: Any,
+            encoder_input_tokens: Array) -> DecodeOutput:
+  return _token_loop(model, params, encoder_input_tokens, max_decode_length,
+                     lambda logits, step: jnp.argmax(logits, axis=-1).astype(jnp.int32))
+
+
+def _sample(model: Transformer, max_decode_length: int, params: Any, encoder_input_tokens: Array,
+            rng: Array, temperature: Array, top_k: Array, top_p: Array) -> DecodeOutput:
+  def choose(logits: Array, step: Array) -> Array:
+    return _choose_sampled(logits, jax.random.fold_in(rng, step), temperature, top_k, top_p)
+
+  return _token_loop(model, params, encoder_input_tokens, max_decode_length, choose)
+
+
+# ----------------------------------------------------------------------------
+# Beam search
+# ----------------------------------------------------------------------------
+
+
+class _BeamState(NamedTuple):
+  step: Array  # () int32
+  live_tokens: Array  # (b, n, l)
+  live_log_probs: Array  # (b, n) summed log-probabilities; -inf for empty beams
+  finished_tokens: Array  # (b, n, l)
+  finished_scores: Array  # (b, n) length-penalised; -inf for empty slots
+  cache: Any  # rows b * n, beam-major within each example
+
+
+def _length_penalty(length: Array, alpha: Array) -> Array:
+  """GNMT / T5X: ((5 + length) / 6) ** alpha."""
+  return ((5.0 + length) / 6.0) ** alpha
+
+
+def _take_beams(x: Array, index: Array) -> Array:
+  """x (b, m, ...), index (b, j) -> (b, j, ...)."""
+  return jnp.take_along_axis(x, index.reshape(index.shape + (1,) * (x.ndim - 2)), axis=1)
+
+
+def _beam_search(model: Transformer, max_decode_length: int, num_beams: int, params: Any,
+                 encoder_input_tokens: Array, alpha: Array) -> DecodeOutput:
+  """Beam search; a hypothesis ends only when EOS is among the n best continuations.
+
+  That rule (rather than any EOS among the 2n candidates) makes num_beams=1
+  exactly greedy. Stops once no live beam can beat the worst finished one
+  (sound for alpha >= 0, since log-probabilities only fall and the penalty
+  only grows); live beams still running at max length end there, unfinished.
+  """
+  b, n, l = encoder_input_tokens.shape[0], num_beams, max_decode_length
+  encoded = _encode(model, params, encoder_input_tokens)
+  cache = init_cache(model, params, encoded, encoder_input_tokens, l)
+  rows = jnp.repeat(jnp.arange(b), n)  # (b * n,)
+  cache = gather_cache_rows(cache, rows)
+  encoded, encoder_input_tokens = encoded[rows], encoder_input_tokens[rows]
+  max_penalty = _length_penalty(jnp.float32(l), alpha)
+
+  def cond(s: _BeamState) -> Array:
+    best_live = s.live_log_probs[:, 0] / max_penalty
+    can_improve = best_live > s.finished_scores[:, -1]
+    return (s.step < l) & jnp.any(can_improve)
+
+  def body(s: _BeamState) -> _BeamState:
+    previous = jax.lax.dynamic_index_in_dim(s.live_tokens, jnp.maximum(s.step - 1, 0), 2, False)
+    last = jnp.where(s.step == 0, PAD_ID, previous)  # (b, n)
+    logits, cache = decode_step(model, params, s.cache, encoded, encoder_input_tokens, last.reshape(b * n))
+    v = logits.shape[-1]
+    log_probs = jax.nn.log_softmax(logits).reshape(b, n, v)
+    candidates = (s.live_log_probs[:, :, None] + log_probs).reshape(b, n * v)
+    top_log_probs, top_index = jax.lax.top_k(candidates, 2 * n)  # (b, 2n), descending
+    source_beam, token = top_index // v, top_index % v
+    tokens = _take_beams(s.live_tokens, source_beam)  # (b, 2n, l)
+    tokens = jax.lax.dynamic_update_slice(tokens, token[:, :, None], (0, 0, s.step))
+    is_eos = token == EOS_ID
+
+    ends = is_eos & (jnp.arange(2 * n) < n)
+    new_scores = jnp.where(ends, top_log_probs / _length_penalty(s.step + 1.0, alpha), -jnp.inf)
+    finished_scores, pick = jax.lax.top_k(jnp.concatenate([s.finished_scores, new_scores], 1), n)
+    finished_tokens = _take_beams(jnp.concatenate([s.finished_tokens, tokens], 1), pick)
+
+    live_log_probs, pick = jax.lax.top_k(jnp.where(is_eos, -jnp.inf, top_log_probs), n)
+    cache_rows = (jnp.arange(b)[:, None] * n + _take_beams(source_beam, pick)).reshape(b * n)
+    return _BeamState(s.step + 1, _take_beams(tokens, pick), live_log_probs, finished_tokens,
+                      finished_scores, gather_cache_rows(cache, cache_rows))
+
+  live_log_probs = jnp.tile(jnp.where(jnp.arange(n) == 0, 0.0, -jnp.inf), (b, 1))
+  init = _BeamState(jnp.zeros((), jnp.int32), jnp.zeros((b, n, l), jnp.int32), live_log_probs,
+                    jnp.zeros((b, n, l), jnp.int32), jnp.full((b, n), -jnp.inf), cache)
+  s = jax.lax.while_loop(cond, body, init)
+  # Beams alive at max length compete as truncated hypotheses; after an early
+  # stop none can beat a finished one.
+  truncated = jnp.where(s.step == l, s.live_log_probs / max_penalty, -jnp.inf)
+  scores = jnp.concatenate([s.finished_scores, truncated], 1)
+  tokens = jnp.concatenate([s.finished_tokens, s.live_tokens], 1)
+  best = jnp.argmax(scores, axis=1)[:, None]  # (b, 1)
+  return DecodeOutput(_take_beams(tokens, best)[:, 0], jnp.take_along_axis(scores, best, 1)[:, 0])
+
+
+# ----------------------------------------------------------------------------
+# Public entry points
+# ----------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(config_items: tuple, method: str, max_decode_length: int,
+              num_beams: int) -> Callable[..., DecodeOutput]:
+  """One jitted decoder per static setting; jax.jit then caches per input shape."""
+  model = Transformer(ModelConfig(**dict(config_items)))
+  if method == "greedy":
+    fn = functools.partial(_greedy, model, max_decode_length)
+  elif method == "sample":
+    fn = functools.partial(_sample, model, max_decode_length)
+  else:
+    fn = functools.partial(_beam_search, model, max_decode_length, num_beams)
+  return jax.jit(fn)
+
+
+def _check(config: ModelConfig, method: str, max_decode_length: int, rng: Optional[Array],
+           temperature: float, top_k: int, top_p: float, num_beams: int, length_penalty: float) -> None:
+  if method not in METHODS:
+    raise ValueError(f"method={method!r}; choose one of {list(METHODS)}.")
+  if config.vocab_size is None:
+    raise ValueError("config.vocab_size is None; set it from the vocabulary before decoding.")
+  if max_decode_length < 1:
+    raise ValueError(f"max_decode_length={max_decode_length} must be at least 1.")
+  if method == "sample":
+    if rng is None:
+      raise ValueError('method="sample" needs rng, e.g. jax.random.key(0).')
+    if not temperature > 0:
+      raise ValueError(f"temperature={temperature} must be positive; use method='greedy' for argmax.")
+    if not 0 <= top_k <= config.vocab_size:
+      raise ValueError(f"top_k={top_k} must be in [0, vocab_size={config.vocab_size}] (0 = off).")
+    if not 0 < top_p <= 1:
+      raise ValueError(f"top_p={top_p} must be in (0, 1].")
+  if method == "beam":
+    if num_beams < 1:
+      raise ValueError(f"num_beams={num_beams} must be at least 1.")
+    if length_penalty < 0:
+      raise ValueError(f"length_penalty={length_penalty} must be >= 0 (early stopping relies on it).")
+
+
+def decode(params: Any, config: ModelConfig, encoder_input_tokens: ArrayLike, *,
+           method: str = "greedy", max_decode_length: int, rng: Optional[Array] = None,
+           temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0, num_beams: int = 4,
+           length_penalty: float = 0.6) -> DecodeOutput:
+  """Decodes (b, l_in) int32 inputs (0 = padding) into (b, max_decode_length) tokens.
+
+  method: "greedy"; "sample" (needs rng; temperature, then top_k (0 = off) and
+  top_p (1 = off)); or "beam" (num_beams, length_penalty alpha). Compiled once
+  per (config, method, max_decode_length, num_beams, input shape) and reused;
+  the float settings and top_k are traced, so changing them does not recompile.
+  """
+  _check(config, method, max_decode_length, rng, temperature, top_k, top_p, num_beams, length_penalty)
+  config_items = tuple(sorted(dataclasses.asdict(config).items()))
+  fn = _compiled(config_items, method, max_decode_length, num_beams if method == "beam" else 0)
+  encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)
+  if method == "greedy":
+    return fn(params, encoder_input_tokens)
+  if method == "sample":
+    return fn(params, encoder_input_tokens, rng, jnp.float32(temperature), jnp.int32(top_k),
+              jnp.float32(top_p))
+  return fn(params, encoder_input_tokens, jnp.float32(length_penalty))
+
+
+def uncached_greedy(params: Any, config: ModelConfig, encoder_input_tokens: ArrayLike,
+                    max_decode_length: int) -> np.ndarray:
+  """Reference greedy decoding that reruns the full model on the whole prefix each step."""
+  apply = jax.jit(Transformer(config).apply)
+  inputs = jnp.asarray(encoder_input_tokens, jnp.int32)
+  b = inputs.shape[0]
+  tokens = np.zeros((b, max_decode_length), np.int32)
+  done = np.zeros((b,), bool)
+  for i in range(max_decode_length):
+    decoder_inputs = np.concatenate([np.full((b, 1), PAD_ID, np.int32), tokens[:, :-1]], axis=1)
+    logits = apply({"params": params}, inputs, jnp.asarray(decoder_inputs))  # (b, l, v)
+    token = np.where(done, PAD_ID, np.argmax(np.asarray(logits[:, i]), axis=-1))
+    tokens[:, i] = token
+    done |= token == EOS_ID
+  return tokens
