@@ -1,0 +1,518 @@
+"""Hugging Face T5 interop: configs, parameter mapping and checkpoint folders.
+
+A Hugging Face T5 folder (config.json plus model.safetensors, sharded
+safetensors or pytorch_model.bin) converts to and from t5x-lite's ModelConfig
+and parameter pytree. The mapping is strict: every HF tensor must land in
+exactly one t5x-lite parameter and every parameter must be filled, so a
+converted model is never partly random.
+
+torch and safetensors are imported only when a file needs them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+from typing import Any, Callable, Optional
+
+import flax.traverse_util
+import jax.numpy as jnp
+import numpy as np
+
+from t5x_lite import model as t5x_model
+from t5x_lite.config import ExperimentConfig, ModelConfig, load_json, save_json
+
+StateDict = dict[str, np.ndarray]
+Params = dict[str, Any]
+
+
+class InteropError(ValueError):
+  """A checkpoint or config that cannot be converted; the message names what."""
+
+
+# ----------------------------------------------------------------------------
+# Configs
+# ----------------------------------------------------------------------------
+
+# (is_gated_act, dense_act_fn) in HF -> t5x-lite ffn_activation. HF's "gelu" is
+# the exact erf GELU, which t5x-lite lacks (its gelu is the tanh approximation).
+_ACTIVATION_FROM_HF = {
+    (True, "gelu_new"): "gated-gelu",
+    (True, "gelu_pytorch_tanh"): "gated-gelu",
+    (False, "relu"): "relu",
+    (True, "relu"): "gated-relu",
+    (False, "gelu_new"): "gelu",
+    (False, "gelu_pytorch_tanh"): "gelu",
+    (True, "silu"): "swiglu",
+    (True, "swish"): "swiglu",
+}
+
+# t5x-lite ffn_activation -> (feed_forward_proj, is_gated_act, dense_act_fn).
+_ACTIVATION_TO_HF = {
+    "gated-gelu": ("gated-gelu", True, "gelu_new"),
+    "relu": ("relu", False, "relu"),
+    "gated-relu": ("gated-relu", True, "relu"),
+    "gelu": ("gelu_new", False, "gelu_new"),
+    "swiglu": ("gated-silu", True, "silu"),
+}
+
+_PAD_ID, _EOS_ID = 0, 1
+
+
+def _hf_activation(hf_config: dict) -> tuple[bool, str]:
+  """(is_gated_act, dense_act_fn) the way transformers' T5Config derives them."""
+  proj = hf_config.get("feed_forward_proj", "relu")
+  parts = proj.split("-")
+  if len(parts) > 2 or (len(parts) == 2 and parts[0] != "gated"):
+    raise InteropError(f"feed_forward_proj={proj!r} is not 'ACT' or 'gated-ACT'.")
+  gated, act = parts[0] == "gated", parts[-1]
+  if proj == "gated-gelu":  # transformers' backwards-compatibility rule.
+    act = "gelu_new"
+  # Saved configs repeat the derived fields; transformers lets them win.
+  return hf_config.get("is_gated_act", gated), hf_config.get("dense_act_fn", act)
+
+
+def model_config_from_hf(hf_config: dict) -> ModelConfig:
+  """ModelConfig for a transformers T5Config dict (absent keys take HF's defaults).
+
+  Logits are scaled by d_model**-0.5 exactly when HF scales them:
+  `scale_decoder_outputs` (transformers 5) or else `tie_word_embeddings`.
+  t5x-lite ties the logits in that case and uses a separate matrix otherwise.
+  """
+  model_type = hf_config.get("model_type", "t5")
+  if model_type not in ("t5", "mt5"):  # mT5 is T5.1.1 with another vocabulary.
+    raise InteropError(f"model_type={model_type!r}: only T5 ('t5', 'mt5') checkpoints convert.")
+  activation = _hf_activation(hf_config)
+  if activation not in _ACTIVATION_FROM_HF:
+    gated, act = activation
+    raise InteropError(
+        f"FFN activation {'gated-' if gated else ''}{act} has no t5x-lite equivalent; supported: "
+        f"{sorted(('gated-' if g else '') + a for g, a in _ACTIVATION_FROM_HF)}.")
+  num_layers = hf_config.get("num_layers", 6)
+  scaled = hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True))
+  decoder_layers = hf_config.get("num_decoder_layers")
+  return ModelConfig(
+      vocab_size=hf_config.get("vocab_size", 32128),
+      d_model=hf_config.get("d_model", 512),
+      d_ff=hf_config.get("d_ff", 2048),
+      num_heads=hf_config.get("num_heads", 8),
+      d_kv=hf_config.get("d_kv", 64),
+      num_encoder_layers=num_layers,
+      num_decoder_layers=num_layers if decoder_layers is None else decoder_layers,
+      ffn_activation=_ACTIVATION_FROM_HF[activation],
+      tie_logits=bool(scaled),
+      norm="rmsnorm",
+      norm_eps=float(hf_config.get("layer_norm_epsilon", 1e-6)),
+      position_scheme="relative",
+      relative_attention_num_buckets=hf_config.get("relative_attention_num_buckets", 32),
+      relative_attention_max_distance=hf_config.get("relative_attention_max_distance", 128),
+      dropout_rate=float(hf_config.get("dropout_rate", 0.1)))
+
+
+def hf_config_from_model(config: ModelConfig) -> dict:
+  """config.json contents that transformers' T5ForConditionalGeneration loads.
+
+  Both tie_word_embeddings (transformers 4) and scale_decoder_outputs
+  (transformers 5, which always ties weights unless the checkpoint holds a
+  distinct lm_head) are written, so either version scales as t5x-lite does.
+  """
+  problems = []
+  if config.vocab_size is None:
+    problems.append("vocab_size is None (resolve it from the vocabulary first)")
+  if config.norm != "rmsnorm":
+    problems.append(f"norm={config.norm!r} (HF T5 uses rmsnorm)")
+  if config.position_scheme != "relative":
+    problems.append(f"position_scheme={config.position_scheme!r} (HF T5 uses relative)")
+  if config.ffn_activation not in _ACTIVATION_TO_HF:
+    problems.append(f"ffn_activation={config.ffn_activation!r}")
+  if problems:
+    raise InteropError("This model has no HF T5 equivalent: " + "; ".join(problems) + ".")
+  feed_forward_proj, gated, act = _ACTIVATION_TO_HF[config.ffn_activation]
+  return {
+      "architectures": ["T5ForConditionalGeneration"],
+      "model_type": "t5",
+      "is_encoder_decoder": True,
+      "vocab_size": config.vocab_size,
+      "d_model": config.d_model,
+      "d_kv": config.d_kv,
+      "d_ff": config.d_ff,
+      "num_layers": config.num_encoder_layers,
+      "num_decoder_layers": config.num_decoder_layers,
+      "num_heads": config.num_heads,
+      "relative_attention_num_buckets": config.relative_attention_num_buckets,
+      "relative_attention_max_distance": config.relative_attention_max_distance,
+      "dropout_rate": config.dropout_rate,
+      "layer_norm_epsilon": config.norm_eps,
+      "initializer_factor": 1.0,
+      "feed_forward_proj": feed_forward_proj,
+      "is_gated_act": gated,
+      "dense_act_fn": act,
+      "tie_word_embeddings": config.tie_logits,
+      "scale_decoder_outputs": config.tie_logits,
+      "decoder_start_token_id": _PAD_ID,
+      "pad_token_id": _PAD_ID,
+      "eos_token_id": _EOS_ID,
+      "use_cache": True,
+  }
+
+
+# ----------------------------------------------------------------------------
+# Parameter mapping
+# ----------------------------------------------------------------------------
+
+# How a t5x-lite array relates to its HF tensor. _COPY: same layout (norm
+# scales, the embedding). _IN: the t5x-lite array is (in, out...), HF's is
+# torch Linear (out, in); q/k/v kernels may be (d, heads, d_kv) or
+# (d, heads * d_kv), relative bias tables (heads, buckets) vs (buckets, heads).
+# _OUT: the t5x-lite array is (...in, out), e.g. the attention output (heads, d_kv, d).
+_COPY, _IN, _OUT = "copy", "in", "out"
+
+_ENCODER_LAYER = {
+    ("pre_attention_layer_norm", "scale"): ("layer.0.layer_norm.weight", _COPY),
+    ("attention", "query"): ("layer.0.SelfAttention.q.weight", _IN),
+    ("attention", "key"): ("layer.0.SelfAttention.k.weight", _IN),
+    ("attention", "value"): ("layer.0.SelfAttention.v.weight", _IN),
+    ("attention", "out"): ("layer.0.SelfAttention.o.weight", _OUT),
+    ("pre_mlp_layer_norm", "scale"): ("layer.1.layer_norm.weight", _COPY),
+    ("mlp", "wi_0"): ("layer.1.DenseReluDense.wi_0.weight", _IN),
+    ("mlp", "wi_1"): ("layer.1.DenseReluDense.wi_1.weight", _IN),
+    ("mlp", "wi"): ("layer.1.DenseReluDense.wi.weight", _IN),
+    ("mlp", "wo"): ("layer.1.DenseReluDense.wo.weight", _IN),
+}
+
+_DECODER_LAYER = {
+    ("pre_self_attention_layer_norm", "scale"): ("layer.0.layer_norm.weight", _COPY),
+    ("self_attention", "query"): ("layer.0.SelfAttention.q.weight", _IN),
+    ("self_attention", "key"): ("layer.0.SelfAttention.k.weight", _IN),
+    ("self_attention", "value"): ("layer.0.SelfAttention.v.weight", _IN),
+    ("self_attention", "out"): ("layer.0.SelfAttention.o.weight", _OUT),
+    ("pre_cross_attention_layer_norm", "scale"): ("layer.1.layer_norm.weight", _COPY),
+    ("encoder_decoder_attention", "query"): ("layer.1.EncDecAttention.q.weight", _IN),
+    ("encoder_decoder_attention", "key"): ("layer.1.EncDecAttention.k.weight", _IN),
+    ("encoder_decoder_attention", "value"): ("layer.1.EncDecAttention.v.weight", _IN),
+    ("encoder_decoder_attention", "out"): ("layer.1.EncDecAttention.o.weight", _OUT),
+    ("pre_mlp_layer_norm", "scale"): ("layer.2.layer_norm.weight", _COPY),
+    ("mlp", "wi_0"): ("layer.2.DenseReluDense.wi_0.weight", _IN),
+    ("mlp", "wi_1"): ("layer.2.DenseReluDense.wi_1.weight", _IN),
+    ("mlp", "wi"): ("layer.2.DenseReluDense.wi.weight", _IN),
+    ("mlp", "wo"): ("layer.2.DenseReluDense.wo.weight", _IN),
+}
+
+_EMBEDDING_KEY = "shared.weight"
+_LM_HEAD_KEY = "lm_head.weight"
+
+_TOP_LEVEL = {
+    ("token_embedder", "embedding"): (_EMBEDDING_KEY, _COPY),
+    ("encoder", "relpos_bias", "rel_embedding"):
+        ("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", _IN),
+    ("encoder", "encoder_norm", "scale"): ("encoder.final_layer_norm.weight", _COPY),
+    ("decoder", "relpos_bias", "rel_embedding"):
+        ("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight", _IN),
+    ("decoder", "decoder_norm", "scale"): ("decoder.final_layer_norm.weight", _COPY),
+    ("logits_dense",): (_LM_HEAD_KEY, _IN),
+}
+
+# Copies of shared.weight that HF checkpoints may also hold (t5x-lite has one embedding).
+_EMBEDDING_ALIASES = ("encoder.embed_tokens.weight", "decoder.embed_tokens.weight")
+
+# Written by some old conversions and never used by transformers, which lists
+# it in T5ForConditionalGeneration._keys_to_ignore_on_load_unexpected.
+_UNUSED_HF_KEYS = frozenset(
+    {"decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Entry:
+  """One HF tensor <-> one t5x-lite array (or one layer of a scanned stack)."""
+
+  path: tuple[str, ...]
+  layer: Optional[int]  # Index into the leading axis of scanned parameters.
+  hf_key: str
+  kind: str
+  shape: tuple[int, ...]  # The t5x-lite shape, without the scan axis.
+
+  @property
+  def hf_shape(self) -> tuple[int, ...]:
+    if self.kind == _COPY:
+      return self.shape
+    if self.kind == _IN:
+      return (int(np.prod(self.shape[1:])), self.shape[0])
+    return (self.shape[-1], int(np.prod(self.shape[:-1])))
+
+  def to_t5x(self, tensor: np.ndarray) -> np.ndarray:
+    return tensor if self.kind == _COPY else tensor.T.reshape(self.shape)
+
+  def to_hf(self, array: np.ndarray) -> np.ndarray:
+    if self.kind == _IN:
+      array = array.reshape(self.shape[0], -1).T
+    elif self.kind == _OUT:
+      array = array.reshape(-1, self.shape[-1]).T
+    return np.ascontiguousarray(array)
+
+
+def _abstract_flat(config: ModelConfig) -> dict[tuple[str, ...], Any]:
+  return flax.traverse_util.flatten_dict(t5x_model.abstract_params(config)[0])
+
+
+def _entries(abstract: dict[tuple[str, ...], Any]) -> list[_Entry]:
+  """The mapping for a flattened abstract parameter tree (so any layout works)."""
+  entries = []
+  for path, leaf in abstract.items():
+    if path[0] in ("encoder", "decoder") and path[1].startswith("layers"):
+      table = _ENCODER_LAYER if path[0] == "encoder" else _DECODER_LAYER
+      if path[2:] not in table:
+        raise InteropError(f"t5x-lite parameter {'/'.join(path)} has no HF T5 counterpart.")
+      suffix, kind = table[path[2:]]
+      if path[1] == "layers":  # scan_layers: one array, layers on axis 0.
+        entries += [_Entry(path, i, f"{path[0]}.block.{i}.{suffix}", kind, tuple(leaf.shape[1:]))
+                    for i in range(leaf.shape[0])]
+      else:
+        i = int(path[1].removeprefix("layers_"))
+        entries.append(_Entry(path, None, f"{path[0]}.block.{i}.{suffix}", kind, tuple(leaf.shape)))
+    elif path in _TOP_LEVEL:
+      hf_key, kind = _TOP_LEVEL[path]
+      entries.append(_Entry(path, None, hf_key, kind, tuple(leaf.shape)))
+    else:
+      raise InteropError(f"t5x-lite parameter {'/'.join(path)} has no HF T5 counterpart.")
+  return entries
+
+
+def _fmt_shape(shape: tuple[int, ...]) -> str:
+  return "(" + ", ".join(str(s) for s in shape) + ")"
+
+
+def _resolve_tied(state_dict: StateDict, config: ModelConfig) -> tuple[StateDict, list[str]]:
+  """Folds HF's copies of the embedding into the tensors t5x-lite keeps.
+
+  Returns the state dict with only mapped names (plus anything unknown) and
+  the problems found: copies that differ cannot be represented.
+  """
+  resolved = dict(state_dict)
+  problems = []
+  for key in _UNUSED_HF_KEYS:
+    resolved.pop(key, None)
+  copies = {key: resolved.pop(key) for key in _EMBEDDING_ALIASES if key in resolved}
+  if config.tie_logits and _LM_HEAD_KEY in resolved:
+    copies[_LM_HEAD_KEY] = resolved.pop(_LM_HEAD_KEY)
+  if _EMBEDDING_KEY not in resolved and copies:
+    # transformers ties symmetrically: any present copy stands for shared.weight.
+    resolved[_EMBEDDING_KEY] = next(iter(copies.values()))
+  embedding = resolved.get(_EMBEDDING_KEY)
+  for key, tensor in copies.items():
+    if embedding is None or not np.array_equal(tensor, embedding):
+      why = ("the logits are tied (tie_word_embeddings / scale_decoder_outputs)"
+             if key == _LM_HEAD_KEY else "t5x-lite has a single token embedding")
+      problems.append(f"{key} differs from {_EMBEDDING_KEY}, but {why}")
+  if not config.tie_logits and _LM_HEAD_KEY not in resolved and embedding is not None:
+    # Untied but no lm_head saved: transformers 5 ties lm_head to shared.weight.
+    resolved[_LM_HEAD_KEY] = embedding
+  return resolved, problems
+
+
+def params_from_hf(state_dict: StateDict, config: ModelConfig) -> Params:
+  """t5x-lite params (numpy, config.param_dtype) from an HF T5 state dict.
+
+  Raises InteropError listing every unknown, missing or mis-shaped tensor.
+  """
+  entries = _entries(_abstract_flat(config))
+  resolved, problems = _resolve_tied(state_dict, config)
+  expected = {e.hf_key for e in entries}
+  for key in sorted(set(resolved) - expected):
+    problems.append(f"unexpected tensor {key} {_fmt_shape(np.shape(resolved[key]))}: "
+                    "no t5x-lite parameter for it")
+  for e in entries:
+    if e.hf_key not in resolved:
+      problems.append(f"missing tensor {e.hf_key} (expected shape {_fmt_shape(e.hf_shape)}) "
+                      f"for t5x-lite {'/'.join(e.path)}")
+    elif tuple(np.shape(resolved[e.hf_key])) != e.hf_shape:
+      problems.append(f"tensor {e.hf_key} has shape {_fmt_shape(np.shape(resolved[e.hf_key]))}, "
+                      f"expected {_fmt_shape(e.hf_shape)} for this config")
+  if problems:
+    raise InteropError("Cannot convert the HF T5 checkpoint:\n  " + "\n  ".join(problems))
+  dtype = jnp.dtype(config.param_dtype)
+  layers: dict[tuple[str, ...], dict[int, np.ndarray]] = {}
+  flat = {}
+  for e in entries:
+    array = np.asarray(e.to_t5x(np.asarray(resolved[e.hf_key])), dtype=dtype)
+    if e.layer is None:
+      flat[e.path] = array
+    else:
+      layers.setdefault(e.path, {})[e.layer] = array
+  for path, by_layer in layers.items():
+    flat[path] = np.stack([by_layer[i] for i in range(len(by_layer))])
+  return flax.traverse_util.unflatten_dict(flat)
+
+
+def params_to_hf(params: Params, config: ModelConfig) -> StateDict:
+  """HF T5 state dict (numpy, the params' dtypes) from t5x-lite params.
+
+  Tied models get shared.weight only, as transformers saves them.
+  """
+  hf_config_from_model(config)  # Raises for models HF T5 cannot express.
+  flat = flax.traverse_util.flatten_dict(params)
+  expected = _abstract_flat(config)
+  problems = [f"unexpected parameter {'/'.join(p)}" for p in sorted(set(flat) - set(expected))]
+  problems += [f"missing parameter {'/'.join(p)}" for p in sorted(set(expected) - set(flat))]
+  problems += [
+      f"parameter {'/'.join(p)} has shape {_fmt_shape(np.shape(flat[p]))}, expected "
+      f"{_fmt_shape(leaf.shape)}" for p, leaf in expected.items()
+      if p in flat and tuple(np.shape(flat[p])) != tuple(leaf.shape)]
+  if problems:
+    raise InteropError("Parameters do not match the model config:\n  " + "\n  ".join(problems))
+  state_dict = {}
+  for e in _entries(expected):
+    array = np.asarray(flat[e.path])
+    state_dict[e.hf_key] = e.to_hf(array if e.layer is None else array[e.layer])
+  return state_dict
+
+
+# ----------------------------------------------------------------------------
+# Folders
+# ----------------------------------------------------------------------------
+
+_CONFIG_FILE = "config.json"
+_SAFETENSORS_FILE = "model.safetensors"
+_SAFETENSORS_INDEX = "model.safetensors.index.json"
+_TORCH_FILE = "pytorch_model.bin"
+_TORCH_INDEX = "pytorch_model.bin.index.json"
+_SPIECE_FILE = "spiece.model"
+
+
+def _safetensors() -> Any:
+  """safetensors' numpy API, imported on first use (only file I/O needs it)."""
+  try:
+    import safetensors.numpy  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise InteropError("Reading or writing safetensors needs: pip install safetensors.") from e
+  return safetensors.numpy
+
+
+def _read_safetensors(path: str) -> StateDict:
+  return _safetensors().load_file(path)
+
+
+def _read_torch(path: str) -> StateDict:
+  try:
+    import torch  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise InteropError(
+        f"Reading {path} needs PyTorch: pip install torch, or convert it to safetensors.") from e
+  state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  # numpy has no bfloat16: go through float32 and back to ml_dtypes' bfloat16.
+  return {k: (np.asarray(v.float().numpy(), jnp.bfloat16) if v.dtype == torch.bfloat16
+              else v.numpy()) for k, v in state_dict.items()}
+
+
+def _read_sharded(folder: str, index_file: str, read: Callable[[str], StateDict]) -> StateDict:
+  with open(os.path.join(folder, index_file)) as f:
+    weight_map = json.load(f)["weight_map"]
+  state_dict: StateDict = {}
+  for shard in sorted(set(weight_map.values())):
+    for key, value in read(os.path.join(folder, shard)).items():
+      if key in state_dict:
+        raise InteropError(f"Tensor {key} appears in more than one shard of {folder}.")
+      state_dict[key] = value
+  absent = sorted(set(weight_map) - set(state_dict))
+  if absent:
+    raise InteropError(
+        f"{index_file} in {folder} lists tensors its shards lack: {', '.join(absent)}.")
+  return state_dict
+
+
+def load_hf_folder(path: str) -> tuple[dict, StateDict]:
+  """(config.json dict, numpy state dict) of a saved HF T5 model folder."""
+  config_path = os.path.join(path, _CONFIG_FILE)
+  if not os.path.isfile(config_path):
+    raise InteropError(f"{path} has no {_CONFIG_FILE}; expected a folder from save_pretrained.")
+  with open(config_path) as f:
+    hf_config = json.load(f)
+  if os.path.isfile(os.path.join(path, _SAFETENSORS_FILE)):
+    state_dict = _read_safetensors(os.path.join(path, _SAFETENSORS_FILE))
+  elif os.path.isfile(os.path.join(path, _SAFETENSORS_INDEX)):
+    state_dict = _read_sharded(path, _SAFETENSORS_INDEX, _read_safetensors)
+  elif os.path.isfile(os.path.join(path, _TORCH_FILE)):
+    state_dict = _read_torch(os.path.join(path, _TORCH_FILE))
+  elif os.path.isfile(os.path.join(path, _TORCH_INDEX)):
+    state_dict = _read_sharded(path, _TORCH_INDEX, _read_torch)
+  else:
+    raise InteropError(
+        f"{path} holds no weights: expected one of {_SAFETENSORS_FILE}, {_SAFETENSORS_INDEX}, "
+        f"{_TORCH_FILE}, {_TORCH_INDEX}; found {sorted(os.listdir(path))}.")
+  return hf_config, state_dict
+
+
+def save_hf_folder(path: str, params: Params, config: ModelConfig,
+                   spiece_model: Optional[str] = None) -> None:
+  """Writes config.json, model.safetensors and (if given) spiece.model.
+
+  The folder loads with T5ForConditionalGeneration.from_pretrained(path).
+  """
+  hf_config = hf_config_from_model(config)
+  state_dict = params_to_hf(params, config)
+  save_file = _safetensors().save_file
+  os.makedirs(path, exist_ok=True)
+  with open(os.path.join(path, _CONFIG_FILE), "w") as f:
+    json.dump(hf_config, f, indent=2)
+    f.write("\n")
+  # transformers refuses safetensors files whose metadata does not name a format.
+  save_file(state_dict, os.path.join(path, _SAFETENSORS_FILE), metadata={"format": "pt"})
+  if spiece_model:
+    shutil.copyfile(spiece_model, os.path.join(path, _SPIECE_FILE))
+
+
+# ----------------------------------------------------------------------------
+# Workdirs
+# ----------------------------------------------------------------------------
+
+SaveParams = Callable[[str, Params, ModelConfig], None]
+LoadParams = Callable[[str, ModelConfig], Params]
+
+_PARAMS_FILE = "params.safetensors"
+
+
+def save_params_file(workdir: str, params: Params, config: ModelConfig) -> None:
+  """Writes params to workdir/params.safetensors, keys joined with '/'."""
+  del config  # The layout is implied by the keys.
+  flat = flax.traverse_util.flatten_dict(params, sep="/")
+  arrays = {k: np.ascontiguousarray(v) for k, v in flat.items()}
+  _safetensors().save_file(arrays, os.path.join(workdir, _PARAMS_FILE))
+
+
+def load_params_file(workdir: str, config: ModelConfig) -> Params:
+  """Reads what save_params_file wrote; params_to_hf checks it against config."""
+  del config
+  flat = _read_safetensors(os.path.join(workdir, _PARAMS_FILE))
+  return flax.traverse_util.unflatten_dict(flat, sep="/")
+
+
+def import_hf(path: str, workdir: str, save_params: SaveParams = save_params_file,
+              scan_layers: bool = False) -> ExperimentConfig:
+  """Converts an HF T5 folder into a t5x-lite workdir.
+
+  Writes workdir/config.json, the params through `save_params`, and copies
+  spiece.model (used as data.vocabulary) when the folder has one.
+  """
+  hf_config, state_dict = load_hf_folder(path)
+  model_config = dataclasses.replace(model_config_from_hf(hf_config), scan_layers=scan_layers)
+  params = params_from_hf(state_dict, model_config)
+  os.makedirs(workdir, exist_ok=True)
+  experiment = ExperimentConfig(model=model_config, name=os.path.basename(os.path.normpath(path)))
+  spiece = os.path.join(path, _SPIECE_FILE)
+  if os.path.isfile(spiece):
+    vocabulary = os.path.abspath(os.path.join(workdir, _SPIECE_FILE))
+    shutil.copyfile(spiece, vocabulary)
+    experiment.data.vocabulary = vocabulary
+  save_json(experiment, os.path.join(workdir, _CONFIG_FILE))
+  save_params(workdir, params, model_config)
+  return experiment
+
+
+def export_hf(workdir: str, output: str, load_params: LoadParams = load_params_file) -> None:
+  """Writes a workdir's model as an HF T5 folder (with its SentencePiece model, if a file)."""
+  experiment = load_json(os.path.join(workdir, _CONFIG_FILE))
+  params = load_params(workdir, experiment.model)
+  vocabulary = experiment.data.vocabulary
+  save_hf_folder(output, params, experiment.model,
+                 spiece_model=vocabulary if vocabulary and os.path.isfile(vocabulary) else None)

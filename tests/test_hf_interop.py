@@ -1,0 +1,332 @@
+"""Parity with transformers' T5: small random HF models, converted both ways.
+
+Lengths go past 128 so relative distances reach the log-bucket region and the
+max_distance clamp, and the batch is padded so the masks matter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+
+import flax.traverse_util
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+safetensors_numpy = pytest.importorskip("safetensors.numpy")
+
+from t5x_lite import hf_interop  # pylint: disable=wrong-import-position
+from t5x_lite.config import ModelConfig, load_json  # pylint: disable=wrong-import-position
+from t5x_lite.hf_interop import InteropError  # pylint: disable=wrong-import-position
+from t5x_lite.model import Transformer  # pylint: disable=wrong-import-position
+
+_VOCAB = 100
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _hf_model(feed_forward_proj: str = "gated-gelu", tied: bool = False, encoder_layers: int = 1,
+              decoder_layers: int = 2, d_model: int = 32, seed: int = 0):
+  """A random HF T5 whose every tensor differs (norms, lm_head included)."""
+  torch.manual_seed(seed)
+  config = transformers.T5Config(
+      vocab_size=_VOCAB, d_model=d_model, d_ff=2 * d_model, num_heads=4, d_kv=d_model // 4,
+      num_layers=encoder_layers, num_decoder_layers=decoder_layers,
+      relative_attention_num_buckets=32, relative_attention_max_distance=128,
+      feed_forward_proj=feed_forward_proj, tie_word_embeddings=tied, dropout_rate=0.0)
+  model = transformers.T5ForConditionalGeneration(config).eval()
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if "layer_norm" in name:
+        param.uniform_(0.5, 1.5)
+  if not tied:
+    # transformers 5 ties lm_head to shared at init even when untied.
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(_VOCAB, d_model))
+  return model
+
+
+def _batch(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+  """Encoder rows of 150, 97 and 40 tokens padded with 0; decoder rows of 140."""
+  rng = np.random.default_rng(seed)
+  encoder = rng.integers(2, _VOCAB, (3, 150))
+  encoder[1, 97:] = 0
+  encoder[2, 40:] = 0
+  decoder = rng.integers(2, _VOCAB, (3, 140))
+  decoder[:, 0] = 0  # decoder_start_token_id
+  decoder[2, 60:] = 0
+  return encoder, decoder
+
+
+def _hf_logits(model, encoder: np.ndarray, decoder: np.ndarray) -> np.ndarray:
+  with torch.no_grad():
+    return model(input_ids=torch.tensor(encoder),
+                 attention_mask=torch.tensor(encoder > 0).long(),
+                 decoder_input_ids=torch.tensor(decoder)).logits.numpy()
+
+
+def _t5x_logits(params, config: ModelConfig, encoder: np.ndarray,
+                decoder: np.ndarray) -> np.ndarray:
+  # Eager apply: per-op compiles are shared across tests, unlike one jit per config.
+  logits = Transformer(config).apply({"params": params}, jnp.asarray(encoder), jnp.asarray(decoder))
+  return np.asarray(logits)
+
+
+def _relative_error(a: np.ndarray, b: np.ndarray) -> float:
+  return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+def _import(folder: str, **overrides) -> tuple[dict, ModelConfig]:
+  hf_config, state_dict = hf_interop.load_hf_folder(folder)
+  config = dataclasses.replace(hf_interop.model_config_from_hf(hf_config), dtype="float32",
+                               **overrides)
+  return hf_interop.params_from_hf(state_dict, config), config
+
+
+@pytest.mark.parametrize("feed_forward_proj,tied,encoder_layers,decoder_layers,d_model", [
+    ("gated-gelu", False, 1, 2, 32),
+    ("relu", True, 3, 2, 64),
+    ("gated-relu", False, 2, 1, 32),
+    ("gated-silu", True, 1, 1, 32),
+    ("gelu_new", False, 1, 1, 32),
+])
+def test_logits_match_transformers_and_round_trip(tmp_path, feed_forward_proj, tied, encoder_layers,
+                                                  decoder_layers, d_model):
+  model = _hf_model(feed_forward_proj, tied, encoder_layers, decoder_layers, d_model)
+  model.save_pretrained(tmp_path / "hf")
+  encoder, decoder = _batch()
+  expected = _hf_logits(model, encoder, decoder)
+
+  params, config = _import(str(tmp_path / "hf"))
+  assert config.tie_logits == tied
+  assert _relative_error(_t5x_logits(params, config, encoder, decoder), expected) < 1e-5
+
+  hf_interop.save_hf_folder(str(tmp_path / "out"), params, config)
+  reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+  np.testing.assert_array_equal(_hf_logits(reloaded, encoder, decoder), expected)
+  if not tied:
+    assert not torch.equal(reloaded.lm_head.weight, reloaded.shared.weight)
+
+
+def test_scan_layers_import_matches_unscanned(tmp_path):
+  _hf_model("gated-gelu", False, 3, 2).save_pretrained(tmp_path)
+  encoder, decoder = _batch()
+  params, config = _import(str(tmp_path))
+  scanned, scan_config = _import(str(tmp_path), scan_layers=True)
+  assert scanned["encoder"]["layers"]["mlp"]["wo"].shape[0] == 3
+  np.testing.assert_allclose(_t5x_logits(scanned, scan_config, encoder, decoder),
+                             _t5x_logits(params, config, encoder, decoder), rtol=1e-5, atol=1e-5)
+  exported = hf_interop.params_to_hf(scanned, scan_config)
+  assert exported.keys() == hf_interop.params_to_hf(params, config).keys()
+  _, state_dict = hf_interop.load_hf_folder(str(tmp_path))
+  for key, value in exported.items():
+    np.testing.assert_array_equal(value, state_dict[key], err_msg=key)
+
+
+def _assert_same_params(a, b) -> None:
+  flat_a = flax.traverse_util.flatten_dict(a)
+  flat_b = flax.traverse_util.flatten_dict(b)
+  assert flat_a.keys() == flat_b.keys()
+  for key, value in flat_a.items():
+    np.testing.assert_array_equal(value, flat_b[key], err_msg="/".join(key))
+
+
+def test_pytorch_bin_and_sharded_folders(tmp_path):
+  model = _hf_model("relu", True, 2, 2)
+  model.save_pretrained(tmp_path / "safetensors")
+  reference, _ = _import(str(tmp_path / "safetensors"))
+
+  # torch's own state dict keeps every tied copy (embed_tokens, lm_head).
+  state_dict = model.state_dict()
+  assert "encoder.embed_tokens.weight" in state_dict and "lm_head.weight" in state_dict
+  single = tmp_path / "bin"
+  model.config.save_pretrained(single)
+  torch.save(state_dict, single / "pytorch_model.bin")
+  _assert_same_params(_import(str(single))[0], reference)
+
+  sharded = tmp_path / "bin_sharded"
+  model.config.save_pretrained(sharded)
+  keys = sorted(state_dict)
+  weight_map = {}
+  for i, part in enumerate((keys[:len(keys) // 2], keys[len(keys) // 2:])):
+    name = f"pytorch_model-{i + 1:05d}-of-00002.bin"
+    torch.save({k: state_dict[k] for k in part}, sharded / name)
+    weight_map.update({k: name for k in part})
+  (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  _assert_same_params(_import(str(sharded))[0], reference)
+
+  model.save_pretrained(tmp_path / "st_sharded", max_shard_size="20KB")
+  assert (tmp_path / "st_sharded" / "model.safetensors.index.json").exists()
+  assert not (tmp_path / "st_sharded" / "model.safetensors").exists()
+  _assert_same_params(_import(str(tmp_path / "st_sharded"))[0], reference)
+
+
+def test_bfloat16_checkpoint_loads(tmp_path):
+  model = _hf_model("gated-gelu", False, 1, 1).to(torch.bfloat16)
+  model.save_pretrained(tmp_path / "st")
+  model.config.save_pretrained(tmp_path / "bin")
+  torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+  from_st, config = _import(str(tmp_path / "st"))
+  assert from_st["token_embedder"]["embedding"].dtype == np.float32
+  _assert_same_params(_import(str(tmp_path / "bin"))[0], from_st)
+  expected = model.shared.weight.detach().float().numpy()
+  np.testing.assert_array_equal(from_st["token_embedder"]["embedding"], expected)
+  assert config.ffn_activation == "gated-gelu"
+
+
+@pytest.fixture(name="converted")
+def _converted(tmp_path):
+  """(state dict, config) of a small untied checkpoint."""
+  _hf_model("gated-gelu", False, 1, 1).save_pretrained(tmp_path)
+  hf_config, state_dict = hf_interop.load_hf_folder(str(tmp_path))
+  return state_dict, hf_interop.model_config_from_hf(hf_config)
+
+
+def test_unknown_tensor_is_an_error(converted):
+  state_dict, config = converted
+  state_dict["encoder.block.0.layer.0.SelfAttention.extra.weight"] = np.zeros((3, 4), np.float32)
+  with pytest.raises(InteropError, match=r"unexpected tensor encoder\.block\.0\.layer\.0\."
+                                         r"SelfAttention\.extra\.weight \(3, 4\)"):
+    hf_interop.params_from_hf(state_dict, config)
+
+
+def test_tensor_transformers_ignores_is_accepted(converted):
+  state_dict, config = converted
+  expected = hf_interop.params_from_hf(state_dict, config)
+  key = "decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight"
+  state_dict[key] = np.zeros((32, 4), np.float32)
+  _assert_same_params(hf_interop.params_from_hf(state_dict, config), expected)
+
+
+def test_missing_tensor_is_an_error(converted):
+  state_dict, config = converted
+  del state_dict["decoder.block.0.layer.1.EncDecAttention.k.weight"]
+  with pytest.raises(InteropError,
+                     match=r"missing tensor decoder\.block\.0\.layer\.1\.EncDecAttention\.k\.w"):
+    hf_interop.params_from_hf(state_dict, config)
+
+
+def test_wrong_shape_is_an_error(converted):
+  state_dict, config = converted
+  state_dict["encoder.block.0.layer.1.DenseReluDense.wo.weight"] = np.zeros((32, 63), np.float32)
+  with pytest.raises(InteropError,
+                     match=r"DenseReluDense\.wo\.weight has shape \(32, 63\), expected \(32, 64\)"):
+    hf_interop.params_from_hf(state_dict, config)
+
+
+def test_config_and_checkpoint_must_agree(converted):
+  state_dict, config = converted
+  deeper = dataclasses.replace(config, num_decoder_layers=2)
+  with pytest.raises(InteropError,
+                     match=r"missing tensor decoder\.block\.1\.layer\.0\.SelfAttention\.q\.weight"):
+    hf_interop.params_from_hf(state_dict, deeper)
+
+
+def test_differing_tied_copies_are_errors(converted):
+  state_dict, config = converted
+  state_dict["encoder.embed_tokens.weight"] = state_dict["shared.weight"] + 1
+  with pytest.raises(InteropError,
+                     match=r"encoder\.embed_tokens\.weight differs from shared\.weight"):
+    hf_interop.params_from_hf(state_dict, config)
+  del state_dict["encoder.embed_tokens.weight"]
+  tied = dataclasses.replace(config, tie_logits=True)
+  with pytest.raises(InteropError, match=r"lm_head\.weight differs from shared\.weight"):
+    hf_interop.params_from_hf(state_dict, tied)
+  state_dict["lm_head.weight"] = state_dict["shared.weight"].copy()
+  hf_interop.params_from_hf(state_dict, tied)
+
+
+def test_untied_without_lm_head_uses_the_embedding(converted):
+  """transformers 5 ties lm_head to shared.weight when a checkpoint lacks it."""
+  state_dict, config = converted
+  del state_dict["lm_head.weight"]
+  params = hf_interop.params_from_hf(state_dict, config)
+  np.testing.assert_array_equal(params["logits_dense"], state_dict["shared.weight"].T)
+
+
+def test_params_to_hf_checks_the_tree(converted):
+  state_dict, config = converted
+  params = hf_interop.params_from_hf(state_dict, config)
+  del params["decoder"]["decoder_norm"]
+  with pytest.raises(InteropError, match=r"missing parameter decoder/decoder_norm/scale"):
+    hf_interop.params_to_hf(params, config)
+
+
+def test_configs():
+  hf = {"model_type": "t5", "vocab_size": 32128, "d_model": 768, "d_kv": 64, "d_ff": 2048,
+        "num_layers": 12, "num_heads": 12, "feed_forward_proj": "gated-gelu",
+        "tie_word_embeddings": False, "dropout_rate": 0.1}
+  config = hf_interop.model_config_from_hf(hf)
+  assert config == dataclasses.replace(ModelConfig(), dropout_rate=0.1)
+  back = hf_interop.hf_config_from_model(config)
+  assert {k: back[k] for k in hf} == hf
+  assert back["num_decoder_layers"] == 12 and back["decoder_start_token_id"] == 0
+  # transformers 5 saves untied T5 as tie_word_embeddings=True, scale_decoder_outputs=False.
+  assert not hf_interop.model_config_from_hf(
+      {**hf, "tie_word_embeddings": True, "scale_decoder_outputs": False}).tie_logits
+  assert hf_interop.model_config_from_hf({"feed_forward_proj": "relu"}).tie_logits
+  for activation in ("relu", "gelu", "gated-gelu", "gated-relu", "swiglu"):
+    roundtrip = hf_interop.model_config_from_hf(
+        hf_interop.hf_config_from_model(dataclasses.replace(config, ffn_activation=activation)))
+    assert roundtrip.ffn_activation == activation
+    parsed = transformers.T5Config(**hf_interop.hf_config_from_model(
+        dataclasses.replace(config, ffn_activation=activation)))
+    assert hf_interop.model_config_from_hf(parsed.to_dict()).ffn_activation == activation
+  with pytest.raises(InteropError, match="gelu"):
+    hf_interop.model_config_from_hf({"feed_forward_proj": "gelu"})  # exact erf GELU
+  with pytest.raises(InteropError, match="model_type"):
+    hf_interop.model_config_from_hf({"model_type": "bart"})
+  with pytest.raises(InteropError, match="layernorm"):
+    hf_interop.hf_config_from_model(dataclasses.replace(config, norm="layernorm"))
+
+
+def test_load_hf_folder_errors(tmp_path):
+  with pytest.raises(InteropError, match="config.json"):
+    hf_interop.load_hf_folder(str(tmp_path))
+  (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(InteropError, match="holds no weights"):
+    hf_interop.load_hf_folder(str(tmp_path))
+
+
+def _tool_main(script: str):
+  """main() of a tools/ script, loaded from its file (tools/ is not a package)."""
+  path = os.path.join(_REPO, "tools", script + ".py")
+  spec = importlib.util.spec_from_file_location(script, path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.main
+
+
+def test_import_and_export_tools(tmp_path):
+  model = _hf_model("relu", True, 1, 1)
+  model.save_pretrained(tmp_path / "hf")
+  (tmp_path / "hf" / "spiece.model").write_bytes(b"sentencepiece bytes")
+  assert _tool_main("import_hf_t5")([str(tmp_path / "hf"), str(tmp_path / "work")]) == 0
+  assert _tool_main("export_hf_t5")([str(tmp_path / "work"), str(tmp_path / "out")]) == 0
+  assert _tool_main("import_hf_t5")([str(tmp_path / "work"), str(tmp_path / "again")]) == 1
+  experiment = load_json(str(tmp_path / "work" / "config.json"))
+  assert experiment.model.tie_logits and experiment.model.ffn_activation == "relu"
+  assert experiment.data.vocabulary == str(tmp_path / "work" / "spiece.model")
+  assert (tmp_path / "out" / "spiece.model").read_bytes() == b"sentencepiece bytes"
+  encoder, decoder = _batch()
+  reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
+  np.testing.assert_array_equal(_hf_logits(reloaded, encoder, decoder),
+                                _hf_logits(model, encoder, decoder))
+
+
+def test_import_hf_with_custom_saver(tmp_path):
+  _hf_model("gated-gelu", False, 2, 1).save_pretrained(tmp_path / "hf")
+  saved = {}
+
+  def save_params(workdir: str, params: dict, config: ModelConfig) -> None:
+    saved.update(workdir=workdir, params=params, config=config)
+
+  experiment = hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "work"),
+                                    save_params=save_params, scan_layers=True)
+  assert saved["config"] == experiment.model and experiment.model.scan_layers
+  assert saved["params"]["encoder"]["layers"]["attention"]["query"].shape[0] == 2
+  assert not (tmp_path / "work" / "params.safetensors").exists()
+  assert load_json(str(tmp_path / "work" / "config.json")).model == experiment.model
