@@ -1,0 +1,11 @@
+"""Suite-wide setup: 8 CPU devices for the mesh tests, and a private TFDS data dir.
+
+Both must be set before jax / tensorflow_datasets are imported.
+"""
+
+import os
+import tempfile
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="t5x_lite_tfds_"))
+os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -1,0 +1,48 @@
+"""Small shared test utilities: tiny configs and random packed batches."""
+
+import numpy as np
+
+from t5x_lite import config as config_lib
+
+
+def tiny_model(vocab_size: int = 128, **changes) -> config_lib.ModelConfig:
+  cfg = config_lib.tiny(vocab_size)
+  cfg.d_model, cfg.d_ff, cfg.num_heads, cfg.d_kv = 32, 64, 4, 8
+  for key, value in changes.items():
+    setattr(cfg, key, value)
+  return cfg
+
+
+def random_batch(rng: np.random.Generator, batch: int, inputs_length: int, targets_length: int,
+                 vocab_size: int, segments: int = 2) -> dict:
+  """A packed batch: each row holds `segments` examples, then padding."""
+  out = {k: np.zeros((batch, n), np.int32) for k, n in (
+      ("encoder_input_tokens", inputs_length), ("encoder_segment_ids", inputs_length),
+      ("encoder_positions", inputs_length), ("decoder_target_tokens", targets_length),
+      ("decoder_input_tokens", targets_length), ("decoder_segment_ids", targets_length),
+      ("decoder_positions", targets_length))}
+  out["decoder_loss_weights"] = np.zeros((batch, targets_length), np.float32)
+  for row in range(batch):
+    enc_start = dec_start = 0
+    for segment in range(1, segments + 1):
+      enc_len = int(rng.integers(2, inputs_length // segments))
+      dec_len = int(rng.integers(2, targets_length // segments))
+      enc = slice(enc_start, enc_start + enc_len)
+      dec = slice(dec_start, dec_start + dec_len)
+      out["encoder_input_tokens"][row, enc] = rng.integers(2, vocab_size, enc_len)
+      out["encoder_segment_ids"][row, enc] = segment
+      out["encoder_positions"][row, enc] = np.arange(enc_len)
+      targets = rng.integers(2, vocab_size, dec_len)
+      out["decoder_target_tokens"][row, dec] = targets
+      out["decoder_input_tokens"][row, dec] = np.concatenate([[0], targets[:-1]])
+      out["decoder_segment_ids"][row, dec] = segment
+      out["decoder_positions"][row, dec] = np.arange(dec_len)
+      out["decoder_loss_weights"][row, dec] = 1.0
+      enc_start += enc_len
+      dec_start += dec_len
+  return out
+
+
+def relative_difference(a, b) -> float:
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))

@@ -1,0 +1,204 @@
+"""The T5 model: shapes, masking, packing, position buckets, parameter counts."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+from t5x_lite import config as config_lib
+from t5x_lite import model as model_lib
+from helpers import random_batch, relative_difference, tiny_model
+
+# Exact T5.1.1 parameter counts from REFERENCE.md (vocabulary 32128), and the
+# public T5.1.0 (t5-small, t5-base) counts.
+REFERENCE_COUNTS = {
+    "t5_1_1_small": 76_961_152,
+    "t5_1_1_base": 247_577_856,
+    "t5_1_1_large": 783_150_080,
+    "t5_1_1_xl": 2_849_757_184,
+    "t5_1_0_small": 60_506_624,
+    "t5_1_0_base": 222_903_552,
+}
+
+
+@pytest.mark.parametrize("preset", sorted(REFERENCE_COUNTS))
+def test_parameter_counts_match_reference(preset):
+  assert model_lib.count_params(config_lib.MODEL_PRESETS[preset]()) == REFERENCE_COUNTS[preset]
+
+
+def test_xxl_is_about_eleven_billion():
+  count = model_lib.count_params(config_lib.t5_1_1("xxl"))
+  assert 11.0e9 < count < 11.2e9
+
+
+def _apply(cfg, params, batch, deterministic=True, rngs=None):
+  """Jitted forward pass (eager dispatch of every op is far slower on the CPU)."""
+  keys = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
+          "decoder_segment_ids", "encoder_positions", "decoder_positions")
+  args = [batch.get(key) for key in keys]
+
+  @jax.jit
+  def forward(params, args, rngs):
+    return model_lib.Transformer(cfg).apply({"params": params}, *args, deterministic=deterministic,
+                                            rngs=rngs)
+  return forward(params, args, rngs)
+
+
+def _apply_plain(cfg, params, encoder_input_tokens, decoder_input_tokens):
+  return _apply(cfg, params, {"encoder_input_tokens": encoder_input_tokens,
+                              "decoder_input_tokens": decoder_input_tokens})
+
+
+def test_shapes_and_dtypes():
+  cfg = tiny_model(dtype="bfloat16")
+  params = model_lib.init_params(cfg, jax.random.key(0))
+  assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
+  batch = random_batch(np.random.default_rng(0), 3, 16, 8, cfg.vocab_size)
+  logits = _apply(cfg, params, batch)
+  assert logits.shape == (3, 8, cfg.vocab_size)
+  assert logits.dtype == jnp.bfloat16
+  cfg.dtype = "float32"
+  assert _apply(cfg, params, batch).dtype == jnp.float32
+
+
+def test_every_parameter_has_logical_axes():
+  for cfg in (tiny_model(), tiny_model(scan_layers=True), tiny_model(tie_logits=True, norm="layernorm")):
+    params, specs = model_lib.abstract_params(cfg)
+    flat_params = jax.tree.leaves(params)
+    flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+    assert len(flat_params) == len(flat_specs)
+    for param, spec in zip(flat_params, flat_specs):
+      assert isinstance(spec, PartitionSpec) and len(spec) == param.ndim
+      assert all(isinstance(name, str) for name in spec)
+    if cfg.scan_layers:
+      assert specs["encoder"]["layers"]["mlp"]["wi_0"] == PartitionSpec("layers", "embed", "mlp")
+
+
+def test_decoder_is_causal():
+  cfg = tiny_model()
+  params = model_lib.init_params(cfg, jax.random.key(1))
+  rng = np.random.default_rng(1)
+  enc = rng.integers(2, cfg.vocab_size, (2, 12))
+  dec = rng.integers(2, cfg.vocab_size, (2, 10))
+  logits = _apply_plain(cfg, params, enc, dec)
+  changed = dec.copy()
+  changed[:, 6:] = rng.integers(2, cfg.vocab_size, (2, 4))
+  logits_changed = _apply_plain(cfg, params, enc, changed)
+  np.testing.assert_allclose(logits[:, :6], logits_changed[:, :6], rtol=1e-6, atol=1e-6)
+  assert not np.allclose(logits[:, 6:], logits_changed[:, 6:])
+
+
+@pytest.mark.parametrize("scan", [False, True])
+def test_packed_row_equals_examples_alone(scan):
+  cfg = tiny_model(scan_layers=scan)
+  params = model_lib.init_params(cfg, jax.random.key(2))
+  batch = random_batch(np.random.default_rng(2), 1, 24, 12, cfg.vocab_size, segments=3)
+  packed = np.asarray(_apply(cfg, params, batch))[0]
+  for segment in (1, 2, 3):
+    enc = batch["encoder_input_tokens"][0][batch["encoder_segment_ids"][0] == segment]
+    dec_mask = batch["decoder_segment_ids"][0] == segment
+    dec = batch["decoder_input_tokens"][0][dec_mask]
+    alone = np.asarray(_apply_plain(cfg, params, enc[None], dec[None]))[0]
+    np.testing.assert_allclose(packed[dec_mask], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_padding_does_not_change_logits():
+  cfg = tiny_model()
+  params = model_lib.init_params(cfg, jax.random.key(3))
+  rng = np.random.default_rng(3)
+  enc = rng.integers(2, cfg.vocab_size, (1, 9))
+  dec = rng.integers(2, cfg.vocab_size, (1, 5))
+  plain = _apply_plain(cfg, params, enc, dec)
+  padded = _apply_plain(cfg, params, np.pad(enc, ((0, 0), (0, 7))), np.pad(dec, ((0, 0), (0, 3))))
+  np.testing.assert_allclose(plain, padded[:, :5], rtol=1e-5, atol=1e-5)
+
+
+# Hand-computed from T5's definition: num_buckets=32, max_distance=128.
+# Bidirectional: 16 buckets per direction, exact below 8, keys after the query +16.
+BIDIRECTIONAL = {0: 0, -1: 1, -7: 7, -8: 8, -12: 9, -16: 10, -32: 12, -64: 14, -127: 15, -128: 15,
+                 -1000: 15, 1: 17, 7: 23, 8: 24, 16: 26, 200: 31}
+# Causal: 32 buckets, exact below 16, keys after the query share bucket 0.
+CAUSAL = {5: 0, 1: 0, 0: 0, -1: 1, -15: 15, -16: 16, -32: 21, -64: 26, -127: 31, -128: 31, -500: 31}
+
+
+@pytest.mark.parametrize("bidirectional,table", [(True, BIDIRECTIONAL), (False, CAUSAL)])
+def test_relative_position_buckets(bidirectional, table):
+  relative = np.array(list(table), np.int32)
+  buckets = model_lib.relative_position_bucket(relative, bidirectional=bidirectional)
+  np.testing.assert_array_equal(np.asarray(buckets), np.array(list(table.values())))
+
+
+def test_scan_matches_unrolled_layers():
+  cfg = tiny_model()
+  params = model_lib.init_params(cfg, jax.random.key(4))
+  stacked = dict(params)
+  for stack, n in (("encoder", cfg.num_encoder_layers), ("decoder", cfg.num_decoder_layers)):
+    layers = [params[stack][f"layers_{i}"] for i in range(n)]
+    stacked[stack] = {k: v for k, v in params[stack].items() if not k.startswith("layers_")}
+    stacked[stack]["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+  batch = random_batch(np.random.default_rng(4), 2, 16, 8, cfg.vocab_size)
+  unrolled = _apply(cfg, params, batch)
+  cfg_scan = tiny_model(scan_layers=True)
+  scanned = _apply(cfg_scan, stacked, batch)
+  np.testing.assert_allclose(unrolled, scanned, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
+def test_remat_keeps_values_and_gradients(policy):
+  cfg = tiny_model()
+  params = model_lib.init_params(cfg, jax.random.key(5))
+  batch = random_batch(np.random.default_rng(5), 2, 16, 8, cfg.vocab_size)
+
+  def grads_for(c):
+    def loss(p):
+      logits = model_lib.Transformer(c).apply({"params": p}, batch["encoder_input_tokens"],
+                                              batch["decoder_input_tokens"])
+      return jnp.mean(logits ** 2)
+    return jax.jit(jax.grad(loss))(params)
+
+  grads = grads_for(cfg)
+  remat_grads = grads_for(tiny_model(remat_policy=policy))
+  assert relative_difference(jax.tree.leaves(remat_grads)[0], jax.tree.leaves(grads)[0]) < 1e-5
+  for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_fused_attention_path_matches_reference():
+  """attention_impl='auto' (jax.nn.dot_product_attention; cuDNN on GPU) computes the same function."""
+  cfg = tiny_model(dtype="bfloat16")
+  params = model_lib.init_params(cfg, jax.random.key(6))
+  batch = random_batch(np.random.default_rng(6), 2, 16, 8, cfg.vocab_size)
+  reference = _apply(cfg, params, batch)
+  fused = _apply(tiny_model(dtype="bfloat16", attention_impl="auto"), params, batch)
+  assert relative_difference(fused, reference) < 2e-2
+
+
+@pytest.mark.parametrize("changes", [
+    {"ffn_activation": "relu"}, {"ffn_activation": "gelu"}, {"ffn_activation": "swiglu"},
+    {"ffn_activation": "gated-relu"}, {"tie_logits": True}, {"norm": "layernorm"},
+    {"position_scheme": "none"}, {"num_heads": 2, "d_kv": 16, "num_encoder_layers": 3},
+])
+def test_architecture_switches(changes):
+  cfg = tiny_model(**changes)
+  params = model_lib.init_params(cfg, jax.random.key(7))
+  batch = random_batch(np.random.default_rng(7), 2, 16, 8, cfg.vocab_size)
+  logits = _apply(cfg, params, batch)
+  assert logits.shape == (2, 8, cfg.vocab_size) and bool(jnp.all(jnp.isfinite(logits)))
+  if changes.get("ffn_activation") in ("relu", "gelu"):
+    assert "wi" in params["encoder"]["layers_0"]["mlp"] and "wi_1" not in params["encoder"]["layers_0"]["mlp"]
+  if changes.get("tie_logits"):
+    assert "logits_dense" not in params
+  if changes.get("position_scheme") == "none":
+    assert "relpos_bias" not in params["encoder"]
+
+
+def test_dropout_needs_rng_and_changes_outputs():
+  cfg = tiny_model(dropout_rate=0.3)
+  params = model_lib.init_params(cfg, jax.random.key(8))
+  batch = random_batch(np.random.default_rng(8), 2, 16, 8, cfg.vocab_size)
+  deterministic = _apply(cfg, params, batch)
+  noisy = _apply(cfg, params, batch, deterministic=False, rngs={"dropout": jax.random.key(0)})
+  again = _apply(cfg, params, batch, deterministic=False, rngs={"dropout": jax.random.key(0)})
+  assert not np.allclose(deterministic, noisy)
+  np.testing.assert_array_equal(noisy, again)
