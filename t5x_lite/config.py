@@ -93,6 +93,8 @@ class DataConfig:
   prefetch: int = 4
   # Documents of the eval split used per evaluation (None = all of it).
   max_eval_examples: Optional[int] = None
+  # Metrics after decoding, for seq2seq tasks: exact_match (always), bleu, rouge.
+  eval_metrics: tuple[str, ...] = ("exact_match",)
 
 
 @dataclass
