@@ -167,3 +167,20 @@ def per_device_bytes(abstract_tree: Any, logical_specs: Any, axis_sizes: dict[st
       shape[dim] = -(-shape[dim] // ways)
     total += math.prod(shape) * np.dtype(leaf.dtype).itemsize
   return total
+
+
+def check_divisible(abstract_tree: Any, logical_specs: Any, shardings: Any) -> None:
+  """Names the first array dimension a mesh axis cannot split evenly."""
+  flat, _ = jax.tree_util.tree_flatten_with_path(abstract_tree)
+  specs = jax.tree.leaves(logical_specs, is_leaf=lambda x: isinstance(x, PartitionSpec) or x is None)
+  for (path, leaf), spec, sharding in zip(flat, specs, jax.tree.leaves(shardings), strict=True):
+    for dim, entry in enumerate(sharding.spec):
+      axes = (entry,) if isinstance(entry, str) else (entry or ())
+      ways = math.prod(sharding.mesh.shape[a] for a in axes)
+      if leaf.shape[dim] % ways:
+        name = "/".join(str(getattr(k, "key", k)) for k in path)
+        logical = spec[dim] if spec is not None and dim < len(spec) else None
+        raise ConfigError(
+            f"Parameter {name} has dimension {dim} ({logical}) of size {leaf.shape[dim]}, which "
+            f"mesh axes {axes} cannot split {ways} ways. Change the model size, mesh.shape or "
+            f"the rule for {logical!r} in mesh.rules.")

@@ -23,7 +23,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from t5x_lite import checkpoints, distributed, flops, losses, model as model_lib, optimizers
-from t5x_lite import partitioning
+from t5x_lite import partitioning, tasks
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment, save_json
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
@@ -69,6 +69,7 @@ def make_setup(config: ExperimentConfig, devices: Optional[list] = None) -> Setu
   schedule = optimizers.make_schedule(config.optimizer, config.train.steps)
   state_specs = train_state_logical_axes(optimizer, param_specs, params_shapes)
   state_shardings = partitioning.logical_to_sharding(state_specs, mesh, rules)
+  partitioning.check_divisible(params_shapes, param_specs, state_shardings.params)
   state_shapes = jax.eval_shape(functools.partial(TrainState.create, optimizer=optimizer), params_shapes)
   abstract_state = jax.tree.map(
       lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
@@ -191,22 +192,28 @@ def unigram_entropy(counts: np.ndarray) -> float:
   return float(-(p * np.log(p)).sum())
 
 
-def evaluate(setup: Setup, eval_step, params, loader: Loader, vocab_size: int) -> dict:
-  """Loss, accuracy and perplexity over the whole eval stream (each example once)."""
+def evaluate(setup: Setup, eval_step, params, loader: Loader, vocab_size: int,
+             scorer: Optional[tasks.Seq2SeqScorer] = None) -> dict:
+  """Loss, accuracy and perplexity over the whole eval stream (each example once), plus the
+  scorer's metrics after decoding each batch (seq2seq tasks)."""
   totals = {"loss": 0.0, "z_loss": 0.0, "correct": 0.0, "weight": 0.0}
   target_counts = np.zeros(vocab_size, np.int64)
   for batch in loader:
     weights = batch["decoder_loss_weights"] > 0
     target_counts += np.bincount(batch["decoder_target_tokens"][weights], minlength=vocab_size)
-    sums = jax.device_get(eval_step(params, to_global(batch, setup.batch_sharding)))
+    global_batch = to_global(batch, setup.batch_sharding)
+    sums = jax.device_get(eval_step(params, global_batch))
     for key in totals:
       totals[key] += float(sums[key])
+    if scorer is not None:
+      scorer.add(params, global_batch)
   tokens = max(totals["weight"], 1.0)
   cross_entropy = (totals["loss"] - totals["z_loss"]) / tokens
   return {
       "loss": cross_entropy, "z_loss": totals["z_loss"] / tokens,
       "accuracy": totals["correct"] / tokens, "perplexity": math.exp(min(cross_entropy, 50.0)),
       "target_tokens": totals["weight"], "unigram_entropy": unigram_entropy(target_counts),
+      **(scorer.result() if scorer is not None else {}),
   }
 
 
@@ -239,6 +246,10 @@ VOCABULARY_FILE = "vocabulary.model"
 def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   """Loads or trains the vocabulary, keeps a copy in the workdir (eval and infer
   read it there) and fixes model.vocab_size from it."""
+  if config.checkpoint.init_from and not config.data.vocabulary:
+    # Fine-tuning keeps the vocabulary of the run it starts from (saved in that workdir).
+    config.data.vocabulary = os.path.join(
+        os.path.dirname(checkpoints.checkpoint_dir(config.checkpoint.init_from)), VOCABULARY_FILE)
   vocabulary = get_vocabulary(config.data)
   path = os.path.join(workdir, VOCABULARY_FILE)
   if jax.process_index() == 0 and not os.path.exists(path):
@@ -315,7 +326,8 @@ def train(config: ExperimentConfig, workdir: str) -> dict:
         window_start, window_steps = time.perf_counter(), 0
       if step % config.train.eval_every == 0 or step == total:
         eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
-        last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size)
+        last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size,
+                             tasks.make_scorer(config, vocabulary))
         writer.write(step, "validation", last_eval)
         progress.write(f"step {step}: validation loss {last_eval['loss']:.4f}, accuracy "
                        f"{last_eval['accuracy']:.3f} (unigram entropy {last_eval['unigram_entropy']:.4f})")

@@ -1,0 +1,434 @@
+"""Checkpoints: asynchronous, atomic, resharding-on-restore saves of the training state.
+
+Layout: ``WORKDIR/checkpoints/<step>/`` holds three Orbax items, so each can be
+restored alone:
+
+- ``params``: the parameter pytree (StandardSave: tensorstore, one array per leaf);
+- ``opt_state``: the optimizer state pytree (same format);
+- ``meta``: JSON with the step, the data loader's state, the resolved experiment
+  configuration (``config.to_dict``), the vocabulary reference (path + sha256) and
+  the metrics given to ``save``.
+
+Atomicity (orbax-checkpoint 0.12.x, local filesystems): a step is written into
+``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`` only after every item
+and every process has finished (a ``commit_success.txt`` is also written). Orbax
+lists only finalized step folders, so a process killed mid-save leaves the
+previous steps intact and restorable; the unfinished folder is ignored by readers
+and deleted by the next writer (``Checkpointer`` construction). Readers
+(``restore_params``, ``read_meta``, ``describe``) open the directory read-only,
+so an evaluator never deletes a trainer's in-progress save.
+
+Retention: the latest ``CheckpointConfig.keep`` steps are always kept (0 = keep
+all). With ``keep_best_metric`` set, the single best step by that metric (given
+to ``save`` as ``metrics``) is kept in addition; lower is better when the name
+contains loss, perplexity or error, higher otherwise.
+
+All processes must call ``save`` and ``restore`` (Orbax synchronizes them and
+writes shared files from process 0 only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from typing import Any, Iterator, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+
+from t5x_lite import config as config_lib
+from t5x_lite.config import CheckpointConfig, ExperimentConfig
+
+CHECKPOINTS_DIRNAME = "checkpoints"
+# Orbax's marker in the name of a step folder still being written (atomic-rename mode).
+_UNFINISHED = ".orbax-checkpoint-tmp"
+_LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
+# Lines of a mismatch report before it is cut short.
+_MAX_REPORTED = 20
+
+
+class CheckpointError(ValueError):
+  """A checkpoint is missing, unreadable or does not fit what is being restored."""
+
+
+# ----------------------------------------------------------------------------
+# Directories and Orbax managers
+# ----------------------------------------------------------------------------
+
+
+def checkpoint_dir(path: str) -> epath.Path:
+  """The checkpoints/ directory of a workdir, or ``path`` itself if it is one."""
+  path = epath.Path(path)
+  if not path.exists():
+    raise CheckpointError(f"Checkpoint directory {path} does not exist.")
+  nested = path / CHECKPOINTS_DIRNAME
+  return nested if nested.is_dir() else path
+
+
+def _handler_registry() -> Any:
+  # Registered up front so item metadata can be read before anything is restored.
+  return ocp.handlers.create_default_handler_registry(
+      params=ocp.StandardCheckpointHandler(),
+      opt_state=ocp.StandardCheckpointHandler(),
+      meta=ocp.JsonCheckpointHandler())
+
+
+def _lower_is_better(metric: str) -> bool:
+  return any(word in metric.lower() for word in _LOWER_IS_BETTER)
+
+
+def _writer_options(config: CheckpointConfig) -> ocp.CheckpointManagerOptions:
+  policies = ocp.checkpoint_managers
+  latest = policies.LatestN(n=config.keep if config.keep > 0 else None)
+  preservation = latest
+  best_fn = None
+  metric = config.keep_best_metric
+  if metric:
+    best_fn = lambda metrics: float(metrics[metric])
+    preservation = policies.AnyPreservationPolicy([
+        latest,
+        # Steps saved without the metric are covered by LatestN only.
+        policies.BestN(get_metric_fn=best_fn, reverse=_lower_is_better(metric), n=1,
+                       keep_checkpoints_without_metrics=False),
+    ])
+  return ocp.CheckpointManagerOptions(
+      save_decision_policy=policies.FixedIntervalPolicy(config.every_steps),
+      preservation_policy=preservation,
+      # best_fn makes Orbax write the metrics next to each step, so the best
+      # step is still known after a restart.
+      best_fn=best_fn,
+      best_mode="min" if metric and _lower_is_better(metric) else "max",
+      enable_async_checkpointing=config.async_save,
+      cleanup_tmp_directories=True,
+      create=True)
+
+
+@contextlib.contextmanager
+def _reading(path: str) -> Iterator[ocp.CheckpointManager]:
+  """A read-only manager on a workdir or checkpoints/ dir: it never deletes anything."""
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  manager = ocp.CheckpointManager(
+      checkpoint_dir(path), options=options, handler_registry=_handler_registry())
+  try:
+    yield manager
+  finally:
+    manager.close()
+
+
+def _resolve_step(manager: ocp.CheckpointManager, step: Optional[int]) -> int:
+  steps = sorted(manager.all_steps())
+  if not steps:
+    unfinished = [p.name for p in manager.directory.iterdir() if _UNFINISHED in p.name]
+    detail = f" (only unfinished saves: {', '.join(sorted(unfinished))})" if unfinished else ""
+    raise CheckpointError(
+        f"No finished checkpoint in {manager.directory}{detail}. Check the path, or start "
+        "without restoring.")
+  if step is None:
+    return steps[-1]
+  if step not in steps:
+    raise CheckpointError(
+        f"Checkpoint step {step} not found in {manager.directory}; steps present: "
+        f"{', '.join(map(str, steps))}.")
+  return step
+
+
+# ----------------------------------------------------------------------------
+# Structure checks (before any array is read)
+# ----------------------------------------------------------------------------
+
+
+def _is_array_like(x: Any) -> bool:
+  return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _key_name(key: Any) -> str:
+  for attr in ("key", "name", "idx"):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def _flat(tree: Any) -> dict[str, Any]:
+  """'a/b/c' -> leaf; NamedTuple fields and dict keys spell the same way."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree, is_leaf=_is_array_like)
+  return {"/".join(_key_name(k) for k in path): leaf for path, leaf in leaves}
+
+
+def _mismatches(item: str, saved: Any, expected: Any) -> list[str]:
+  """Missing arrays first, then unexpected ones, then shape differences."""
+  saved_flat, expected_flat = _flat(saved), _flat(expected)
+  missing, extra, reshaped = [], [], []
+  for name, want in sorted(expected_flat.items()):
+    have = saved_flat.get(name)
+    if have is None:
+      missing.append(f"  {item}/{name}: missing from the checkpoint (expected {tuple(want.shape)})")
+    elif tuple(have.shape) != tuple(want.shape):
+      reshaped.append(f"  {item}/{name}: saved {tuple(have.shape)}, expected {tuple(want.shape)}")
+  for name in sorted(saved_flat.keys() - expected_flat.keys()):
+    extra.append(
+        f"  {item}/{name}: in the checkpoint but not in the model "
+        f"(saved {tuple(saved_flat[name].shape)})")
+  return missing + extra + reshaped
+
+
+def _check_fits(manager: ocp.CheckpointManager, step: int, expected: dict[str, Any]) -> None:
+  """Compares saved shapes (metadata only) with the abstract target, item by item."""
+  metadata = manager.item_metadata(step)
+  lines = []
+  for item, target in expected.items():
+    saved = metadata.get(item)
+    if saved is None:
+      raise CheckpointError(f"Checkpoint step {step} in {manager.directory} has no {item!r} item.")
+    lines += _mismatches(item, saved, target)
+  if lines:
+    shown = lines[:_MAX_REPORTED]
+    if len(lines) > _MAX_REPORTED:
+      shown.append(f"  ... and {len(lines) - _MAX_REPORTED} more")
+    raise CheckpointError(
+        f"Checkpoint step {step} in {manager.directory} does not fit the configured model "
+        f"({len(lines)} mismatched arrays):\n" + "\n".join(shown))
+
+
+def _check_shardings(item: str, abstract: Any) -> None:
+  for name, leaf in _flat(abstract).items():
+    if not isinstance(leaf, jax.ShapeDtypeStruct) or leaf.sharding is None:
+      raise CheckpointError(
+          f"Restore target {item}/{name} must be a jax.ShapeDtypeStruct with .sharding set "
+          f"(got {leaf!r}), so that each array is read directly into its shards.")
+
+
+def _restore_args(abstract_items: dict[str, Any]) -> ocp.args.Composite:
+  return ocp.args.Composite(
+      **{item: ocp.args.StandardRestore(tree) for item, tree in abstract_items.items()})
+
+
+# ----------------------------------------------------------------------------
+# JSON metadata
+# ----------------------------------------------------------------------------
+
+
+def _json_default(value: Any) -> Any:
+  if isinstance(value, (np.generic, np.ndarray, jax.Array)):
+    return np.asarray(value).tolist()
+  raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def _jsonable(value: Any) -> Any:
+  """Plain JSON types, so the meta item round-trips exactly."""
+  return json.loads(json.dumps(value, default=_json_default))
+
+
+def file_reference(path: str) -> dict[str, str]:
+  """{'path', 'sha256'}: lets a restore tell whether the vocabulary file changed."""
+  file = epath.Path(path)
+  return {"path": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
+
+
+def _scalar(value: int, abstract: Any) -> jax.Array:
+  """The step as an array placed like ``abstract`` (replicated over its mesh)."""
+  dtype = getattr(abstract, "dtype", jnp.int32)
+  host = np.asarray(value, dtype=dtype)
+  sharding = getattr(abstract, "sharding", None)
+  if sharding is None:
+    return jnp.asarray(host)
+  return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
+
+
+# ----------------------------------------------------------------------------
+# The writer used by the trainer
+# ----------------------------------------------------------------------------
+
+
+class Checkpointer:
+  """Saves and restores a TrainState under WORKDIR/checkpoints.
+
+  The state is any flax.struct dataclass with fields ``step``, ``params`` and
+  ``opt_state`` (t5x_lite.train_state.TrainState). Creating one deletes unfinished
+  saves left by a killed process; use a single Checkpointer per workdir and job.
+  """
+
+  def __init__(self, workdir: str, config: CheckpointConfig):
+    self.directory = epath.Path(workdir) / CHECKPOINTS_DIRNAME
+    self._manager = ocp.CheckpointManager(
+        self.directory, options=_writer_options(config), handler_registry=_handler_registry())
+    self._best_metric = config.keep_best_metric
+
+  def latest_step(self) -> Optional[int]:
+    return self._manager.latest_step()
+
+  def all_steps(self) -> list[int]:
+    return sorted(self._manager.all_steps())
+
+  def save(self, step: int, state: Any, *, loader_state: dict, experiment_config: ExperimentConfig,
+           vocabulary_path: Optional[str], metrics: Optional[dict] = None,
+           force: bool = False) -> bool:
+    """Starts a save when ``step`` is a multiple of every_steps (or force); returns whether.
+
+    Returns as soon as the arrays are copied off the devices; writing continues in
+    the background (async_save). A step that is already saved is not saved again.
+    """
+    step = int(step)
+    if step in self._manager.all_steps() or not (force or self._manager.should_save(step)):
+      return False
+    metrics = _jsonable(metrics or {})
+    meta = {
+        "step": step,
+        "loader_state": _jsonable(loader_state),
+        "config": _jsonable(config_lib.to_dict(experiment_config)),
+        "vocabulary": file_reference(vocabulary_path) if vocabulary_path else None,
+        "metrics": metrics,
+    }
+    tracked = {self._best_metric: metrics[self._best_metric]} if self._best_metric in metrics else None
+    return self._manager.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            opt_state=ocp.args.StandardSave(state.opt_state),
+            meta=ocp.args.JsonSave(meta)),
+        metrics=tracked, force=True)
+
+  def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
+    """(state, meta) of ``step`` (default: latest), each array in its target sharding.
+
+    ``abstract_state``: the TrainState of jax.ShapeDtypeStruct with .sharding set
+    (e.g. from jax.eval_shape plus the mesh shardings). Raises CheckpointError if
+    there is no checkpoint, the step is absent, or shapes differ from the target.
+    """
+    self._manager.wait_until_finished()
+    step = _resolve_step(self._manager, step)
+    targets = {"params": abstract_state.params, "opt_state": abstract_state.opt_state}
+    for item, tree in targets.items():
+      _check_shardings(item, tree)
+    _check_fits(self._manager, step, targets)
+    restored = self._manager.restore(
+        step, args=ocp.args.Composite(**_restore_args(targets), meta=ocp.args.JsonRestore()))
+    meta = dict(restored["meta"])
+    state = abstract_state.replace(
+        step=_scalar(meta["step"], abstract_state.step),
+        params=restored["params"], opt_state=restored["opt_state"])
+    return state, meta
+
+  def wait_until_finished(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    """Waits for pending writes and deletions; call before the process exits."""
+    self._manager.close()
+
+  def __enter__(self) -> Checkpointer:
+    return self
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.close()
+
+
+# ----------------------------------------------------------------------------
+# Readers (read-only: safe next to a running trainer)
+# ----------------------------------------------------------------------------
+
+
+def all_steps(path: str) -> list[int]:
+  """Finished steps in a workdir or checkpoints/ dir."""
+  with _reading(path) as manager:
+    return sorted(manager.all_steps())
+
+
+def latest_step(path: str) -> Optional[int]:
+  steps = all_steps(path)
+  return steps[-1] if steps else None
+
+
+def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) -> Any:
+  """Only the parameters (eval, inference, fine-tuning with a fresh optimizer).
+
+  ``path``: a workdir or its checkpoints/ dir; ``abstract_params``: pytree of
+  jax.ShapeDtypeStruct with .sharding set.
+  """
+  _check_shardings("params", abstract_params)
+  with _reading(path) as manager:
+    step = _resolve_step(manager, step)
+    _check_fits(manager, step, {"params": abstract_params})
+    return manager.restore(step, args=_restore_args({"params": abstract_params}))["params"]
+
+
+def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
+  return dict(manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"])
+
+
+def read_meta(path: str, step: Optional[int] = None) -> dict:
+  """The JSON meta item: step, loader_state, config, vocabulary, metrics."""
+  with _reading(path) as manager:
+    return _read_meta(manager, _resolve_step(manager, step))
+
+
+def read_config(path: str, step: Optional[int] = None) -> ExperimentConfig:
+  """The experiment configuration a checkpoint was trained with."""
+  return config_lib.from_dict(read_meta(path, step)["config"])
+
+
+def _bytes_on_disk(directory: epath.Path) -> int:
+  return sum((root / name).stat().length for root, _, files in directory.walk() for name in files)
+
+
+def describe(path: str, step: Optional[int] = None) -> dict:
+  """Steps, bytes on disk per step, and the parameter tree and config of ``step`` (latest).
+
+  Reads metadata and JSON only; no array is loaded.
+  """
+  with _reading(path) as manager:
+    directory = manager.directory
+    step = _resolve_step(manager, step)
+    steps = sorted(manager.all_steps())
+    saved = _flat(manager.item_metadata(step)["params"])
+    meta = _read_meta(manager, step)
+  params = {name: {"shape": list(leaf.shape), "dtype": str(np.dtype(leaf.dtype))}
+            for name, leaf in sorted(saved.items())}
+  return {
+      "directory": str(directory),
+      "steps": steps,
+      "step": step,
+      "bytes_on_disk": {s: _bytes_on_disk(directory / str(s)) for s in steps},
+      "params": params,
+      "num_params": sum(math.prod(p["shape"]) for p in params.values()),
+      "param_bytes": sum(math.prod(p["shape"]) * np.dtype(p["dtype"]).itemsize
+                         for p in params.values()),
+      "config": meta["config"],
+      "loader_state": meta["loader_state"],
+      "vocabulary": meta["vocabulary"],
+      "metrics": meta["metrics"],
+  }
+
+
+def _human_bytes(n: float) -> str:
+  if n < 1024:
+    return f"{int(n)} B"
+  for unit in ("KiB", "MiB", "GiB", "TiB"):
+    n /= 1024
+    if n < 1024:
+      break
+  return f"{n:.1f} {unit}"
+
+
+def format_description(info: dict) -> str:
+  """describe() as text for a terminal."""
+  lines = [f"Checkpoints in {info['directory']}", "Steps (bytes on disk):"]
+  lines += [f"  {s}: {_human_bytes(info['bytes_on_disk'][s])}" for s in info["steps"]]
+  lines.append(
+      f"Parameters at step {info['step']}: {info['num_params']:,} "
+      f"({_human_bytes(info['param_bytes'])})")
+  width = max(len(name) for name in info["params"])
+  for name, leaf in info["params"].items():
+    lines.append(f"  {name:<{width}}  {str(tuple(leaf['shape'])):<18} {leaf['dtype']}")
+  vocabulary = info["vocabulary"]
+  if vocabulary:
+    lines.append(f"Vocabulary: {vocabulary['path']} (sha256 {vocabulary['sha256'][:16]}...)")
+  if info["metrics"]:
+    lines.append(f"Metrics: {json.dumps(info['metrics'], sort_keys=True)}")
+  lines.append(f"Configuration at step {info['step']}:")
+  lines.append(json.dumps(info["config"], indent=2))
+  return "\n".join(lines)

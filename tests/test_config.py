@@ -1,0 +1,112 @@
+"""Experiment files, --set overrides and their error messages."""
+
+import dataclasses
+import json
+import os
+
+import pytest
+
+from t5x_lite import config as config_lib
+from t5x_lite.config import ConfigError
+
+EXPERIMENTS = os.path.join(os.path.dirname(__file__), "..", "experiments")
+SHIPPED = sorted(f[:-3] for f in os.listdir(EXPERIMENTS) if f.endswith(".py"))
+
+
+def _experiment(name):
+  return os.path.join(EXPERIMENTS, name + ".py")
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_experiments_load_and_round_trip(name):
+  config = config_lib.load_experiment(_experiment(name))
+  assert config.name == name
+  for key in ("train.steps", "train.batch_size", "train.seed", "train.eval_every",
+              "train.log_every", "checkpoint.every_steps"):
+    assert config_lib.get_field(config, key) is not None
+  rebuilt = config_lib.from_dict(json.loads(config_lib.to_json(config)))
+  assert rebuilt == config
+
+
+def test_required_experiments_exist():
+  for name in ("t5_1_1_small", "t5_1_1_base", "t5_1_1_large", "t5_1_1_xl", "t5_1_1_xxl",
+               "tiny_python_docs"):
+    assert name in SHIPPED
+  assert sum(name.startswith("ablation_") for name in SHIPPED) >= 2
+
+
+def test_ablation_changes_only_its_field():
+  base = config_lib.load_experiment(_experiment("tiny_python_docs"))
+  tied = config_lib.load_experiment(_experiment("ablation_tied_logits"))
+  assert tied.model.tie_logits and not base.model.tie_logits
+  tied.model.tie_logits = False
+  tied.name = base.name
+  assert tied == base
+
+
+def test_overrides_are_parsed_to_field_types():
+  config = config_lib.load_experiment(_experiment("tiny_python_docs"), [
+      "model.d_ff=4096", "optimizer.learning_rate=0.5", "model.scan_layers=true",
+      "mesh.shape=[2,-1]", "mesh.axes=data,model", "model.vocab_size=None",
+      "checkpoint.init_from_step=7", "data.dataset=c4/en:3.1.0",
+      'mesh.rules=[["batch", "data"], ["mlp", ["model"]]]', "mesh.rules_preset=custom"])
+  assert config.model.d_ff == 4096 and isinstance(config.model.d_ff, int)
+  assert config.optimizer.learning_rate == 0.5 and config.model.scan_layers is True
+  assert config.mesh.shape == (2, -1) and config.mesh.axes == ("data", "model")
+  assert config.model.vocab_size is None and config.checkpoint.init_from_step == 7
+  assert config.data.dataset == "c4/en:3.1.0"
+  assert config.mesh.rules == (("batch", "data"), ("mlp", ("model",)))
+
+
+def test_unknown_key_names_it_and_suggests():
+  with pytest.raises(ConfigError) as error:
+    config_lib.load_experiment(_experiment("tiny_python_docs"), ["model.dff=10"])
+  message = str(error.value)
+  assert "model.dff" in message and "model.d_ff" in message and "model.d_model" in message
+  with pytest.raises(ConfigError, match="Unknown configuration key 'trian.steps'.*train.steps"):
+    config_lib.load_experiment(_experiment("tiny_python_docs"), ["trian.steps=3"])
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("train.steps=ten", "expected a value of type int"),
+    ("model.scan_layers=maybe", "expected a value of type bool"),
+    ("optimizer.learning_rate=fast", "expected a value of type float"),
+    ("mesh.shape=[1,x]", "mesh.shape"),
+    ("train.steps", "expected KEY=VALUE"),
+    ("model.ffn_activation=tanh", "not a valid choice"),
+    ("train.batch_size=0", "must be positive"),
+    ("train.grad_accum_steps=3", "does not divide"),
+])
+def test_bad_values_are_clear_errors(override, expected):
+  with pytest.raises(ConfigError, match=expected):
+    config_lib.load_experiment(_experiment("tiny_python_docs"), [override])
+
+
+@pytest.mark.parametrize("body,expected", [
+    ("raise RuntimeError('boom')\n", "raised RuntimeError: boom"),
+    ("x = 1\n", "defines no get_config"),
+    ("def get_config():\n  return {'model': 1}\n", "returned dict, expected"),
+    ("def get_config(:\n", "raised SyntaxError"),
+    ("from t5x_lite.config import ExperimentConfig\n"
+     "def get_config():\n  c = ExperimentConfig()\n  c.model.norm = 'batchnorm'\n  return c\n",
+     "model.norm='batchnorm' is not a valid choice"),
+])
+def test_broken_experiment_files(tmp_path, body, expected):
+  path = tmp_path / "broken.py"
+  path.write_text(body)
+  with pytest.raises(ConfigError, match=expected) as error:
+    config_lib.load_experiment(str(path))
+  assert str(path) in str(error.value) or "not a valid choice" in expected
+
+
+def test_missing_experiment_lists_available():
+  with pytest.raises(ConfigError, match="not found.*tiny_python_docs"):
+    config_lib.load_experiment(os.path.join(EXPERIMENTS, "no_such_experiment.py"))
+
+
+def test_saved_json_rebuilds_the_run(tmp_path):
+  config = config_lib.load_experiment(_experiment("ablation_relu_ffn"), ["train.steps=3"])
+  path = str(tmp_path / "config.json")
+  config_lib.save_json(config, path)
+  assert config_lib.load_json(path) == config
+  assert dataclasses.asdict(config_lib.load_json(path))["model"]["ffn_activation"] == "relu"

@@ -1,0 +1,145 @@
+"""Sharded training on 8 CPU devices: every rule preset and mesh shape computes the
+same step as one device, and the arrays are really laid out as the rules say."""
+
+import functools
+
+import jax
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec
+
+from t5x_lite import config as config_lib
+from t5x_lite import model as model_lib
+from t5x_lite import partitioning, trainer
+from t5x_lite.config import ConfigError, MeshConfig
+from helpers import random_batch, relative_difference, tiny_model
+
+MESH_SHAPES = [(8, 1), (4, 2), (2, 4), (1, 8)]
+PRESETS = ["data_parallel", "fsdp", "model_parallel", "2d"]
+
+
+def _experiment(preset="data_parallel", shape=(1, 1), **train_changes) -> config_lib.ExperimentConfig:
+  config = config_lib.ExperimentConfig(
+      model=tiny_model(vocab_size=128),
+      data=config_lib.DataConfig(inputs_length=16, targets_length=8),
+      optimizer=config_lib.OptimizerConfig(name="adafactor", warmup_steps=10),
+      train=config_lib.TrainConfig(steps=10, batch_size=8, **train_changes),
+      mesh=MeshConfig(axes=("data", "model"), shape=shape, rules_preset=preset))
+  # Large enough for Adafactor to factor some statistics (min dim 128), and
+  # 8 heads so that every mesh shape divides them.
+  config.model.d_model, config.model.d_ff, config.model.num_heads = 128, 256, 8
+  config.optimizer.min_dim_size_to_factor = 128
+  return config_lib.validate(config)
+
+
+@functools.lru_cache(maxsize=None)
+def _initial_params():
+  return jax.device_get(model_lib.init_params(_experiment().model, jax.random.key(0)))
+
+
+def _batch():
+  return random_batch(np.random.default_rng(0), 8, 16, 8, 128)
+
+
+def _one_step(config, devices):
+  setup = trainer.make_setup(config, devices)
+  state = jax.device_put(
+      trainer.TrainState.create(_initial_params(), setup.optimizer), setup.state_shardings)
+  state, metrics = trainer.make_train_step(setup)(state, trainer.to_global(_batch(), setup.batch_sharding))
+  return setup, state, metrics
+
+
+@functools.lru_cache(maxsize=None)
+def _reference():
+  _, state, metrics = _one_step(_experiment(), jax.devices()[:1])
+  return jax.device_get(state.params), float(metrics["loss"])
+
+
+def test_eight_cpu_devices():
+  assert jax.device_count() == 8, "tests/conftest.py must set --xla_force_host_platform_device_count=8"
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+@pytest.mark.parametrize("shape", MESH_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_sharded_step_matches_single_device(preset, shape):
+  setup, state, metrics = _one_step(_experiment(preset, shape), jax.devices())
+  reference_params, reference_loss = _reference()
+  assert abs(float(metrics["loss"]) - reference_loss) / reference_loss < 1e-5
+  params = jax.device_get(state.params)
+  for got, want in zip(jax.tree.leaves(params), jax.tree.leaves(reference_params)):
+    assert relative_difference(got, want) < 1e-5
+  # Every parameter is laid out as the rules say.
+  _, logical = model_lib.abstract_params(setup.config.model)
+  rules = partitioning.RULE_PRESETS[preset]
+  specs = jax.tree.leaves(logical, is_leaf=lambda x: isinstance(x, PartitionSpec))
+  for array, spec in zip(jax.tree.leaves(state.params), specs):
+    expected = partitioning.logical_to_mesh_spec(spec, rules)
+    assert array.sharding.spec == expected or _same_up_to_trailing_none(array.sharding.spec, expected)
+
+
+def _same_up_to_trailing_none(a: PartitionSpec, b: PartitionSpec) -> bool:
+  def strip(spec):
+    entries = list(spec)
+    while entries and entries[-1] is None:
+      entries.pop()
+    return tuple(entries)
+  return strip(a) == strip(b)
+
+
+def _bytes_on_first_device(tree) -> int:
+  return sum(leaf.addressable_shards[0].data.nbytes for leaf in jax.tree.leaves(tree))
+
+
+def test_memory_per_device_falls_with_fsdp_and_model_parallelism():
+  def state_bytes(preset, shape):
+    setup = trainer.make_setup(_experiment(preset, shape), jax.devices())
+    state = trainer.init_state(setup, seed=0)
+    return _bytes_on_first_device(state.params), _bytes_on_first_device(state.opt_state)
+
+  replicated_params, replicated_opt = state_bytes("data_parallel", (8, 1))
+  for preset, shape in (("fsdp", (8, 1)), ("model_parallel", (1, 8)), ("2d", (2, 4))):
+    params_bytes, opt_bytes = state_bytes(preset, shape)
+    assert params_bytes < 0.4 * replicated_params, preset
+    assert opt_bytes < replicated_opt, preset
+
+
+def test_adafactor_statistics_follow_parameter_sharding():
+  setup = trainer.make_setup(_experiment("2d", (2, 4)), jax.devices())
+  factored = setup.state_shardings.opt_state[0]
+  mlp_wi = setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"]
+  assert mlp_wi.spec == PartitionSpec("data", "model")
+  v_row = factored.v_row["encoder"]["layers_0"]["mlp"]["wi_0"]
+  v_col = factored.v_col["encoder"]["layers_0"]["mlp"]["wi_0"]
+  shapes = setup.abstract_state.opt_state[0]
+  assert shapes.v_row["encoder"]["layers_0"]["mlp"]["wi_0"].shape == (128,)
+  assert shapes.v_col["encoder"]["layers_0"]["mlp"]["wi_0"].shape == (256,)
+  assert v_row.spec == PartitionSpec("data") and v_col.spec == PartitionSpec("model")
+
+
+def test_mesh_shape_that_does_not_divide_devices():
+  with pytest.raises(ConfigError, match=r"cannot fill 8 devices: 8 is not divisible by 3"):
+    partitioning.make_mesh(MeshConfig(shape=(-1, 3)))
+  with pytest.raises(ConfigError, match=r"needs 6 devices but 8 are available"):
+    partitioning.make_mesh(MeshConfig(shape=(2, 3)))
+
+
+def test_parameter_that_does_not_divide_its_mesh_axis():
+  config = _experiment("model_parallel", (1, 8))
+  config.model.num_heads = 4
+  with pytest.raises(ConfigError, match=r"relpos_bias/rel_embedding.*dimension 0 \(heads\) of size 4, which .* split 8 ways"):
+    trainer.make_setup(config, jax.devices())
+
+
+def test_batch_that_does_not_divide_the_data_axis():
+  config = _experiment("data_parallel", (8, 1))
+  config.train.batch_size = 12
+  with pytest.raises(ConfigError, match=r"batch_size=12 .* does not divide over the 8-way batch sharding"):
+    trainer.make_setup(config, jax.devices())
+
+
+def test_custom_rules_from_the_experiment():
+  config = _experiment("custom", (2, 4))
+  config.mesh.rules = (("batch", "data"), ("vocab", "model"))
+  setup = trainer.make_setup(config, jax.devices())
+  assert setup.state_shardings.params["token_embedder"]["embedding"].spec == PartitionSpec("model")
+  assert setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"].spec == PartitionSpec()

@@ -1,0 +1,112 @@
+"""End to end: a run killed at random steps and restarted equals an uninterrupted run;
+SIGTERM saves a checkpoint at the current step and exits cleanly."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from t5x_lite import checkpoints
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = os.path.join(REPO, "experiments", "tiny_python_docs.py")
+STEPS = 12
+SETTINGS = [
+    f"train.steps={STEPS}", "train.log_every=1", "train.batch_size=8", "train.eval_every=1000",
+    "checkpoint.every_steps=3", "data.max_eval_examples=16",
+]
+# Per-step values that do not describe the step's computation: wall-time rates, and the
+# loader's packing efficiency, a running mean since the process started.
+NOT_COMPARED = {"seq_per_s", "tokens_per_s", "mfu", "packing_efficiency"}
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  """One device per run, and a compilation cache shared by all runs (restarts are fast)."""
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu",
+          "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+
+
+def launch(workdir: str, env: dict, steps: int = STEPS) -> subprocess.Popen:
+  settings = [s for s in SETTINGS if not s.startswith("train.steps=")] + [f"train.steps={steps}"]
+  command = [sys.executable, "-m", "t5x_lite", "train", EXPERIMENT, "--workdir", workdir]
+  for setting in settings:
+    command += ["--set", setting]
+  return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def train_records(workdir: str) -> list[dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    lines = [line for line in f.read().splitlines() if line.strip()]
+  records = []
+  for line in lines:
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:  # a line being written right now
+      continue
+  return [r for r in records if r["split"] == "train"]
+
+
+def wait_for_step(process: subprocess.Popen, workdir: str, step: int, timeout: float = 300) -> None:
+  deadline = time.time() + timeout
+  while max((r["step"] for r in train_records(workdir)), default=0) < step:
+    assert process.poll() is None, f"the run exited early:\n{process.communicate()[0][-3000:]}"
+    assert time.time() < deadline, f"no train step {step} after {timeout}s"
+    time.sleep(0.05)
+
+
+def finish(process: subprocess.Popen, timeout: float = 300) -> str:
+  output, _ = process.communicate(timeout=timeout)
+  assert process.returncode == 0, output[-3000:]
+  return output
+
+
+def comparable(records: list[dict]) -> dict[int, dict]:
+  steps = [r["step"] for r in records]
+  assert steps == sorted(set(steps)), f"steps logged twice or out of order: {steps}"
+  return {r["step"]: {k: v for k, v in r.items() if k not in NOT_COMPARED} for r in records}
+
+
+def test_killed_and_restarted_run_equals_an_uninterrupted_run(tmp_path, env):
+  reference = str(tmp_path / "reference")
+  finish(launch(reference, env))
+
+  workdir = str(tmp_path / "interrupted")
+  first, second = sorted(random.Random(0).sample(range(2, STEPS - 1), 2))
+  second = max(second, first + 2)  # logged by the restarted process, not left over
+  for kill_at in (first, second):
+    process = launch(workdir, env)
+    wait_for_step(process, workdir, kill_at)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+  finish(launch(workdir, env))
+
+  expected, got = comparable(train_records(reference)), comparable(train_records(workdir))
+  assert sorted(got) == list(range(1, STEPS + 1))
+  assert got == expected  # losses and per-batch statistics (target tokens, packing) equal
+  assert (checkpoints.read_meta(workdir, STEPS)["loader_state"]
+          == checkpoints.read_meta(reference, STEPS)["loader_state"])
+
+
+def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path, env):
+  workdir = str(tmp_path / "preempted")
+  process = launch(workdir, env, steps=1000)
+  wait_for_step(process, workdir, 4)
+  process.send_signal(signal.SIGTERM)
+  output = finish(process, timeout=120)
+  assert "SIGTERM received" in output
+  last = max(r["step"] for r in train_records(workdir))
+  assert checkpoints.latest_step(workdir) == last
+  assert checkpoints.read_meta(workdir)["step"] == last
+  assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
