@@ -27,6 +27,7 @@ from t5x_lite import partitioning, tasks
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment, save_json
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
+from t5x_lite.data.packing import packing_efficiency
 from t5x_lite.metrics import MetricWriter, ProgressBar
 from t5x_lite.train_state import TrainState, train_state_logical_axes
 
@@ -157,14 +158,18 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainSt
     metrics = {
         "loss": sums["loss"] / tokens, "z_loss": sums["z_loss"] / tokens,
         "accuracy": sums["correct"] / tokens, "target_tokens": sums["weight"],
-        "learning_rate": setup.schedule(state.step), "grad_norm": optax.global_norm(grads),
-        "param_norm": optax.global_norm(new_state.params),
+        "learning_rate": setup.schedule(state.step), "grad_norm": global_norm(grads),
+        "param_norm": global_norm(new_state.params),
     }
     return new_state, metrics
 
   batch_shardings = {key: setup.batch_sharding for key in BATCH_KEYS}
   return jax.jit(step, in_shardings=(setup.state_shardings, batch_shardings),
                  out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
+
+
+def global_norm(tree: Any) -> jax.Array:
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
 
 
 def make_eval_step(setup: Setup) -> Callable[[Any, Batch], dict]:
@@ -220,6 +225,38 @@ def evaluate(setup: Setup, eval_step, params, loader: Loader, vocab_size: int,
 # ----------------------------------------------------------------------------
 # The loop
 # ----------------------------------------------------------------------------
+
+
+class _Window:
+  """Steps, wall time and packing since the last log line, for throughput figures."""
+
+  def __init__(self):
+    self.reset()
+
+  def reset(self) -> None:
+    self.start, self.steps, self.packing = time.perf_counter(), 0, 0.0
+
+  def add(self, local_batch: Batch) -> None:
+    self.steps += 1
+    self.packing += packing_efficiency(local_batch)
+
+
+def _train_metrics(step: int, metrics: dict, window: _Window, config: ExperimentConfig,
+                   peak_flops: float) -> dict:
+  """Fetches the step's metrics, stops on NaN/Inf, adds throughput and MFU."""
+  metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+  if not math.isfinite(metrics["loss"]):
+    raise TrainingError(
+        f"loss is {metrics['loss']} at step {step}; stopping. Checkpoints already saved are "
+        "intact. Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then resume.")
+  seq_per_s = window.steps * config.train.batch_size / (time.perf_counter() - window.start)
+  metrics["seq_per_s"] = seq_per_s
+  metrics["tokens_per_s"] = seq_per_s * (config.data.inputs_length + config.data.targets_length)
+  metrics["packing_efficiency"] = window.packing / window.steps
+  if peak_flops:
+    metrics["mfu"] = seq_per_s * flops.train_flops_per_sequence(
+        config.model, config.data.inputs_length, config.data.targets_length) / peak_flops
+  return metrics
 
 
 class _Preemption:
@@ -289,62 +326,51 @@ def train(config: ExperimentConfig, workdir: str) -> dict:
     start_step = 0
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
   train_step, eval_step = make_train_step(setup), make_eval_step(setup)
-  flops_per_sequence = flops.train_flops_per_sequence(
-      config.model, config.data.inputs_length, config.data.targets_length)
   peak = flops.peak_flops_per_device(config.train.peak_flops_per_device) * jax.device_count()
   total = config.train.steps
   progress = ProgressBar(total=total, initial=start_step, enabled=is_main)
   last_train: dict = {}
   last_eval: dict = {}
   step = start_step
-  window_start, window_steps = time.perf_counter(), 0
-  with _Preemption() as preemption:
-    batches = iter(train_loader)
-    while step < total:
-      batch = to_global(next(batches), setup.batch_sharding)
-      state, metrics = train_step(state, batch)
-      step += 1
-      window_steps += 1
-      if step % config.train.log_every == 0 or step == total:
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(metrics["loss"]):
-          ckpt.wait_until_finished()
-          raise TrainingError(
-              f"loss is {metrics['loss']} at step {step}; stopping. Checkpoints already saved in "
-              f"{ckpt.directory} are intact. Lower optimizer.learning_rate or enable "
-              f"optimizer.grad_clip_norm, then resume.")
-        elapsed = time.perf_counter() - window_start
-        seq_per_s = window_steps * config.train.batch_size / elapsed
-        metrics.update(seq_per_s=seq_per_s,
-                       tokens_per_s=seq_per_s * (config.data.inputs_length + config.data.targets_length),
-                       packing_efficiency=train_loader.packing_efficiency)
-        if peak:
-          metrics["mfu"] = seq_per_s * flops_per_sequence / peak
-        writer.write(step, "train", metrics)
-        progress.update(step, metrics)
-        last_train = metrics
-        window_start, window_steps = time.perf_counter(), 0
-      if step % config.train.eval_every == 0 or step == total:
-        eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
-        last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size,
-                             tasks.make_scorer(config, vocabulary))
-        writer.write(step, "validation", last_eval)
-        progress.write(f"step {step}: validation loss {last_eval['loss']:.4f}, accuracy "
-                       f"{last_eval['accuracy']:.3f} (unigram entropy {last_eval['unigram_entropy']:.4f})")
-        window_start, window_steps = time.perf_counter(), 0
-      if step % config.checkpoint.every_steps == 0 or step == total or preemption.requested:
-        ckpt.save(step, state, loader_state=train_loader.get_state(), experiment_config=config,
-                  vocabulary_path=os.path.join(workdir, VOCABULARY_FILE), metrics=last_eval or None,
-                  force=step == total or preemption.requested)
-      if preemption.requested:
-        progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
-                       "run the same command to resume.")
-        break
-  ckpt.wait_until_finished()
-  ckpt.close()
-  train_loader.close()
-  progress.close()
-  writer.close()
+  window = _Window()
+  try:
+    with _Preemption() as preemption:
+      batches = iter(train_loader)
+      while step < total:
+        local_batch = next(batches)
+        window.add(local_batch)
+        state, metrics = train_step(state, to_global(local_batch, setup.batch_sharding))
+        step += 1
+        if step % config.train.log_every == 0 or step == total:
+          last_train = _train_metrics(step, metrics, window, config, peak_flops=peak)
+          writer.write(step, "train", last_train)
+          progress.update(step, last_train)
+          window.reset()
+        evaluated = step % config.train.eval_every == 0 or step == total
+        if evaluated:
+          eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
+          last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size,
+                               tasks.make_scorer(config, vocabulary))
+          writer.write(step, "validation", last_eval)
+          progress.write(f"step {step}: validation loss {last_eval['loss']:.4f}, accuracy "
+                         f"{last_eval['accuracy']:.3f} (unigram entropy {last_eval['unigram_entropy']:.4f})")
+          window.reset()  # Evaluation time is not training throughput.
+        if step % config.checkpoint.every_steps == 0 or step == total or preemption.requested:
+          ckpt.save(step, state, loader_state=train_loader.get_state(), experiment_config=config,
+                    vocabulary_path=os.path.join(workdir, VOCABULARY_FILE),
+                    metrics=last_eval if evaluated else None,
+                    force=step == total or preemption.requested)
+        if preemption.requested:
+          progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
+                         "run the same command to resume.")
+          break
+  finally:
+    # Also on errors: in-flight checkpoint writes finish before the process exits.
+    ckpt.wait_until_finished()
+    ckpt.close()
+    train_loader.close()
+    progress.close()
+    writer.close()
   return {"step": step, "train": last_train, "validation": last_eval}
 
 
