@@ -91,6 +91,10 @@ class DataConfig:
   pack: bool = True
   num_workers: int = 2
   prefetch: int = 4
+  # Independent training streams the global batch is split into (0 = one per
+  # process). A multiple of every process count you use gives the same batches
+  # on any number of processes, and lets a checkpoint resume on another count.
+  shards: int = 0
   # Documents of the eval split used per evaluation (None = all of it).
   max_eval_examples: Optional[int] = None
   # Metrics after decoding, for seq2seq tasks: exact_match (always), bleu, rouge.

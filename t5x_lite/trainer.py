@@ -27,6 +27,7 @@ from t5x_lite import partitioning, tasks
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment, save_json
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
+from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
 from t5x_lite.data.packing import packing_efficiency
 from t5x_lite.metrics import MetricWriter, ProgressBar
 from t5x_lite.train_state import TrainState, train_state_logical_axes
@@ -303,10 +304,20 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   return vocabulary
 
 
+def global_loader_state(loader: ShardedLoader) -> dict:
+  """The state of every process's shards, so a checkpoint holds the whole stream."""
+  local = loader.get_state()
+  table = np.array([[shard[key] for key in STATE_KEYS] for shard in local["shards"]], np.int32)
+  rows = distributed.allgather_rows(table)
+  return {"first_shard": 0, "shards": [dict(zip(STATE_KEYS, map(int, row))) for row in rows]}
+
+
 def train(config: ExperimentConfig, workdir: str) -> dict:
   """Trains (or resumes) the experiment in `workdir`; returns the final metrics."""
   os.makedirs(workdir, exist_ok=True)
-  vocabulary = resolve_vocabulary(config, workdir)
+  # Process 0 builds the dataset and trains the vocabulary; the others then read them.
+  vocabulary = distributed.on_main_process_first(
+      functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
   is_main = jax.process_index() == 0
   if is_main:
     save_json(config, os.path.join(workdir, "config.json"))
@@ -356,7 +367,7 @@ def train(config: ExperimentConfig, workdir: str) -> dict:
                          f"{last_eval['accuracy']:.3f} (unigram entropy {last_eval['unigram_entropy']:.4f})")
           window.reset()  # Evaluation time is not training throughput.
         if step % config.checkpoint.every_steps == 0 or step == total or preemption.requested:
-          ckpt.save(step, state, loader_state=train_loader.get_state(), experiment_config=config,
+          ckpt.save(step, state, loader_state=global_loader_state(train_loader), experiment_config=config,
                     vocabulary_path=os.path.join(workdir, VOCABULARY_FILE),
                     metrics=last_eval if evaluated else None,
                     force=step == total or preemption.requested)

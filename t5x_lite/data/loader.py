@@ -20,6 +20,7 @@ threads (data.num_workers), builds examples and packs them; data.prefetch batche
 
 from __future__ import annotations
 
+import dataclasses
 import queue
 import threading
 from typing import Iterator, Optional
@@ -35,7 +36,7 @@ from t5x_lite.data.vocabulary import Vocabulary
 
 Batch = dict[str, np.ndarray]
 _BLOCK = 64  # Documents read and tokenized together.
-_STATE_KEYS = ("epoch", "document", "example", "batch")
+STATE_KEYS = ("epoch", "document", "example", "batch")
 
 
 class _End:
@@ -67,10 +68,9 @@ class Loader:
     self.vocabulary = vocabulary
     self.seed, self.shuffle, self.num_epochs = seed, shuffle, num_epochs
     self.process_index, self.process_count = process_index, process_count
-    features = ((data_config.inputs_feature, data_config.targets_feature)
-                if data_config.objective == "seq2seq" else (data_config.text_feature,))
     self.source = sources.open_source(
-        data_config.dataset, split, data_dir or data_config.data_dir, features)
+        data_config.dataset, split, data_dir or data_config.data_dir,
+        sources.text_features(data_config))
     self.num_documents = len(self.source) if max_documents is None else min(
         max_documents, len(self.source))
     if self.num_documents == 0:
@@ -83,7 +83,7 @@ class Loader:
     self._global = num_epochs is not None
     self.rows = batch_size // process_count
     self._produced_rows = batch_size if self._global else self.rows
-    self._state = dict.fromkeys(_STATE_KEYS, 0)
+    self._state = dict.fromkeys(STATE_KEYS, 0)
     self._real_tokens = 0
     self._slots = 0
     # Examples in the batches returned so far (whole global batches for finite loaders).
@@ -195,10 +195,10 @@ class Loader:
 
   def set_state(self, state: dict) -> None:
     """Continues with the batch after the one get_state() was taken after."""
-    if set(state) != set(_STATE_KEYS):
-      raise DataError(f"Loader state must have keys {list(_STATE_KEYS)}, got {sorted(state)}.")
+    if set(state) != set(STATE_KEYS):
+      raise DataError(f"Loader state must have keys {list(STATE_KEYS)}, got {sorted(state)}.")
     self.close()
-    self._state = {k: int(state[k]) for k in _STATE_KEYS}
+    self._state = {k: int(state[k]) for k in STATE_KEYS}
 
   def close(self) -> None:
     """Stops the background thread; iteration restarts from the current state."""
@@ -208,18 +208,76 @@ class Loader:
       self._thread = None
 
 
+class ShardedLoader:
+  """The training stream as `shards` independent Loaders, of which this process reads its own.
+
+  Shard s reads documents s, s+S, ... of each epoch and fills batch_size // S rows of
+  every global batch, so the global batch depends on S alone, not on how many
+  processes share the shards. Process i of n reads shards [i*S/n, (i+1)*S/n).
+  """
+
+  def __init__(self, data_config: DataConfig, vocabulary: Vocabulary, *, split: str, batch_size: int,
+               seed: int, shards: int, process_index: int = 0, process_count: int = 1):
+    if shards < 1 or shards % process_count or batch_size % shards:
+      raise DataError(
+          f"data.shards={shards} must be a multiple of the process count ({process_count}) and "
+          f"divide train.batch_size={batch_size}; change data.shards (0 = one per process).")
+    self.shards = shards
+    per_process = shards // process_count
+    self.first_shard = process_index * per_process
+    self.loaders = [
+        Loader(data_config, vocabulary, split=split, batch_size=batch_size, seed=seed,
+               process_index=shard, process_count=shards)
+        for shard in range(self.first_shard, self.first_shard + per_process)]
+
+  def __iter__(self) -> "ShardedLoader":
+    return self
+
+  def __next__(self) -> Batch:
+    batches = [next(loader) for loader in self.loaders]
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+  def get_state(self) -> dict:
+    """This process's shards: {"first_shard": s, "shards": [state of s, s+1, ...]}."""
+    return {"first_shard": self.first_shard, "shards": [loader.get_state() for loader in self.loaders]}
+
+  def set_state(self, state: dict) -> None:
+    """Accepts this process's state or one covering all shards (first_shard 0)."""
+    if set(state) != {"first_shard", "shards"}:
+      raise DataError(f"Loader state must have keys ['first_shard', 'shards'], got {sorted(state)}.")
+    offset = self.first_shard - state["first_shard"]
+    if offset < 0 or offset + len(self.loaders) > len(state["shards"]):
+      raise DataError(
+          f"Saved loader state covers shards {state['first_shard']}..{state['first_shard'] + len(state['shards']) - 1}, "
+          f"but this process reads shards {self.first_shard}..{self.first_shard + len(self.loaders) - 1}; "
+          "restore with the same data.shards.")
+    for loader, shard_state in zip(self.loaders, state["shards"][offset:]):
+      loader.set_state(shard_state)
+
+  def close(self) -> None:
+    for loader in self.loaders:
+      loader.close()
+
+
 def make_train_loader(config: ExperimentConfig, vocabulary: Vocabulary, process_index: int = 0,
-                      process_count: int = 1) -> Loader:
+                      process_count: int = 1) -> ShardedLoader:
   """The endless, shuffled training stream of an experiment."""
-  return Loader(config.data, vocabulary, split=config.data.train_split,
-                batch_size=config.train.batch_size, seed=config.train.seed,
-                process_index=process_index, process_count=process_count)
+  return ShardedLoader(config.data, vocabulary, split=config.data.train_split,
+                       batch_size=config.train.batch_size, seed=config.train.seed,
+                       shards=config.data.shards or process_count,
+                       process_index=process_index, process_count=process_count)
 
 
 def make_eval_loader(config: ExperimentConfig, vocabulary: Vocabulary, process_index: int = 0,
                      process_count: int = 1, batch_size: Optional[int] = None) -> Loader:
-  """One pass over the evaluation split (data.max_eval_examples documents at most), in order."""
-  return Loader(config.data, vocabulary, split=config.data.eval_split,
+  """One pass over the evaluation split (data.max_eval_examples documents at most), in order.
+
+  Seq2seq rows are not packed: evaluation decodes each row's inputs as one example.
+  """
+  data_config = config.data
+  if data_config.objective == "seq2seq":
+    data_config = dataclasses.replace(data_config, pack=False)
+  return Loader(data_config, vocabulary, split=config.data.eval_split,
                 batch_size=batch_size or config.train.batch_size, seed=config.train.seed,
                 process_index=process_index, process_count=process_count, shuffle=False,
                 num_epochs=1, max_documents=config.data.max_eval_examples)

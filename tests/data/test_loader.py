@@ -6,6 +6,7 @@ import pytest
 
 from t5x_lite.config import ExperimentConfig, TrainConfig
 from t5x_lite.data import BATCH_KEYS, DataError, Loader, make_eval_loader, make_train_loader
+from t5x_lite.data.loader import ShardedLoader
 
 from data_helpers import batches_equal, stream_examples, unpack
 
@@ -121,3 +122,35 @@ def test_prefix_lm_objective(config, vocab):
   seen = [e for b in loader for e in unpack(b)]
   assert sorted(seen) == sorted(stream_examples(loader, 0))
   assert all(i[-1] == 1 and t[-1] == 1 for i, t in seen)
+
+
+def test_sharded_stream_is_the_same_on_any_number_of_processes(config, vocab):
+  """With data.shards fixed, 1, 2 or 4 processes together yield the same global batches,
+  each reading only its own shards, and a state gathered from all of them resumes on 1."""
+  def global_batches(process_count, count=3, state=None):
+    loaders = [ShardedLoader(config, vocab, split="train", batch_size=8, seed=3, shards=4,
+                             process_index=i, process_count=process_count) for i in range(process_count)]
+    if state is not None:
+      for loader in loaders:
+        loader.set_state(state)
+    batches = []
+    for _ in range(count):
+      parts = [next(loader) for loader in loaders]
+      batches.append({k: np.concatenate([p[k] for p in parts]) for k in parts[0]})
+    states = [loader.get_state() for loader in loaders]
+    for loader in loaders:
+      loader.close()
+    return batches, {"first_shard": 0, "shards": [s for st in states for s in st["shards"]]}
+
+  single, _ = global_batches(1, count=5)
+  for process_count in (2, 4):
+    batches, _ = global_batches(process_count, count=5)
+    for a, b in zip(batches, single):
+      for key in a:
+        np.testing.assert_array_equal(a[key], b[key])
+  _, state_after_2 = global_batches(2, count=2)
+  resumed, _ = global_batches(1, count=3, state=state_after_2)
+  for a, b in zip(resumed, single[2:]):
+    np.testing.assert_array_equal(a["encoder_input_tokens"], b["encoder_input_tokens"])
+  with pytest.raises(DataError, match="multiple of the process count"):
+    ShardedLoader(config, vocab, split="train", batch_size=8, seed=0, shards=3, process_count=2)

@@ -1,0 +1,92 @@
+"""Two processes x 4 CPU devices (jax.distributed on localhost, gloo collectives) train
+exactly like one process x 8 devices, and checkpoints move between the two."""
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from t5x_lite import checkpoints
+from t5x_lite.metrics import read_metrics
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENT = os.path.join(REPO, "experiments", "tiny_python_docs.py")
+SETTINGS = ["train.steps=20", "train.log_every=1", "train.batch_size=16", "train.eval_every=1000",
+            "checkpoint.every_steps=10", "data.shards=2", "data.inputs_length=64",
+            "data.targets_length=16", "data.max_eval_examples=8", "mesh.shape=[-1,1]"]
+TIMEOUT_S = 400
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+  cache = str(tmp_path_factory.mktemp("jax_cache"))
+  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
+          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def _free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("localhost", 0))
+    return s.getsockname()[1]
+
+
+def _train(workdir, env, processes: int, devices_per_process: int) -> None:
+  """Runs `t5x-lite train` as `processes` processes and waits for all of them."""
+  base = [sys.executable, "-m", "t5x_lite", "train", EXPERIMENT, "--workdir", str(workdir)]
+  for setting in SETTINGS:
+    base += ["--set", setting]
+  env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
+  if processes > 1:
+    env["T5X_LITE_COORDINATOR"] = f"localhost:{_free_port()}"
+    env["T5X_LITE_NUM_PROCESSES"] = str(processes)
+  running = []
+  try:
+    for process_id in range(processes):
+      running.append(subprocess.Popen(
+          base, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+          env={**env, "T5X_LITE_PROCESS_ID": str(process_id)}))
+    outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in running]
+    for p, output in zip(running, outputs):
+      assert p.returncode == 0, output[-4000:]
+  finally:
+    for p in running:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+
+
+def _losses(workdir) -> dict[int, float]:
+  return {r["step"]: r["loss"] for r in read_metrics(str(workdir)) if r["split"] == "train"}
+
+
+def _assert_close(got: dict, want: dict, steps) -> None:
+  for step in steps:
+    assert abs(got[step] - want[step]) <= 1e-5 * abs(want[step]), (step, got[step], want[step])
+
+
+def _resume_from_step_10(source, target) -> None:
+  """A copy of a finished run that only has its step-10 checkpoint."""
+  shutil.copytree(source, target)
+  shutil.rmtree(os.path.join(target, "checkpoints", "20"))
+
+
+def test_two_processes_match_one_and_checkpoints_cross(tmp_path, env):
+  _train(tmp_path / "one", env, processes=1, devices_per_process=8)
+  _train(tmp_path / "two", env, processes=2, devices_per_process=4)
+  one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
+  assert sorted(one) == sorted(two) == list(range(1, 21))
+  _assert_close(two, one, range(1, 21))
+  # Only process 0 wrote logs: one record per step.
+  assert len([r for r in read_metrics(str(tmp_path / "two")) if r["split"] == "train"]) == 20
+
+  # The 2-process checkpoint resumes in 1 process, and the reverse, continuing the same run.
+  _resume_from_step_10(tmp_path / "two", tmp_path / "two_then_one")
+  _train(tmp_path / "two_then_one", env, processes=1, devices_per_process=8)
+  _resume_from_step_10(tmp_path / "one", tmp_path / "one_then_two")
+  _train(tmp_path / "one_then_two", env, processes=2, devices_per_process=4)
+  _assert_close(_losses(tmp_path / "two_then_one"), one, range(11, 21))
+  _assert_close(_losses(tmp_path / "one_then_two"), one, range(11, 21))
+  assert checkpoints.latest_step(str(tmp_path / "one_then_two")) == 20
