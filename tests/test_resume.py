@@ -20,9 +20,8 @@ SETTINGS = [
     f"train.steps={STEPS}", "train.log_every=1", "train.batch_size=8", "train.eval_every=1000",
     "checkpoint.every_steps=3", "data.max_eval_examples=16",
 ]
-# Per-step values that do not describe the step's computation: wall-time rates, and the
-# loader's packing efficiency, a running mean since the process started.
-NOT_COMPARED = {"seq_per_s", "tokens_per_s", "mfu", "packing_efficiency"}
+# Per-step values that do not describe the step's computation: wall-time rates.
+NOT_COMPARED = {"seq_per_s", "tokens_per_s", "mfu"}
 
 
 @pytest.fixture(scope="module")
