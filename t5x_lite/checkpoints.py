@@ -9,6 +9,11 @@ restored alone:
   configuration (``config.to_dict``), the vocabulary reference (path + sha256) and
   the metrics given to ``save``.
 
+A parameters-only checkpoint (``save_params``, e.g. a model imported from
+Hugging Face) has no ``opt_state`` and a null loader state: eval, inference and
+export read it like any other; training starts from it in a new workdir with
+``checkpoint.init_from``.
+
 Atomicity (orbax-checkpoint 0.12.x, local filesystems): a step is written into
 ``<step>.orbax-checkpoint-tmp`` and renamed to ``<step>`` only after every item
 and every process has finished (a ``commit_success.txt`` is also written). Orbax
@@ -29,6 +34,7 @@ writes shared files from process 0 only).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -39,12 +45,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from etils import epath
 
 from t5x_lite import config as config_lib
 from t5x_lite.config import CheckpointConfig, ExperimentConfig
 
 CHECKPOINTS_DIRNAME = "checkpoints"
+# The run's SentencePiece model, copied into its workdir so eval and infer need nothing else.
+VOCABULARY_FILE = "vocabulary.model"
 # Orbax's marker in the name of a step folder still being written (atomic-rename mode).
 _UNFINISHED = ".orbax-checkpoint-tmp"
 _LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
@@ -61,9 +70,15 @@ class CheckpointError(ValueError):
 # ----------------------------------------------------------------------------
 
 
+def _absolute(path: str) -> epath.Path:
+  """Orbax writes only to absolute paths; gs:// and other URIs already are."""
+  path = epath.Path(path)
+  return path if path.is_absolute() else path.absolute()
+
+
 def checkpoint_dir(path: str) -> epath.Path:
   """The checkpoints/ directory of a workdir, or ``path`` itself if it is one."""
-  path = epath.Path(path)
+  path = _absolute(path)
   if not path.exists():
     raise CheckpointError(f"Checkpoint directory {path} does not exist.")
   nested = path / CHECKPOINTS_DIRNAME
@@ -182,6 +197,12 @@ def _check_fits(manager: ocp.CheckpointManager, step: int, expected: dict[str, A
   lines = []
   for item, target in expected.items():
     saved = metadata.get(item)
+    if saved is None and item == "opt_state" and "params" in metadata:
+      raise CheckpointError(
+          f"Checkpoint step {step} in {manager.directory} holds parameters only (e.g. imported "
+          "from Hugging Face by `t5x-lite import-hf`), so there is no optimizer state to resume. "
+          "To fine-tune from it, train in a new workdir with --set "
+          f"checkpoint.init_from={manager.directory.parent}.")
     if saved is None:
       raise CheckpointError(f"Checkpoint step {step} in {manager.directory} has no {item!r} item.")
     lines += _mismatches(item, saved, target)
@@ -229,6 +250,17 @@ def file_reference(path: str) -> dict[str, str]:
   return {"path": str(file.resolve()), "sha256": hashlib.sha256(file.read_bytes()).hexdigest()}
 
 
+def _meta(step: int, experiment_config: ExperimentConfig, vocabulary_path: Optional[str],
+          loader_state: Optional[dict], metrics: dict) -> dict:
+  return {
+      "step": step,
+      "loader_state": _jsonable(loader_state),
+      "config": _jsonable(config_lib.to_dict(experiment_config)),
+      "vocabulary": file_reference(vocabulary_path) if vocabulary_path else None,
+      "metrics": metrics,
+  }
+
+
 def _scalar(value: int, abstract: Any) -> jax.Array:
   """The step as an array placed like ``abstract`` (replicated over its mesh)."""
   dtype = getattr(abstract, "dtype", jnp.int32)
@@ -253,7 +285,7 @@ class Checkpointer:
   """
 
   def __init__(self, workdir: str, config: CheckpointConfig):
-    self.directory = epath.Path(workdir) / CHECKPOINTS_DIRNAME
+    self.directory = _absolute(workdir) / CHECKPOINTS_DIRNAME
     self._manager = ocp.CheckpointManager(
         self.directory, options=_writer_options(config), handler_registry=_handler_registry())
     self._best_metric = config.keep_best_metric
@@ -276,13 +308,7 @@ class Checkpointer:
     if step in self._manager.all_steps() or not (force or self._manager.should_save(step)):
       return False
     metrics = _jsonable(metrics or {})
-    meta = {
-        "step": step,
-        "loader_state": _jsonable(loader_state),
-        "config": _jsonable(config_lib.to_dict(experiment_config)),
-        "vocabulary": file_reference(vocabulary_path) if vocabulary_path else None,
-        "metrics": metrics,
-    }
+    meta = _meta(step, experiment_config, vocabulary_path, loader_state, metrics)
     tracked = {self._best_metric: metrics[self._best_metric]} if self._best_metric in metrics else None
     return self._manager.save(
         step,
@@ -297,7 +323,8 @@ class Checkpointer:
 
     ``abstract_state``: the TrainState of jax.ShapeDtypeStruct with .sharding set
     (e.g. from jax.eval_shape plus the mesh shardings). Raises CheckpointError if
-    there is no checkpoint, the step is absent, or shapes differ from the target.
+    there is no checkpoint, the step is absent, it holds parameters only, or shapes
+    differ from the target.
     """
     self._manager.wait_until_finished()
     step = _resolve_step(self._manager, step)
@@ -325,6 +352,25 @@ class Checkpointer:
 
   def __exit__(self, *exc_info: Any) -> None:
     self.close()
+
+
+def save_params(workdir: str, params: Any, experiment_config: ExperimentConfig, step: int = 0,
+                vocabulary_path: Optional[str] = None) -> None:
+  """Writes a parameters-only checkpoint of ``step`` and returns once it is on disk.
+
+  For models that come without training state (import-hf). ``params``: numpy or
+  jax arrays laid out as model.abstract_params(experiment_config.model). One
+  process only; raises CheckpointError if ``step`` is already saved.
+  """
+  directory = _absolute(workdir) / CHECKPOINTS_DIRNAME
+  options = ocp.CheckpointManagerOptions(enable_async_checkpointing=False, create=True)
+  manager = ocp.CheckpointManager(directory, options=options, handler_registry=_handler_registry())
+  with contextlib.closing(manager):
+    if step in manager.all_steps():
+      raise CheckpointError(f"{directory} already holds step {step}; write to a new workdir.")
+    meta = _meta(step, experiment_config, vocabulary_path, loader_state=None, metrics={})
+    manager.save(step, args=ocp.args.Composite(params=ocp.args.StandardSave(params),
+                                               meta=ocp.args.JsonSave(meta)), force=True)
 
 
 # ----------------------------------------------------------------------------
@@ -432,3 +478,30 @@ def format_description(info: dict) -> str:
   lines.append(f"Configuration at step {info['step']}:")
   lines.append(json.dumps(info["config"], indent=2))
   return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------
+# Command line: `t5x-lite inspect`
+# ----------------------------------------------------------------------------
+
+
+def use_host_only() -> None:
+  """Keeps JAX off accelerators a trainer may be using, for jobs that only move files.
+
+  Effective only before JAX starts its first backend (later it changes nothing).
+  """
+  jax.config.update("jax_platforms", "cpu")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("directory", help="a workdir or its checkpoints/ directory")
+  parser.add_argument("--step", type=int, default=None, help="step to describe (default: latest)")
+  parser.add_argument("--json", action="store_true", help="print the description as JSON")
+
+
+def run(args: argparse.Namespace) -> int:
+  use_host_only()
+  logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only directory is read-only.
+  info = describe(args.directory, args.step)
+  print(json.dumps(info, indent=2) if args.json else format_description(info))
+  return 0

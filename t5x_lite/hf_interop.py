@@ -6,11 +6,16 @@ and parameter pytree. The mapping is strict: every HF tensor must land in
 exactly one t5x-lite parameter and every parameter must be filled, so a
 converted model is never partly random.
 
+A workdir holds the model as a parameters-only Orbax checkpoint (step 0) plus
+config.json, so eval, infer and export read it as they read a trained run, and
+fine-tuning starts from it with checkpoint.init_from.
+
 torch and safetensors are imported only when a file needs them.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -18,11 +23,13 @@ import shutil
 from typing import Any, Callable, Optional
 
 import flax.traverse_util
+import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t5x_lite import checkpoints
 from t5x_lite import model as t5x_model
-from t5x_lite.config import ExperimentConfig, ModelConfig, load_json, save_json
+from t5x_lite.config import ExperimentConfig, ModelConfig, from_dict, save_json
 
 StateDict = dict[str, np.ndarray]
 Params = dict[str, Any]
@@ -466,53 +473,96 @@ def save_hf_folder(path: str, params: Params, config: ModelConfig,
 # Workdirs
 # ----------------------------------------------------------------------------
 
-SaveParams = Callable[[str, Params, ModelConfig], None]
-LoadParams = Callable[[str, ModelConfig], Params]
 
-_PARAMS_FILE = "params.safetensors"
+def import_hf(path: str, workdir: str, scan_layers: bool = False) -> ExperimentConfig:
+  """Converts an HF T5 folder into a new t5x-lite workdir.
 
-
-def save_params_file(workdir: str, params: Params, config: ModelConfig) -> None:
-  """Writes params to workdir/params.safetensors, keys joined with '/'."""
-  del config  # The layout is implied by the keys.
-  flat = flax.traverse_util.flatten_dict(params, sep="/")
-  arrays = {k: np.ascontiguousarray(v) for k, v in flat.items()}
-  _safetensors().save_file(arrays, os.path.join(workdir, _PARAMS_FILE))
-
-
-def load_params_file(workdir: str, config: ModelConfig) -> Params:
-  """Reads what save_params_file wrote; params_to_hf checks it against config."""
-  del config
-  flat = _read_safetensors(os.path.join(workdir, _PARAMS_FILE))
-  return flax.traverse_util.unflatten_dict(flat, sep="/")
-
-
-def import_hf(path: str, workdir: str, save_params: SaveParams = save_params_file,
-              scan_layers: bool = False) -> ExperimentConfig:
-  """Converts an HF T5 folder into a t5x-lite workdir.
-
-  Writes workdir/config.json, the params through `save_params`, and copies
-  spiece.model (used as data.vocabulary) when the folder has one.
+  Writes a parameters-only checkpoint at step 0, config.json, and the folder's
+  spiece.model (if any) as the workdir's vocabulary file, which data.vocabulary
+  names. The workdir must be new or empty, so nothing of another run is mixed in.
   """
+  if os.path.isdir(workdir) and os.listdir(workdir):
+    raise InteropError(f"{workdir} is not empty; import into a new workdir.")
   hf_config, state_dict = load_hf_folder(path)
   model_config = dataclasses.replace(model_config_from_hf(hf_config), scan_layers=scan_layers)
   params = params_from_hf(state_dict, model_config)
-  os.makedirs(workdir, exist_ok=True)
   experiment = ExperimentConfig(model=model_config, name=os.path.basename(os.path.normpath(path)))
+  os.makedirs(workdir, exist_ok=True)
+  vocabulary = None
   spiece = os.path.join(path, _SPIECE_FILE)
   if os.path.isfile(spiece):
-    vocabulary = os.path.abspath(os.path.join(workdir, _SPIECE_FILE))
+    vocabulary = os.path.abspath(os.path.join(workdir, checkpoints.VOCABULARY_FILE))
     shutil.copyfile(spiece, vocabulary)
     experiment.data.vocabulary = vocabulary
+  checkpoints.save_params(workdir, params, experiment, vocabulary_path=vocabulary)
   save_json(experiment, os.path.join(workdir, _CONFIG_FILE))
-  save_params(workdir, params, model_config)
   return experiment
 
 
-def export_hf(workdir: str, output: str, load_params: LoadParams = load_params_file) -> None:
-  """Writes a workdir's model as an HF T5 folder (with its SentencePiece model, if a file)."""
-  experiment = load_json(os.path.join(workdir, _CONFIG_FILE))
-  params = load_params(workdir, experiment.model)
-  vocabulary = experiment.data.vocabulary
+def export_hf(workdir: str, output: str, step: Optional[int] = None) -> ExperimentConfig:
+  """Writes the parameters of a workdir's checkpoint (default: latest) as an HF T5 folder.
+
+  Works for trained and imported workdirs alike: the model comes from the
+  checkpoint's own config; WORKDIR/vocabulary.model, if present, becomes spiece.model.
+  """
+  meta = checkpoints.read_meta(workdir, step)  # Fixes the step: a trainer may add one meanwhile.
+  experiment = from_dict(meta["config"])
+  host = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=host),
+                          t5x_model.abstract_params(experiment.model)[0])
+  params = jax.device_get(checkpoints.restore_params(workdir, abstract, meta["step"]))
+  vocabulary = os.path.join(workdir, checkpoints.VOCABULARY_FILE)
   save_hf_folder(output, params, experiment.model,
-                 spiece_model=vocabulary if vocabulary and os.path.isfile(vocabulary) else None)
+                 spiece_model=vocabulary if os.path.isfile(vocabulary) else None)
+  return experiment
+
+
+# ----------------------------------------------------------------------------
+# Command line: `t5x-lite import-hf` and `t5x-lite export-hf`
+# ----------------------------------------------------------------------------
+
+
+def _import_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("path", help="HF T5 folder (save_pretrained output: config.json and weights)")
+  parser.add_argument("--workdir", required=True, help="new t5x-lite workdir to write")
+  parser.add_argument("--scan-layers", action="store_true",
+                      help="store layers stacked for model.scan_layers")
+
+
+def _run_import(args: argparse.Namespace) -> int:
+  checkpoints.use_host_only()
+  m = import_hf(args.path, args.workdir, scan_layers=args.scan_layers).model
+  print(f"Imported {args.path} into {args.workdir}: d_model {m.d_model}, "
+        f"{m.num_encoder_layers}/{m.num_decoder_layers} layers, {m.ffn_activation}, "
+        f"{'tied' if m.tie_logits else 'untied'} logits. Evaluate or infer with --workdir "
+        f"{args.workdir}; fine-tune in a new workdir with --set "
+        f"checkpoint.init_from={args.workdir}")
+  return 0
+
+
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--workdir", required=True, help="t5x-lite workdir (or its checkpoints/)")
+  parser.add_argument("--output", required=True, help="folder to write")
+  parser.add_argument("--step", type=int, default=None, help="step to export (default: latest)")
+
+
+def _run_export(args: argparse.Namespace) -> int:
+  checkpoints.use_host_only()
+  export_hf(args.workdir, args.output, args.step)
+  print(f"Exported {args.workdir} to {args.output}; load it with "
+        f"T5ForConditionalGeneration.from_pretrained({args.output!r}).")
+  return 0
+
+
+# Both subcommands live here; the parser's prog ("t5x-lite import-hf") and
+# args.command say which one is being built or run.
+_COMMANDS = {"import-hf": (_import_arguments, _run_import),
+             "export-hf": (_export_arguments, _run_export)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  _COMMANDS[parser.prog.split()[-1]][0](parser)
+
+
+def run(args: argparse.Namespace) -> int:
+  return _COMMANDS[args.command][1](args)

@@ -4,10 +4,8 @@ import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
-import argparse
 import functools
 import hashlib
-import json
 import signal
 import subprocess
 import sys
@@ -27,10 +25,6 @@ from t5x_lite.config import CheckpointConfig, ExperimentConfig, MeshConfig, Opti
 from t5x_lite.optimizers import make_optimizer
 from t5x_lite.partitioning import RULE_PRESETS, logical_to_sharding, make_mesh
 from t5x_lite.train_state import TrainState, train_state_logical_axes
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(REPO, "tools"))
-import inspect_checkpoint  # noqa: E402
 
 ADAFACTOR = optax.adafactor(learning_rate=1e-2)
 LOADER_STATE = {"epoch": 1, "position": np.int64(12345), "shard_offsets": [3, 4]}
@@ -264,6 +258,23 @@ def test_an_unknown_step_lists_the_steps_present(saved):
     Checkpointer(saved["workdir"], CheckpointConfig()).restore(saved["abstract"], step=30)
 
 
+def test_params_only_checkpoint_restores_params_and_refuses_a_resume(saved, tmp_path):
+  params, vocabulary = saved["state"].params, saved["vocabulary"]
+  checkpoints.save_params(str(tmp_path), params, ExperimentConfig(), vocabulary_path=vocabulary)
+  assert checkpoints.all_steps(str(tmp_path)) == [0]
+  meta = checkpoints.read_meta(str(tmp_path))
+  assert meta["loader_state"] is None and meta["vocabulary"]["path"] == os.path.realpath(vocabulary)
+  assert_trees_equal(checkpoints.restore_params(str(tmp_path), saved["abstract"].params), params)
+  with pytest.raises(CheckpointError, match="already holds step 0"):
+    checkpoints.save_params(str(tmp_path), params, ExperimentConfig())
+  with Checkpointer(str(tmp_path), CheckpointConfig()) as ckpt:
+    with pytest.raises(CheckpointError) as error:
+      ckpt.restore(saved["abstract"])
+  message = str(error.value)
+  assert "holds parameters only" in message and "Hugging Face" in message
+  assert f"new workdir with --set checkpoint.init_from={tmp_path}" in message
+
+
 def test_restore_target_needs_shardings(saved):
   params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), saved["abstract"].params)
   with pytest.raises(CheckpointError, match="with .sharding set"):
@@ -347,7 +358,7 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# describe() and the inspect tool
+# describe() (the inspect command is tested in test_cli.py)
 # ----------------------------------------------------------------------------
 
 
@@ -362,15 +373,3 @@ def test_describe_lists_steps_tree_sizes_and_config(saved):
   assert info["vocabulary"]["path"] == os.path.realpath(saved["vocabulary"])
   text = checkpoints.format_description(info)
   assert "encoder/layers_0/mlp/wi_0" in text and f"{expected_count:,}" in text
-
-
-def test_inspect_tool_prints_text_json_and_errors(saved, tmp_path, capsys, monkeypatch):
-  monkeypatch.setenv("JAX_PLATFORMS", os.environ.get("JAX_PLATFORMS", ""))
-  parser = argparse.ArgumentParser()
-  inspect_checkpoint.add_arguments(parser)
-  assert inspect_checkpoint.run(parser.parse_args([saved["workdir"]])) == 0
-  assert "Parameters at step 20" in capsys.readouterr().out
-  assert inspect_checkpoint.run(parser.parse_args([saved["workdir"], "--step", "10", "--json"])) == 0
-  assert json.loads(capsys.readouterr().out)["step"] == 10
-  assert inspect_checkpoint.run(parser.parse_args([str(tmp_path / "nowhere")])) == 1
-  assert "does not exist" in capsys.readouterr().err

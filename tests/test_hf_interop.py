@@ -7,11 +7,10 @@ max_distance clamp, and the batch is padded so the masks matter.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
-import os
 
 import flax.traverse_util
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -20,13 +19,14 @@ torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
-from t5x_lite import hf_interop  # pylint: disable=wrong-import-position
-from t5x_lite.config import ModelConfig, load_json  # pylint: disable=wrong-import-position
-from t5x_lite.hf_interop import InteropError  # pylint: disable=wrong-import-position
-from t5x_lite.model import Transformer  # pylint: disable=wrong-import-position
+# pylint: disable=wrong-import-position
+from t5x_lite import checkpoints, hf_interop
+from t5x_lite.cli import main
+from t5x_lite.config import ModelConfig, load_json
+from t5x_lite.hf_interop import InteropError
+from t5x_lite.model import Transformer, abstract_params
 
 _VOCAB = 100
-_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _hf_model(feed_forward_proj: str = "gated-gelu", tied: bool = False, encoder_layers: int = 1,
@@ -291,42 +291,52 @@ def test_load_hf_folder_errors(tmp_path):
     hf_interop.load_hf_folder(str(tmp_path))
 
 
-def _tool_main(script: str):
-  """main() of a tools/ script, loaded from its file (tools/ is not a package)."""
-  path = os.path.join(_REPO, "tools", script + ".py")
-  spec = importlib.util.spec_from_file_location(script, path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.main
+def _restore(workdir: str, config: ModelConfig):
+  """The workdir's latest parameters, read on one device as eval and infer would."""
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          abstract_params(config)[0])
+  return checkpoints.restore_params(workdir, abstract)
 
 
-def test_import_and_export_tools(tmp_path):
-  model = _hf_model("relu", True, 1, 1)
+@pytest.mark.parametrize("scan_layers", [False, True])
+def test_import_and_export_commands_round_trip(tmp_path, scan_layers):
+  model = _hf_model("gated-gelu", False, 2, 1)
   model.save_pretrained(tmp_path / "hf")
   (tmp_path / "hf" / "spiece.model").write_bytes(b"sentencepiece bytes")
-  assert _tool_main("import_hf_t5")([str(tmp_path / "hf"), str(tmp_path / "work")]) == 0
-  assert _tool_main("export_hf_t5")([str(tmp_path / "work"), str(tmp_path / "out")]) == 0
-  assert _tool_main("import_hf_t5")([str(tmp_path / "work"), str(tmp_path / "again")]) == 1
-  experiment = load_json(str(tmp_path / "work" / "config.json"))
-  assert experiment.model.tie_logits and experiment.model.ffn_activation == "relu"
-  assert experiment.data.vocabulary == str(tmp_path / "work" / "spiece.model")
-  assert (tmp_path / "out" / "spiece.model").read_bytes() == b"sentencepiece bytes"
+  work, out = tmp_path / "work", tmp_path / "out"
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(work)]
+              + ["--scan-layers"] * scan_layers) == 0
+
+  experiment = load_json(str(work / "config.json"))
+  assert experiment.model.scan_layers == scan_layers and not experiment.model.tie_logits
+  assert experiment.data.vocabulary == str(work / "vocabulary.model")
+  assert (work / "vocabulary.model").read_bytes() == b"sentencepiece bytes"
+  assert checkpoints.all_steps(str(work)) == [0]
+  assert checkpoints.read_config(str(work)) == experiment
+  assert checkpoints.read_meta(str(work))["vocabulary"]["path"] == str(work / "vocabulary.model")
   encoder, decoder = _batch()
-  reloaded = transformers.T5ForConditionalGeneration.from_pretrained(tmp_path / "out").eval()
-  np.testing.assert_array_equal(_hf_logits(reloaded, encoder, decoder),
-                                _hf_logits(model, encoder, decoder))
+  expected = _hf_logits(model, encoder, decoder)
+  config = dataclasses.replace(experiment.model, dtype="float32")
+  params = _restore(str(work), config)
+  if scan_layers:
+    assert params["encoder"]["layers"]["attention"]["query"].shape[0] == 2
+  assert _relative_error(_t5x_logits(params, config, encoder, decoder), expected) < 1e-5
+
+  assert main(["export-hf", "--workdir", str(work), "--output", str(out), "--step", "0"]) == 0
+  assert (out / "spiece.model").read_bytes() == b"sentencepiece bytes"
+  reloaded = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
+  np.testing.assert_array_equal(_hf_logits(reloaded, encoder, decoder), expected)
 
 
-def test_import_hf_with_custom_saver(tmp_path):
-  _hf_model("gated-gelu", False, 2, 1).save_pretrained(tmp_path / "hf")
-  saved = {}
-
-  def save_params(workdir: str, params: dict, config: ModelConfig) -> None:
-    saved.update(workdir=workdir, params=params, config=config)
-
-  experiment = hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "work"),
-                                    save_params=save_params, scan_layers=True)
-  assert saved["config"] == experiment.model and experiment.model.scan_layers
-  assert saved["params"]["encoder"]["layers"]["attention"]["query"].shape[0] == 2
-  assert not (tmp_path / "work" / "params.safetensors").exists()
-  assert load_json(str(tmp_path / "work" / "config.json")).model == experiment.model
+def test_relative_workdir_and_one_line_errors(tmp_path, capsys, monkeypatch):
+  _hf_model("relu", True, 1, 1).save_pretrained(tmp_path / "hf")
+  monkeypatch.chdir(tmp_path)  # Orbax itself accepts only absolute paths.
+  assert main(["import-hf", "nothing", "--workdir", "w"]) == 2
+  assert "has no config.json" in capsys.readouterr().err
+  assert main(["import-hf", "hf", "--workdir", "w"]) == 0
+  assert checkpoints.all_steps("w") == [0]
+  assert not (tmp_path / "w" / "vocabulary.model").exists()  # no spiece.model in the folder
+  assert main(["import-hf", "hf", "--workdir", "w"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("t5x-lite import-hf: error: ") and "is not empty" in err

@@ -1,15 +1,9 @@
-"""Command-line wrapper of t5x_lite.data.bench (see its add_arguments for the flags)."""
+"""Measures the input pipeline's throughput (examples/s into packed batches).
 
-import argparse
-import os
+Equals `t5x-lite bench-data` (see `t5x-lite bench-data --help`).
+"""
 import sys
 
-# Runnable as `python tools/bench_data.py` from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from t5x_lite.cli import main
 
-from t5x_lite.data import bench  # pylint: disable=wrong-import-position
-
-if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=bench.__doc__)
-  bench.add_arguments(parser)
-  sys.exit(bench.run(parser.parse_args()))
+sys.exit(main(["bench-data", *sys.argv[1:]]))

@@ -1,15 +1,9 @@
-"""Command-line wrapper of t5x_lite.data.vocabulary (see its add_arguments for the flags)."""
+"""Trains a SentencePiece vocabulary on a dataset's text.
 
-import argparse
-import os
+Equals `t5x-lite train-vocab` (see `t5x-lite train-vocab --help`).
+"""
 import sys
 
-# Runnable as `python tools/train_vocab.py` from a checkout without installing the package.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from t5x_lite.cli import main
 
-from t5x_lite.data import vocabulary  # pylint: disable=wrong-import-position
-
-if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=vocabulary.__doc__)
-  vocabulary.add_arguments(parser)
-  sys.exit(vocabulary.run(parser.parse_args()))
+sys.exit(main(["train-vocab", *sys.argv[1:]]))
