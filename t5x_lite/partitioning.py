@@ -24,7 +24,6 @@ LogicalRules = tuple[tuple[str, Any], ...]
 # Logical names that are never sharded; listed so every name has a rule.
 _REPLICATED = (
     ("length", None), ("kv", None), ("relpos_buckets", None), ("layers", None),
-    ("decode_length", None),
 )
 
 RULE_PRESETS: dict[str, LogicalRules] = {

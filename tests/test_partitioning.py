@@ -18,13 +18,13 @@ MESH_SHAPES = [(8, 1), (4, 2), (2, 4), (1, 8)]
 PRESETS = ["data_parallel", "fsdp", "model_parallel", "2d"]
 
 
-def _experiment(preset="data_parallel", shape=(1, 1), **train_changes) -> config_lib.ExperimentConfig:
+def _experiment(preset="data_parallel", shape=(1, 1), rules=(), **train_changes) -> config_lib.ExperimentConfig:
   config = config_lib.ExperimentConfig(
       model=tiny_model(vocab_size=128),
       data=config_lib.DataConfig(inputs_length=16, targets_length=8),
       optimizer=config_lib.OptimizerConfig(name="adafactor", warmup_steps=10),
       train=config_lib.TrainConfig(steps=10, batch_size=8, **train_changes),
-      mesh=MeshConfig(axes=("data", "model"), shape=shape, rules_preset=preset))
+      mesh=MeshConfig(axes=("data", "model"), shape=shape, rules_preset=preset, rules=rules))
   # Large enough for Adafactor to factor some statistics (min dim 128), and
   # 8 heads so that every mesh shape divides them.
   config.model.d_model, config.model.d_ff, config.model.num_heads = 128, 256, 8
@@ -138,8 +138,7 @@ def test_batch_that_does_not_divide_the_data_axis():
 
 
 def test_custom_rules_from_the_experiment():
-  config = _experiment("custom", (2, 4))
-  config.mesh.rules = (("batch", "data"), ("vocab", "model"))
+  config = _experiment("custom", (2, 4), rules=(("batch", "data"), ("vocab", "model")))
   setup = trainer.make_setup(config, jax.devices())
-  assert setup.state_shardings.params["token_embedder"]["embedding"].spec == PartitionSpec("model")
+  assert setup.state_shardings.params["token_embedder"]["embedding"].spec == PartitionSpec("model", None)
   assert setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"].spec == PartitionSpec()
