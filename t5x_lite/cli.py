@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import Callable, Optional
 
@@ -17,6 +18,16 @@ from typing import Callable, Optional
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "info": ("t5x_lite.info", "parameter counts, FLOPs and memory of an experiment's model"),
     "train": ("t5x_lite.trainer", "pretrain or fine-tune a model (resumes from WORKDIR/checkpoints)"),
+    "eval": ("t5x_lite.evaluation", "score a run's checkpoint on a whole split (seq2seq: decoded)"),
+    "infer": ("t5x_lite.inference", "decode text with a run's checkpoint"),
+    "compare": ("t5x_lite.compare", "configuration differences, metrics and loss curves of runs"),
+    "benchmark": ("t5x_lite.benchmark", "steady-state train-step speed and MFU on synthetic batches"),
+    "inspect": ("t5x_lite.checkpoints", "steps, sizes, parameter tree and config of a checkpoint"),
+    "import-hf": ("t5x_lite.hf_interop", "convert a Hugging Face T5 folder into a t5x-lite workdir"),
+    "export-hf": ("t5x_lite.hf_interop", "write a workdir's checkpoint as a Hugging Face T5 folder"),
+    "import-text": ("t5x_lite.data.text_to_tfds", "turn .txt/.jsonl/.tsv files into a TFDS dataset"),
+    "train-vocab": ("t5x_lite.data.vocabulary", "train a SentencePiece vocabulary on a dataset"),
+    "bench-data": ("t5x_lite.data.bench", "input pipeline throughput (examples/s into packed batches)"),
 }
 
 
@@ -55,17 +66,33 @@ def build_parser() -> argparse.ArgumentParser:
   return parser
 
 
+def _process_tag() -> str:
+  """' (process I of N)' in multi-process runs, so an error says where it happened."""
+  jax = sys.modules.get("jax")
+  if jax is None or jax.process_count() == 1:
+    return ""
+  return f" (process {jax.process_index()} of {jax.process_count()})"
+
+
 def main(argv: Optional[list[str]] = None) -> int:
   args = build_parser().parse_args(argv)
   run: Callable[[argparse.Namespace], Optional[int]] = importlib.import_module(args.module).run
   try:
     return run(args) or 0
   except user_errors() as e:
-    print(f"t5x-lite {args.command}: error: {e}", file=sys.stderr)
+    print(f"t5x-lite {args.command}{_process_tag()}: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:
     print(f"t5x-lite {args.command}: interrupted", file=sys.stderr)
     return 130
+  except BrokenPipeError:  # Output piped into `head` and the like: not an error.
+    sys.stdout = open(os.devnull, "w")
+    return 0
+  except Exception:
+    tag = _process_tag()
+    if tag:  # The other processes stop once the runtime's heartbeat misses this one.
+      print(f"t5x-lite {args.command}{tag}: failed with the error below", file=sys.stderr)
+    raise
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from jax.sharding import Mesh, NamedSharding
 from t5x_lite import checkpoints, distributed, flops, losses, model as model_lib, optimizers
 from t5x_lite import partitioning, tasks
 from t5x_lite.cli import add_experiment_arguments
-from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment, save_json
+from t5x_lite.checkpoints import VOCABULARY_FILE
+from t5x_lite.config import ConfigError, ExperimentConfig, ModelConfig, load_experiment, save_json
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
 from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
 from t5x_lite.data.packing import packing_efficiency
@@ -278,7 +279,22 @@ class _Preemption:
     signal.signal(signal.SIGTERM, self._previous)
 
 
-VOCABULARY_FILE = "vocabulary.model"
+# What fine-tuning may change about a pretrained model; the rest is its architecture.
+_TRAINING_TIME_FIELDS = ("dropout_rate", "remat_policy", "dtype", "attention_impl")
+
+
+def inherit_architecture(config: ExperimentConfig) -> None:
+  """With checkpoint.init_from, the model is the checkpoint's: its saved architecture
+  replaces the experiment's, keeping only training-time settings such as dropout."""
+  saved = checkpoints.read_config(config.checkpoint.init_from, config.checkpoint.init_from_step).model
+  changes = {name: getattr(config.model, name) for name in _TRAINING_TIME_FIELDS}
+  differing = [f.name for f in dataclasses.fields(ModelConfig)
+               if f.name not in changes and getattr(saved, f.name) != getattr(config.model, f.name)
+               and not (f.name == "vocab_size" and config.model.vocab_size is None)]
+  if differing and jax.process_index() == 0:
+    print(f"Fine-tuning from {config.checkpoint.init_from}: using its architecture for "
+          f"{', '.join(f'model.{name}' for name in differing)}.")
+  config.model = dataclasses.replace(saved, **changes)
 
 
 def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
@@ -315,12 +331,12 @@ def global_loader_state(loader: ShardedLoader) -> dict:
 def train(config: ExperimentConfig, workdir: str) -> dict:
   """Trains (or resumes) the experiment in `workdir`; returns the final metrics."""
   os.makedirs(workdir, exist_ok=True)
+  if config.checkpoint.init_from:
+    inherit_architecture(config)
   # Process 0 builds the dataset and trains the vocabulary; the others then read them.
   vocabulary = distributed.on_main_process_first(
       functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
   is_main = jax.process_index() == 0
-  if is_main:
-    save_json(config, os.path.join(workdir, "config.json"))
   setup = make_setup(config)
   ckpt = checkpoints.Checkpointer(workdir, config.checkpoint)
   train_loader = make_train_loader(config, vocabulary, jax.process_index(), jax.process_count())
@@ -335,6 +351,8 @@ def train(config: ExperimentConfig, workdir: str) -> dict:
                                           config.checkpoint.init_from_step)
       state = state.replace(params=params)
     start_step = 0
+  if is_main:  # Only once the state is in hand: a failed restore leaves the workdir as it was.
+    save_json(config, os.path.join(workdir, "config.json"))
   writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
   train_step, eval_step = make_train_step(setup), make_eval_step(setup)
   peak = flops.peak_flops_per_device(config.train.peak_flops_per_device) * jax.device_count()

@@ -141,4 +141,4 @@ def test_custom_rules_from_the_experiment():
   config = _experiment("custom", (2, 4), rules=(("batch", "data"), ("vocab", "model")))
   setup = trainer.make_setup(config, jax.devices())
   assert setup.state_shardings.params["token_embedder"]["embedding"].spec == PartitionSpec("model", None)
-  assert setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"].spec == PartitionSpec()
+  assert setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"].spec == PartitionSpec(None, None)

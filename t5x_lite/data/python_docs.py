@@ -12,7 +12,7 @@ from typing import Iterator
 
 import tensorflow_datasets as tfds
 
-from t5x_lite.data.splits import assign_split
+from t5x_lite.data import builders
 
 NAME = "python_docs"
 VALIDATION_FRACTION = 0.05
@@ -30,35 +30,9 @@ def documents() -> Iterator[tuple[str, str]]:
         yield f"{topic}/{i}", section.strip("\n")
 
 
-class PythonDocs(tfds.core.GeneratorBasedBuilder):
-  """TFDS builder for the python_docs corpus (feature "text"; splits train and validation)."""
-
-  VERSION = tfds.core.Version("1.0.0")
-  RELEASE_NOTES = {"1.0.0": "Sections of pydoc_data.topics; 5% validation by key hash."}
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=__doc__,
-        features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {
-        "train": self._generate_examples("train"),
-        "validation": self._generate_examples("validation"),
-    }
-
-  def _generate_examples(self, split: str):
-    for key, text in documents():
-      if assign_split(key, VALIDATION_FRACTION) == split:
-        yield key, {"text": text}
-
-
 def build(data_dir: str) -> tfds.core.DatasetBuilder:
   """Builds the corpus as array_record under data_dir if it is not there yet (a second or two)."""
-  builder = PythonDocs(data_dir=data_dir, file_format=tfds.core.FileFormat.ARRAY_RECORD)
-  if not builder.is_prepared():
-    builder.download_and_prepare()
-  return builder
+  return builders.build_once(builders.RecordsDataset(
+      name=NAME, features=("text",), description=__doc__, data_dir=data_dir,
+      records=lambda: ((key, {"text": text}) for key, text in documents()),
+      validation_fraction=VALIDATION_FRACTION))

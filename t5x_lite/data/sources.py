@@ -2,7 +2,7 @@
 
 Datasets are found on disk ("name[/config][:version]" under data_dir) and read through
 `tfds.builder_from_directory(...).as_data_source(split)`, so no dataset code is imported and no
-TensorFlow is needed. The built-in "python_docs" corpus is built on first use.
+TensorFlow is needed. The built-in datasets ("python_docs", "addition") are built on first use.
 """
 
 from __future__ import annotations
@@ -13,11 +13,14 @@ from typing import Optional, Sequence
 
 import tensorflow_datasets as tfds
 
-from t5x_lite.data import python_docs
+from t5x_lite.config import DataConfig
+from t5x_lite.data import addition, python_docs
 from t5x_lite.data.errors import DataError
 
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _INFO = "dataset_info.json"
+# Datasets generated here: name -> build(data_dir), which prepares them once.
+BUILT_IN = {python_docs.NAME: python_docs.build, addition.NAME: addition.build}
 
 
 def resolve_data_dir(data_dir: Optional[str]) -> str:
@@ -117,12 +120,19 @@ def _text(value) -> str:
   return str(value)
 
 
+def text_features(data_config: DataConfig) -> tuple[str, ...]:
+  """The features an objective reads: inputs and targets for seq2seq, else the text."""
+  if data_config.objective == "seq2seq":
+    return data_config.inputs_feature, data_config.targets_feature
+  return (data_config.text_feature,)
+
+
 def open_source(
     name: str, split: str, data_dir: Optional[str], features: Sequence[str]) -> TextSource:
   """Opens split `split` of dataset `name` for random access to the given features."""
   data_dir = resolve_data_dir(data_dir)
-  if _split_name(name)[0] == python_docs.NAME:
-    python_docs.build(data_dir)
+  if _split_name(name)[0] in BUILT_IN:
+    BUILT_IN[_split_name(name)[0]](data_dir)
   version_dir = _version_dir(name, data_dir)
   builder = tfds.builder_from_directory(version_dir)
   info = builder.info

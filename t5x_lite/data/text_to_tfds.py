@@ -1,8 +1,10 @@
-"""Turns the user's .txt / .jsonl files into a TFDS array_record dataset that the loader reads.
+"""Turns the user's .txt / .jsonl / .tsv files into a TFDS array_record dataset that the loader reads.
 
-.txt: one document per blank-line-separated paragraph. .jsonl: one JSON object per line, the
-document in a named field. A stable hash of (file name, document number) puts a fraction of the
-documents in "validation" and the rest in "train", the same on every run and machine.
+Text (pretraining): .txt holds one document per blank-line-separated paragraph; .jsonl one JSON
+object per line, the document in a named field. Pairs (seq2seq fine-tuning, features "inputs" and
+"targets"): .tsv holds one "inputs<TAB>targets" pair per line; .jsonl one object per line with
+both texts in named fields. A stable hash of (file name, line or paragraph number) puts a
+fraction of the records in "validation" and the rest in "train", the same on every run and machine.
 """
 
 from __future__ import annotations
@@ -12,17 +14,38 @@ import json
 import os
 import re
 import shutil
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import tensorflow_datasets as tfds
 
 from t5x_lite.data import sources
+from t5x_lite.data.builders import VERSION, Records, RecordsDataset
 from t5x_lite.data.errors import DataError
 from t5x_lite.data.splits import assign_split
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
-VERSION = "1.0.0"
+PAIR_FEATURES = ("inputs", "targets")
+
+
+def _jsonl_records(path: str, fields: tuple[str, ...], flag: str) -> Iterator[tuple[int, tuple[str, ...]]]:
+  """Yields (line number, the string fields) of each non-blank line; `flag` names the option."""
+  with open(path, "rb") as f:
+    for i, line in enumerate(f):
+      if not line.strip():
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise DataError(f"{path} line {i + 1} is not valid JSON: {e}.") from e
+      for field in fields:
+        value = record.get(field) if isinstance(record, dict) else None
+        if not isinstance(value, str):
+          names = sorted(record) if isinstance(record, dict) else []
+          raise DataError(
+              f"{path} line {i + 1} has no string field {field!r}; its fields are: "
+              f"{', '.join(names) or 'none (not an object)'}. Pass {flag} with the right one.")
+      yield i, tuple(record[field] for field in fields)
 
 
 def read_documents(path: str, text_field: str = "text") -> Iterator[tuple[str, str]]:
@@ -37,55 +60,70 @@ def read_documents(path: str, text_field: str = "text") -> Iterator[tuple[str, s
       if paragraph.strip():
         yield f"{base}:{i}", paragraph.strip("\n")
   elif path.endswith(".jsonl"):
+    for i, (value,) in _jsonl_records(path, (text_field,), "--text_field"):
+      if value.strip():
+        yield f"{base}:{i}", value
+  else:
+    raise DataError(f"Input file {path}: expected a .txt or .jsonl file (.tsv holds pairs: --pairs).")
+
+
+def read_pairs(path: str, inputs_field: str = "inputs",
+               targets_field: str = "targets") -> Iterator[tuple[str, dict[str, str]]]:
+  """Yields (key, {"inputs", "targets"}) of every pair of one .tsv or .jsonl file."""
+  base = os.path.basename(path)
+  if not os.path.isfile(path):
+    raise DataError(f"Input file {path} does not exist.")
+  if path.endswith(".tsv"):
     with open(path, "rb") as f:
       for i, line in enumerate(f):
-        if not line.strip():
+        text = line.decode("utf-8", errors="replace").rstrip("\r\n")
+        if not text.strip():
           continue
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise DataError(f"{path} line {i + 1} is not valid JSON: {e}.") from e
-        value = record.get(text_field) if isinstance(record, dict) else None
-        if not isinstance(value, str):
-          fields = sorted(record) if isinstance(record, dict) else []
+        fields = text.split("\t")
+        if len(fields) != 2:
           raise DataError(
-              f"{path} line {i + 1} has no string field {text_field!r}; its fields are: "
-              f"{', '.join(fields) or 'none (not an object)'}. Pass --text_field with the right one.")
-        if value.strip():
-          yield f"{base}:{i}", value
+              f"{path} line {i + 1} has {len(fields)} tab-separated fields; a .tsv pair file needs "
+              "exactly two (inputs, targets) per line. Use .jsonl for texts holding tabs.")
+        yield f"{base}:{i}", dict(zip(PAIR_FEATURES, fields))
+  elif path.endswith(".jsonl"):
+    for i, values in _jsonl_records(path, (inputs_field, targets_field),
+                                    "--inputs_field / --targets_field"):
+      yield f"{base}:{i}", dict(zip(PAIR_FEATURES, values))
   else:
-    raise DataError(f"Input file {path}: expected a .txt or .jsonl file.")
+    raise DataError(f"Input file {path}: expected a .tsv or .jsonl file of (inputs, targets) pairs.")
 
 
-class _TextFiles(tfds.core.GeneratorBasedBuilder, skip_registration=True):
-  """A dataset with one "text" feature built from the user's files under the user's name."""
-
-  VERSION = tfds.core.Version(VERSION)
-
-  def __init__(self, *, name: str, inputs: list[str], text_field: str, validation_fraction: float,
-               **kwargs):
-    self.name = name
-    self._inputs = inputs
-    self._text_field = text_field
-    self._validation_fraction = validation_fraction
-    super().__init__(**kwargs)
-
-  def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
-        builder=self,
-        description=f"Text from {', '.join(os.path.basename(p) for p in self._inputs)}.",
-        features=tfds.features.FeaturesDict({"text": tfds.features.Text()}),
-    )
-
-  def _split_generators(self, dl_manager):
-    del dl_manager
-    return {split: self._generate_examples(split) for split in ("train", "validation")}
-
-  def _generate_examples(self, split: str):
-    for path in self._inputs:
-      for key, text in read_documents(path, self._text_field):
-        if assign_split(key, self._validation_fraction) == split:
-          yield key, {"text": text}
+def _convert(inputs: list[str], name: str, data_dir: Optional[str], features: tuple[str, ...],
+             read: Callable[[str], Iterator[tuple[str, dict[str, str]]]], kind: str,
+             validation_fraction: float, overwrite: bool) -> str:
+  """Builds dataset `name` from the records `read(path)` yields for each file; its version folder."""
+  if not _NAME.match(name):
+    raise DataError(f"Dataset name {name!r} must be snake_case (lowercase letters, digits, _).")
+  if not 0.0 <= validation_fraction < 1.0:
+    raise DataError(f"validation_fraction={validation_fraction} must be in [0, 1).")
+  if not inputs:
+    raise DataError("No input files given.")
+  records: Records = lambda: (record for path in inputs for record in read(path))
+  counts = {"train": 0, "validation": 0}
+  for key, _ in records():
+    counts[assign_split(key, validation_fraction)] += 1
+  if counts["train"] == 0 or (validation_fraction > 0 and counts["validation"] == 0):
+    raise DataError(
+        f"Splitting {sum(counts.values())} {kind} gives {counts['train']} train and "
+        f"{counts['validation']} validation; both need at least one. Add more or change "
+        "validation_fraction.")
+  data_dir = sources.resolve_data_dir(data_dir)
+  version_dir = os.path.join(data_dir, name, VERSION)
+  if os.path.exists(version_dir):
+    if not overwrite:
+      raise DataError(f"Dataset {name!r} already exists at {version_dir}; pass overwrite=True "
+                      "(--overwrite) or choose another name.")
+    shutil.rmtree(version_dir)
+  RecordsDataset(
+      name=name, features=features, records=records, data_dir=data_dir,
+      description=f"{kind.capitalize()} from {', '.join(os.path.basename(p) for p in inputs)}.",
+      validation_fraction=validation_fraction).download_and_prepare()
+  return version_dir
 
 
 def convert_text(inputs: list[str], name: str, data_dir: Optional[str] = None, *,
@@ -95,51 +133,50 @@ def convert_text(inputs: list[str], name: str, data_dir: Optional[str] = None, *
 
   Returns the folder of the prepared version. Use it with data.dataset=name, data.data_dir=data_dir.
   """
-  if not _NAME.match(name):
-    raise DataError(f"Dataset name {name!r} must be snake_case (lowercase letters, digits, _).")
-  if not 0.0 <= validation_fraction < 1.0:
-    raise DataError(f"validation_fraction={validation_fraction} must be in [0, 1).")
-  if not inputs:
-    raise DataError("No input files given.")
-  counts = {"train": 0, "validation": 0}
-  for path in inputs:
-    for key, _ in read_documents(path, text_field):
-      counts[assign_split(key, validation_fraction)] += 1
-  if counts["train"] == 0 or (validation_fraction > 0 and counts["validation"] == 0):
-    raise DataError(
-        f"Splitting {sum(counts.values())} documents gives {counts['train']} train and "
-        f"{counts['validation']} validation; both need at least one. Add text or change "
-        "validation_fraction.")
-  data_dir = sources.resolve_data_dir(data_dir)
-  version_dir = os.path.join(data_dir, name, VERSION)
-  if os.path.exists(version_dir):
-    if not overwrite:
-      raise DataError(f"Dataset {name!r} already exists at {version_dir}; pass overwrite=True "
-                      "(--overwrite) or choose another name.")
-    shutil.rmtree(version_dir)
-  builder = _TextFiles(
-      name=name, inputs=list(inputs), text_field=text_field,
-      validation_fraction=validation_fraction, data_dir=data_dir,
-      file_format=tfds.core.FileFormat.ARRAY_RECORD)
-  builder.download_and_prepare()
-  return version_dir
+  read = lambda path: ((key, {"text": text}) for key, text in read_documents(path, text_field))
+  return _convert(inputs, name, data_dir, ("text",), read, "documents", validation_fraction,
+                  overwrite)
+
+
+def convert_pairs(inputs: list[str], name: str, data_dir: Optional[str] = None, *,
+                  inputs_field: str = "inputs", targets_field: str = "targets",
+                  validation_fraction: float = 0.05, overwrite: bool = False) -> str:
+  """Builds seq2seq dataset `name` (features "inputs" and "targets") from .tsv / .jsonl pairs.
+
+  Returns the folder of the prepared version; train on it with data.objective=seq2seq.
+  """
+  read = lambda path: read_pairs(path, inputs_field, targets_field)
+  return _convert(inputs, name, data_dir, PAIR_FEATURES, read, "pairs", validation_fraction,
+                  overwrite)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("inputs", nargs="+", help=".txt (paragraph per document) or .jsonl files")
+  parser.add_argument("inputs", nargs="+",
+                      help=".txt (paragraph per document) or .jsonl files; with --pairs, .tsv or .jsonl")
   parser.add_argument("--name", required=True, help="dataset name (snake_case), for data.dataset")
   parser.add_argument("--data_dir", default=None,
                       help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
   parser.add_argument("--text_field", default="text", help="field holding the text in .jsonl")
+  parser.add_argument("--pairs", action="store_true",
+                      help='(inputs, targets) pairs for seq2seq: "inputs<TAB>targets" lines or .jsonl')
+  parser.add_argument("--inputs_field", default="inputs", help="with --pairs: .jsonl inputs field")
+  parser.add_argument("--targets_field", default="targets", help="with --pairs: .jsonl targets field")
   parser.add_argument("--validation_fraction", type=float, default=0.05)
   parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
 
 def run(args: argparse.Namespace) -> int:
-  path = convert_text(args.inputs, args.name, args.data_dir, text_field=args.text_field,
-                      validation_fraction=args.validation_fraction, overwrite=args.overwrite)
+  if args.pairs:
+    path = convert_pairs(args.inputs, args.name, args.data_dir, inputs_field=args.inputs_field,
+                         targets_field=args.targets_field,
+                         validation_fraction=args.validation_fraction, overwrite=args.overwrite)
+  else:
+    path = convert_text(args.inputs, args.name, args.data_dir, text_field=args.text_field,
+                        validation_fraction=args.validation_fraction, overwrite=args.overwrite)
   info = tfds.builder_from_directory(path).info
   splits = ", ".join(f"{s} {info.splits[s].num_examples}" for s in sorted(info.splits))
-  print(f"Wrote {path} ({splits} documents). Train with "
-        f"--set data.dataset={args.name} --set data.data_dir={os.path.dirname(os.path.dirname(path))}")
+  objective = " --set data.objective=seq2seq" if args.pairs else ""
+  print(f"Wrote {path} ({splits} {'pairs' if args.pairs else 'documents'}). Train with "
+        f"--set data.dataset={args.name} --set data.data_dir={os.path.dirname(os.path.dirname(path))}"
+        f"{objective}")
   return 0

@@ -207,17 +207,18 @@ def vocabulary_cache_path(data_config: DataConfig, cache_dir: Optional[str] = No
 
 
 def _shuffled_texts(source: sources.TextSource, block: int = 256) -> Iterator[str]:
-  """The first feature of every record in a fixed random order (a fair sample when capped)."""
+  """The features of every record in a fixed random order (a fair sample when capped)."""
   order = np.random.default_rng(0).permutation(len(source))
   for start in range(0, len(order), block):
     for record in source.get(order[start:start + block]):
-      yield record[0]
+      yield from record
 
 
 def get_vocabulary(data_config: DataConfig, cache_dir: Optional[str] = None) -> Vocabulary:
   """The configured vocabulary: data.vocabulary if set, else one trained once and cached.
 
-  The trained model (data.vocab_train_size pieces, on data.train_split) is cached as
+  The trained model (data.vocab_train_size pieces, on data.train_split's text, or inputs and
+  targets for seq2seq) is cached as
   <data_dir>/<dataset>/vocab_<pieces>.model, or under cache_dir when given, and reused.
   In a multi-process run, call this on process 0 first (then synchronise) so all share one file.
   """
@@ -227,7 +228,7 @@ def get_vocabulary(data_config: DataConfig, cache_dir: Optional[str] = None) -> 
   if not os.path.isfile(path):
     source = sources.open_source(
         data_config.dataset, data_config.train_split, data_config.data_dir,
-        (data_config.text_feature,))
+        sources.text_features(data_config))
     train_vocabulary(_shuffled_texts(source), path[:-len(".model")], data_config.vocab_train_size)
   return Vocabulary(path, extra_ids=data_config.vocab_extra_ids)
 
