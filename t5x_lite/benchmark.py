@@ -1,0 +1,227 @@
+"""`t5x-lite benchmark`: steady-state speed and MFU of an experiment's real train step.
+
+The step is trainer.make_train_step on the experiment's model, optimizer and
+shardings; the batch is synthetic (random tokens, no padding), so the figure
+measures the model, optimizer and compiler, never the input pipeline. FLOPs
+are counted as REFERENCE.md says (flops.train_flops_per_sequence), the same
+formula tools/bench_hf_t5.py uses for the PyTorch peer, so the two compare.
+Prints one JSON line on stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.metadata
+import json
+import os
+import statistics
+import time
+from typing import Any, Mapping, MutableMapping, Optional
+
+import flax
+import jax
+import numpy as np
+
+from t5x_lite import flops
+from t5x_lite import model as model_lib
+from t5x_lite.cli import add_experiment_arguments
+from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
+
+# Used when the experiment leaves model.vocab_size to a vocabulary: the
+# benchmark trains none, and T5's vocabulary has this size (REFERENCE.md).
+DEFAULT_VOCAB_SIZE = 32128
+
+# The model's shape in each record; both tools report these.
+MODEL_FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
+                "num_decoder_layers", "ffn_activation")
+
+# XLA flags applied on GPU unless the user set XLA_FLAGS (even to ""). Kept
+# small and conservative; each is to be verified on GPU and kept only if it
+# moves the measured number (docs/performance.md).
+# - latency hiding scheduler: overlaps asynchronous work (collectives, copies)
+#   with compute; no effect on the math.
+# - cuBLAS instead of Triton GEMMs: bf16 matmuls of these shapes are cuBLAS's
+#   home ground, and skipping Triton autotuning shortens compilation.
+GPU_XLA_FLAGS = (
+    "--xla_gpu_enable_latency_hiding_scheduler=true",
+    "--xla_gpu_enable_triton_gemm=false",
+)
+
+
+def _gpu_backend_expected(environ: Mapping[str, str]) -> bool:
+  """Whether jax will pick a GPU, decided without initialising a backend
+  (XLA reads XLA_FLAGS once, when the first backend starts)."""
+  platforms = environ.get("JAX_PLATFORMS", "")
+  if platforms:
+    return any(p.strip() in ("cuda", "gpu", "rocm") for p in platforms.split(","))
+  names = (dist.metadata["Name"] or "" for dist in importlib.metadata.distributions())
+  return any(name.lower().replace("_", "-").startswith(("jax-cuda", "jax-rocm")) for name in names)
+
+
+def set_gpu_xla_flags(environ: MutableMapping[str, str] = os.environ) -> Optional[str]:
+  """Sets XLA_FLAGS to GPU_XLA_FLAGS when a GPU backend is coming and the user
+  set none; returns the flags set, or None. Call before jax touches a device."""
+  if "XLA_FLAGS" in environ or not _gpu_backend_expected(environ):
+    return None
+  environ["XLA_FLAGS"] = " ".join(GPU_XLA_FLAGS)
+  return environ["XLA_FLAGS"]
+
+
+def synthetic_batch(rows: int, inputs_length: int, targets_length: int, vocab_size: int,
+                    seed: int = 0) -> dict[str, np.ndarray]:
+  """Full rows of random tokens, one segment each: the batch the step sees at
+  100% packing efficiency, so every token costs the FLOPs the formula counts."""
+  rng = np.random.default_rng(seed)
+  # Ids from 2 up: no padding (0) and no EOS (1) in the middle of a sequence.
+  targets = rng.integers(2, vocab_size, (rows, targets_length), dtype=np.int32)
+  decoder_inputs = np.zeros_like(targets)  # column 0 stays 0: T5's decoder start id
+  decoder_inputs[:, 1:] = targets[:, :-1]
+  return {
+      "encoder_input_tokens": rng.integers(2, vocab_size, (rows, inputs_length), dtype=np.int32),
+      "encoder_segment_ids": np.ones((rows, inputs_length), np.int32),
+      "encoder_positions": np.tile(np.arange(inputs_length, dtype=np.int32), (rows, 1)),
+      "decoder_target_tokens": targets,
+      "decoder_input_tokens": decoder_inputs,
+      "decoder_segment_ids": np.ones((rows, targets_length), np.int32),
+      "decoder_positions": np.tile(np.arange(targets_length, dtype=np.int32), (rows, 1)),
+      "decoder_loss_weights": np.ones((rows, targets_length), np.float32),
+  }
+
+
+def peak_memory_bytes() -> Optional[int]:
+  """Largest peak_bytes_in_use over the local devices; None where the backend
+  does not report it (CPU)."""
+  peaks = []
+  for device in jax.local_devices():
+    stats = device.memory_stats() or {}
+    if "peak_bytes_in_use" in stats:
+      peaks.append(int(stats["peak_bytes_in_use"]))
+  return max(peaks) if peaks else None
+
+
+def _version(package: str) -> Optional[str]:
+  try:
+    return importlib.metadata.version(package)
+  except importlib.metadata.PackageNotFoundError:
+    return None
+
+
+def throughput_fields(step_times: list[float], batch: int, inputs_length: int, targets_length: int,
+                      flops_per_sequence: int, peak_flops: float) -> dict[str, Any]:
+  """Rates from per-step times; shared with tools/bench_hf_t5.py so both
+  tools derive seq/s, TFLOP/s and MFU identically (from the median step)."""
+  median = statistics.median(step_times)
+  seq_per_s = batch / median
+  achieved = seq_per_s * flops_per_sequence
+  return {
+      "step_time_median_s": median,
+      "step_time_mean_s": statistics.fmean(step_times),
+      "step_time_min_s": min(step_times),
+      "seq_per_s": seq_per_s,
+      "tokens_per_s": seq_per_s * (inputs_length + targets_length),
+      "flops_per_sequence": flops_per_sequence,
+      "tflops_per_s": achieved / 1e12,
+      "peak_tflops": peak_flops / 1e12 if peak_flops else None,
+      "mfu": achieved / peak_flops if peak_flops else None,
+  }
+
+
+def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_per_device: float = 0.0,
+              experiment: str = "") -> dict[str, Any]:
+  """Compiles and times the experiment's train step; returns the JSON record."""
+  # Imported here, not at module level: the trainer pulls in the data pipeline
+  # (tensorflow_datasets), which tools/bench_hf_t5.py must not need.
+  from t5x_lite import trainer  # pylint: disable=import-outside-toplevel
+  if steps < 1 or warmup < 0:
+    raise ConfigError(f"--steps must be at least 1 and --warmup at least 0 (got {steps}, {warmup}).")
+  if config.model.vocab_size is None:
+    config.model.vocab_size = DEFAULT_VOCAB_SIZE
+  data, model_cfg = config.data, config.model
+  setup = trainer.make_setup(config)
+  state = trainer.init_state(setup, config.train.seed)
+  rows = config.train.batch_size // jax.process_count()
+  batch = trainer.to_global(
+      synthetic_batch(rows, data.inputs_length, data.targets_length, model_cfg.vocab_size,
+                      seed=config.train.seed + jax.process_index()),
+      setup.batch_sharding)
+  jax.block_until_ready((state, batch))
+
+  start = time.perf_counter()
+  step = trainer.make_train_step(setup).lower(state, batch).compile()
+  compile_s = time.perf_counter() - start
+
+  metrics: dict = {}
+  for _ in range(warmup):
+    state, metrics = step(state, batch)
+  jax.block_until_ready((state, metrics))
+  step_times = []
+  for _ in range(steps):
+    start = time.perf_counter()
+    state, metrics = step(state, batch)
+    jax.block_until_ready((state, metrics))
+    step_times.append(time.perf_counter() - start)
+
+  device_count = jax.device_count()
+  peak = flops.peak_flops_per_device(peak_flops_per_device) * device_count
+  return {
+      "system": "t5x-lite",
+      "experiment": experiment or config.name,
+      "batch": config.train.batch_size,
+      "inputs_length": data.inputs_length,
+      "targets_length": data.targets_length,
+      "steps": steps,
+      "warmup": warmup,
+      **throughput_fields(step_times, config.train.batch_size, data.inputs_length,
+                          data.targets_length,
+                          flops.train_flops_per_sequence(model_cfg, data.inputs_length,
+                                                         data.targets_length), peak),
+      "compile_s": compile_s,
+      "peak_memory_bytes": peak_memory_bytes(),
+      "loss": float(metrics["loss"]),
+      "parameters": model_lib.count_params(model_cfg),
+      "device_kind": jax.devices()[0].device_kind,
+      "device_count": device_count,
+      "backend": jax.default_backend(),
+      "settings": {
+          "dtype": np.dtype(model_lib.activation_dtype(model_cfg)).name,
+          "param_dtype": model_cfg.param_dtype,
+          "scan_layers": model_cfg.scan_layers,
+          "remat_policy": model_cfg.remat_policy,
+          "attention_impl": model_cfg.attention_impl,
+          "optimizer": config.optimizer.name,
+          "grad_accum_steps": config.train.grad_accum_steps,
+          "mesh": dict(setup.mesh.shape),
+          "rules_preset": config.mesh.rules_preset,
+          "xla_flags": os.environ.get("XLA_FLAGS"),
+      },
+      "model": {key: getattr(model_cfg, key) for key in MODEL_FIELDS},
+      "versions": {"jax": jax.__version__, "jaxlib": _version("jaxlib"), "flax": flax.__version__},
+  }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  add_experiment_arguments(parser)
+  parser.add_argument("--batch", type=int, default=None,
+                      help="global batch size (default: the experiment's train.batch_size)")
+  parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+  parser.add_argument("--warmup", type=int, default=3,
+                      help="untimed steps after compilation (default 3)")
+  parser.add_argument("--peak-tflops", type=float, default=0.0,
+                      help="peak bf16 TFLOP/s of one device for MFU (default: known devices, "
+                           "e.g. 789 for an H100; otherwise MFU is null)")
+
+
+def run(args: argparse.Namespace) -> int:
+  set_gpu_xla_flags()
+  config = load_experiment(args.experiment, args.overrides)
+  if args.batch is not None:
+    if args.batch < 1 or args.batch % config.train.grad_accum_steps:
+      raise ConfigError(f"--batch {args.batch} must be a positive multiple of "
+                        f"train.grad_accum_steps={config.train.grad_accum_steps}.")
+    config.train.batch_size = args.batch
+  record = benchmark(config, steps=args.steps, warmup=args.warmup,
+                     peak_flops_per_device=args.peak_tflops * 1e12 or config.train.peak_flops_per_device,
+                     experiment=os.path.splitext(os.path.basename(args.experiment))[0])
+  if jax.process_index() == 0:
+    print(json.dumps(record), flush=True)
+  return 0

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# t5x-lite against the Hugging Face PyTorch peer on one GPU, in one device call
+# (docs/performance.md). Run from anywhere; the package need not be installed.
+#
+#   tools/gpu_bench.sh [RUN_OR_GROUP ...]      default: all
+#
+# Groups (each holds what its comparison needs, so a group fits one call):
+#   base   t5x-base (b128) hf-base (b128) t5x-base-cudnn
+#   small  t5x-small (b256) hf-small (b256)
+#   large  t5x-large: the largest of b128, b64, b32 that runs
+#   xl     t5x-xl: the largest of b64, b32 that runs
+# A run that fails (out of memory, ...) falls back to its next alternative;
+# every attempt is logged.
+#
+# Output: one JSON line per attempt in $OUT/bench.jsonl (failures carry
+# "error"), each run's stderr in $OUT/logs/, and a summary table at the end.
+# Environment: OUT (default runs/bench), PYTHON (python3), STEPS (20),
+# WARMUP (3), RUN_TIMEOUT seconds per attempt (420). XLA_FLAGS, if set (even
+# empty), replaces t5x_lite.benchmark.GPU_XLA_FLAGS.
+set -u -o pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-runs/bench}
+PY=${PYTHON:-python3}
+STEPS=${STEPS:-20}
+WARMUP=${WARMUP:-3}
+RUN_TIMEOUT=${RUN_TIMEOUT:-420}
+export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
+# JAX reserves 75% of GPU memory by default; give it what PyTorch can take.
+export XLA_PYTHON_CLIENT_MEM_FRACTION=${XLA_PYTHON_CLIENT_MEM_FRACTION:-0.92}
+mkdir -p "$OUT/logs"
+JSONL="$OUT/bench.jsonl"
+T5X_OK=1
+ATTEMPTS=0
+
+log_line() {  # NAME ARGS STATUS LOG STDOUT -> one JSON line in $JSONL
+  "$PY" - "$@" >>"$JSONL" <<'EOF'
+import json, sys
+name, args, status, log, stdout = sys.argv[1:]
+lines = [l for l in stdout.splitlines() if l.startswith("{")]
+if status == "0" and lines:
+  record = json.loads(lines[-1])
+else:
+  with open(log, errors="replace") as f:
+    tail = [l.strip() for l in f.read().splitlines() if l.strip()][-3:]
+  record = {"error": f"exit status {status}: " + " | ".join(tail)}
+print(json.dumps({"run": name, "args": args, **record}))
+EOF
+}
+
+attempt() {  # NAME COMMAND... -> status of the command; logs its line
+  local name=$1 stdout status
+  shift
+  ATTEMPTS=$((ATTEMPTS + 1))
+  local log="$OUT/logs/$ATTEMPTS-$name.log"
+  echo "== $name: $*" >&2
+  stdout=$(timeout --kill-after=15 "$RUN_TIMEOUT" "$@" 2>"$log")
+  status=$?
+  log_line "$name" "$*" "$status" "$log" "$stdout"
+  tail -n 1 "$JSONL" | cut -c1-240 >&2
+  return $status
+}
+
+t5x() {  # NAME EXPERIMENT "ARGS ALTERNATIVE" ... : first alternative that runs
+  local name=$1 experiment=$2 alternative
+  shift 2
+  if [ "$T5X_OK" != 1 ]; then
+    log_line "$name" "$experiment" "skipped" "$OUT/logs/preflight.log" ""
+    return 1
+  fi
+  for alternative in "$@"; do
+    # shellcheck disable=SC2086  # each alternative is a list of arguments
+    attempt "$name" "$PY" -m t5x_lite benchmark "$experiment" --steps "$STEPS" --warmup "$WARMUP" \
+      $alternative && return 0
+  done
+  return 1
+}
+
+hf() {  # NAME SIZE BATCH
+  attempt "$1" "$PY" tools/bench_hf_t5.py --size "$2" --batch "$3" --steps "$STEPS" --warmup "$WARMUP"
+}
+
+preflight() {
+  # t5x_lite.trainer imports the data pipeline, hence tensorflow_datasets;
+  # install it from carried wheels (.whl/) when the machine lacks it.
+  if ! "$PY" -c "import t5x_lite.trainer" 2>"$OUT/logs/preflight.log"; then
+    if [ -d .whl ]; then
+      "$PY" -m pip install --quiet --no-index --find-links .whl tensorflow-datasets importlib_resources \
+        >>"$OUT/logs/preflight.log" 2>&1
+    fi
+    if ! "$PY" -c "import t5x_lite.trainer" 2>>"$OUT/logs/preflight.log"; then
+      echo "t5x_lite.trainer does not import (see $OUT/logs/preflight.log); t5x-lite runs skipped" >&2
+      T5X_OK=0
+      return
+    fi
+  fi
+  # XLA aborts on flags it does not know: probe ours once, drop them if refused.
+  if [ -z "${XLA_FLAGS+set}" ] && ! "$PY" -c "
+from t5x_lite import benchmark
+benchmark.set_gpu_xla_flags()
+import jax
+jax.numpy.zeros(1).block_until_ready()" >>"$OUT/logs/preflight.log" 2>&1; then
+    echo "XLA refused t5x_lite.benchmark.GPU_XLA_FLAGS; running with XLA_FLAGS=''" >&2
+    export XLA_FLAGS=""
+  fi
+}
+
+run_one() {
+  case $1 in
+    t5x-base) t5x t5x-base experiments/t5_1_1_base.py "--batch 128" \
+        "--batch 128 --set model.remat_policy=dots" ;;
+    t5x-base-cudnn) t5x t5x-base-cudnn experiments/t5_1_1_base.py \
+        "--batch 128 --set model.attention_impl=cudnn" \
+        "--batch 128 --set model.attention_impl=cudnn --set model.remat_policy=dots" ;;
+    hf-base) hf hf-base base 128 ;;
+    t5x-small) t5x t5x-small experiments/t5_1_1_small.py "--batch 256" \
+        "--batch 256 --set model.remat_policy=dots" ;;
+    hf-small) hf hf-small small 256 ;;
+    t5x-large) t5x t5x-large experiments/t5_1_1_large.py "--batch 128" "--batch 64" "--batch 32" ;;
+    t5x-xl) t5x t5x-xl experiments/t5_1_1_xl.py "--batch 64" "--batch 32" ;;
+    base) run_one t5x-base; run_one hf-base; run_one t5x-base-cudnn ;;
+    small) run_one t5x-small; run_one hf-small ;;
+    large) run_one t5x-large ;;
+    xl) run_one t5x-xl ;;
+    all) run_one base; run_one small; run_one large; run_one xl ;;
+  esac
+}
+
+summary() {
+  "$PY" - "$JSONL" <<'EOF'
+import json, sys
+records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+head = f"{'run':<16}{'batch':>6}{'seq/s':>9}{'TFLOP/s':>9}{'MFU':>7}{'compile s':>10}{'peak GiB':>9}  settings / error"
+print(head)
+print("-" * len(head))
+best = {}  # per run, its first success: the largest batch that ran
+for r in records:
+  if "error" in r:
+    print(f"{r['run']:<16}{'':>50}  {r['args']}: {r['error'][:160]}")
+    continue
+  s = r["settings"]
+  mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+  memory = f"{r['peak_memory_bytes'] / 2**30:.1f}" if r["peak_memory_bytes"] else "-"
+  detail = (f"{s['dtype']} attn={s['attention_impl']} remat={s.get('remat_policy', '-')} "
+            f"scan={s.get('scan_layers', '-')} compile={s.get('torch_compile', '-')}")
+  print(f"{r['run']:<16}{r['batch']:>6}{r['seq_per_s']:>9.1f}{r['tflops_per_s']:>9.1f}{mfu:>7}"
+        f"{r['compile_s']:>10.1f}{memory:>9}  {detail}")
+  best.setdefault(r["run"], r)
+print(f"device: {next((r['device_kind'] for r in records if 'device_kind' in r), 'none ran')}")
+targets = [("t5x-base", "seq/s >= 1000", lambda r: r["seq_per_s"] >= 1000),
+           ("t5x-base", "compile <= 30 s", lambda r: r["compile_s"] <= 30),
+           ("t5x-small", "seq/s >= 3200", lambda r: r["seq_per_s"] >= 3200),
+           ("t5x-large", "MFU >= 50%", lambda r: (r["mfu"] or 0) >= 0.50),
+           ("t5x-xl", "batch >= 32, MFU >= 45%", lambda r: r["batch"] >= 32 and (r["mfu"] or 0) >= 0.45)]
+for run, text, check in targets:
+  if run in best:
+    print(f"target {run}: {text}: {'met' if check(best[run]) else 'NOT met'}")
+for size in ("base", "small"):
+  ours = [best[k] for k in (f"t5x-{size}", f"t5x-{size}-cudnn") if k in best]
+  if ours and f"hf-{size}" in best:
+    top = max(ours, key=lambda r: r["seq_per_s"])
+    ratio = top["seq_per_s"] / best[f"hf-{size}"]["seq_per_s"]
+    print(f"{size}: best t5x-lite ({top['run']}) / HF peer = {ratio:.2f}x"
+          + (" (target >= 2x)" if size == "base" else ""))
+EOF
+}
+
+[ $# -eq 0 ] && set -- all
+for item in "$@"; do  # a typo must not cost a device call's worth of runs
+  case $item in
+    t5x-base|t5x-base-cudnn|hf-base|t5x-small|hf-small|t5x-large|t5x-xl|base|small|large|xl|all) ;;
+    *) echo "unknown run or group: $item (see the header of $0)" >&2; exit 2 ;;
+  esac
+done
+preflight
+for item in "$@"; do
+  run_one "$item"
+done
+summary
