@@ -54,7 +54,9 @@ def user_errors() -> tuple[type[Exception], ...]:
   return tuple(classes)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
+  """The parser; only `command`'s module is imported, so each subcommand loads
+  just what it needs (the benchmark never imports the data pipeline)."""
   parser = argparse.ArgumentParser(
       prog="t5x-lite", description="T5 pretraining, fine-tuning and evaluation in JAX.")
   subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -62,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
   for name, (module, help_text) in SUBCOMMANDS.items():
     sub = subparsers.add_parser(name, help=help_text, description=help_text)
     sub.set_defaults(module=module)
-    importlib.import_module(module).add_arguments(sub)
+    if name == command:
+      importlib.import_module(module).add_arguments(sub)
   return parser
 
 
@@ -75,7 +78,9 @@ def _process_tag() -> str:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-  args = build_parser().parse_args(argv)
+  argv = sys.argv[1:] if argv is None else argv
+  command = next((arg for arg in argv if not arg.startswith("-")), None)
+  args = build_parser(command).parse_args(argv)
   run: Callable[[argparse.Namespace], Optional[int]] = importlib.import_module(args.module).run
   try:
     return run(args) or 0
