@@ -1,0 +1,138 @@
+"""`t5x-lite compare`: ablation runs side by side.
+
+For each run directory: the configuration keys whose values differ between the runs (from
+config.json), final and best metrics (from metrics.jsonl), and one PNG with the training and
+validation loss of every run against the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from typing import Any, Optional, Sequence
+
+from t5x_lite.config import ConfigError
+from t5x_lite.metrics import read_metrics
+
+DEFAULT_PLOT = "compare_runs.png"
+_ABSENT = "-"
+# Validation metrics summarised as final and best, with the direction that is better.
+_HIGHER_IS_BETTER = {"loss": False, "accuracy": True, "exact_match": True, "bleu": True,
+                     "rougeL": True}
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  """Left-aligned columns under a header and a rule, for a terminal."""
+  widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+  lines = [list(header), ["-" * w for w in widths], *rows]
+  return "\n".join("  ".join(f"{str(c):<{w}}" for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+  """{"model": {"d_ff": 4}} -> {"model.d_ff": 4}."""
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def load_run(workdir: str) -> dict:
+  """{"workdir", "config" (dotted keys), "records" (metrics.jsonl)} of one run directory."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise ConfigError(f"{workdir} has no config.json; pass directories of `t5x-lite train` runs.")
+  with open(path) as f:
+    config = flatten(json.load(f))
+  return {"workdir": workdir, "config": config, "records": read_metrics(workdir)}
+
+
+def labels(workdirs: Sequence[str]) -> list[str]:
+  """Directory names, or the paths as given where two names coincide."""
+  names = [os.path.basename(os.path.normpath(w)) for w in workdirs]
+  return names if len(set(names)) == len(names) else list(workdirs)
+
+
+def config_differences(configs: Sequence[dict]) -> list[str]:
+  """Dotted keys whose values are not the same in every configuration (keys of any of them)."""
+  keys = sorted(set().union(*configs))
+  return [k for k in keys if len({json.dumps(c.get(k, _ABSENT)) for c in configs}) > 1]
+
+
+def summarize(records: Sequence[dict]) -> dict[str, float]:
+  """Final train loss; final and best validation loss, accuracy and decoded-text metrics."""
+  train = [r for r in records if r["split"] == "train"]
+  validation = [r for r in records if r["split"] == "validation"]
+  out: dict[str, float] = {}
+  if train:
+    out["final step"] = train[-1]["step"]
+    out["final train loss"] = train[-1]["loss"]
+  for name, higher in _HIGHER_IS_BETTER.items():
+    values = [r[name] for r in validation if name in r]
+    if values:
+      out[f"final validation {name}"] = values[-1]
+      out[f"best validation {name}"] = max(values) if higher else min(values)
+  return out
+
+
+def _cell(value: Any) -> str:
+  if isinstance(value, float):
+    return f"{value:.4f}"
+  return value if isinstance(value, str) and value else json.dumps(value)
+
+
+def comparison_table(runs: Sequence[dict]) -> str:
+  """Rows: the differing configuration keys, then the metrics; one column per run."""
+  keys = config_differences([r["config"] for r in runs])
+  summaries = [summarize(r["records"]) for r in runs]
+  metric_names = list(dict.fromkeys(name for s in summaries for name in s))
+  rows = [[key, *(_cell(r["config"].get(key, _ABSENT)) for r in runs)] for key in keys]
+  rows += [[name, *(_cell(s.get(name, _ABSENT)) for s in summaries)] for name in metric_names]
+  return format_table(["", *labels([r["workdir"] for r in runs])], rows)
+
+
+def plot_losses(runs: Sequence[dict], path: str) -> None:
+  """Training and validation loss against the step, one colour per run, as a PNG."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
+  from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+  figure = Figure(figsize=(12, 4.5), layout="constrained")
+  FigureCanvasAgg(figure)
+  axes = figure.subplots(1, 2, sharey=True)
+  for index, (run, label) in enumerate(zip(runs, labels([r["workdir"] for r in runs]))):
+    for ax, split in zip(axes, ("train", "validation")):
+      points = [(r["step"], r["loss"]) for r in run["records"] if r["split"] == split]
+      if points:
+        steps, losses = zip(*points)
+        dots = split == "validation" or len(points) == 1
+        ax.plot(steps, losses, color=f"C{index}", marker="o" if dots else None, markersize=3,
+                label=label)
+  for ax, split in zip(axes, ("train", "validation")):
+    ax.set_title(f"{split} loss")
+    ax.set_xlabel("step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+  axes[0].set_ylabel("cross-entropy (nats/token)")
+  figure.savefig(path, dpi=120)
+
+
+def compare(workdirs: Sequence[str], plot_path: Optional[str] = DEFAULT_PLOT) -> str:
+  """The comparison table; also writes the loss plot unless plot_path is None."""
+  runs = [load_run(w) for w in workdirs]
+  if plot_path:
+    plot_losses(runs, plot_path)
+  return comparison_table(runs)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="run directories to compare")
+  parser.add_argument("--output", default=DEFAULT_PLOT,
+                      help=f"PNG of the loss curves (default: ./{DEFAULT_PLOT})")
+
+
+def run(args: argparse.Namespace) -> int:
+  print(compare(args.workdirs, args.output))
+  print(f"Wrote {args.output}")
+  return 0

@@ -1,0 +1,99 @@
+"""`t5x-lite eval`: every example of the split counted exactly once, padded last batch masked out;
+results file and TensorBoard written; a saved mesh that does not fit falls back to data parallel.
+
+Also home of the tiny pretraining run the eval, infer, compare and fine-tuning tests share.
+"""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from t5x_lite import cli, evaluation, trainer
+from t5x_lite.config import load_experiment
+from t5x_lite.data import make_eval_loader
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_EXPERIMENT = os.path.join(REPO, "experiments", "tiny_python_docs.py")
+TINY_STEPS = 20
+TINY_SETTINGS = [
+    f"train.steps={TINY_STEPS}", "train.batch_size=8", "train.eval_every=10", "train.log_every=5",
+    "checkpoint.every_steps=10", "data.inputs_length=32", "data.targets_length=8",
+    "data.max_eval_examples=16",
+]
+
+
+def train_tiny(workdir: str, overrides: tuple[str, ...] = ()) -> str:
+  """A tiny pretraining run in `workdir`, unless one finished there already."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints", str(TINY_STEPS))):
+    trainer.train(load_experiment(TINY_EXPERIMENT, TINY_SETTINGS + list(overrides)), workdir)
+  return workdir
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+  """One 20-step run per session (a fixed path, so modules importing this fixture share it)."""
+  return train_tiny(str(tmp_path_factory.getbasetemp() / "tiny_run"))
+
+
+def direct_count(loader) -> tuple[int, int]:
+  """(examples, target tokens) of the loader's split, straight from the source and objective."""
+  examples = tokens = 0
+  for doc in loader.documents(0):
+    texts = loader.source.get([int(doc)])[0]
+    doc_tokens = [loader.vocabulary.encode(t) for t in texts]
+    for _, targets in loader.objective.examples(doc_tokens, (loader.seed, 0, int(doc))):
+      examples += 1
+      tokens += targets.size
+  return examples, tokens
+
+
+def trainer_records(workdir: str) -> list[dict]:
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [json.loads(line) for line in f]
+
+
+def test_eval_counts_every_example_once(tiny_run, capsys):
+  config = evaluation.load_config(tiny_run, ["data.max_eval_examples=None"])
+  examples, tokens = direct_count(make_eval_loader(config, trainer.resolve_vocabulary(config, tiny_run)))
+  # A batch (a multiple of the 8 devices) that leaves a padded, partly empty last batch.
+  batch = next(b for b in range(16, 256, 8) if examples % b)
+  assert cli.main(["eval", "--workdir", tiny_run, "--step", "10",
+                   "--set", f"train.batch_size={batch}"]) == 0
+  printed = capsys.readouterr().out
+  assert "target_tokens" in printed and "step_10_validation.json" in printed
+  with open(os.path.join(tiny_run, "eval", "step_10_validation.json")) as f:
+    record = json.load(f)
+  assert (record["step"], record["split"]) == (10, "validation")
+  metrics = record["metrics"]
+  assert metrics["examples"] == examples
+  assert metrics["target_tokens"] == tokens
+  assert np.isclose(metrics["perplexity"], np.exp(metrics["loss"]))
+  assert 0 < metrics["accuracy"] < 1
+  assert os.listdir(os.path.join(tiny_run, "eval", "tensorboard"))
+
+
+def test_eval_matches_training_validation(tiny_run):
+  """Same step, same examples: the eval command reproduces the trainer's validation loss."""
+  config = evaluation.load_config(tiny_run)
+  metrics, scorer = evaluation.evaluate_run(evaluation.restore_run(tiny_run, config), "validation")
+  logged = [r for r in trainer_records(tiny_run) if r["split"] == "validation"][-1]
+  assert logged["step"] == TINY_STEPS and scorer is None
+  assert np.isclose(metrics["loss"], logged["loss"], rtol=1e-5)
+  assert metrics["target_tokens"] == logged["target_tokens"]
+
+
+def test_mesh_that_does_not_fit_falls_back_to_data_parallel(tiny_run, capsys):
+  config = evaluation.load_config(tiny_run, ["mesh.shape=[3,1]", "train.batch_size=12",
+                                             "train.grad_accum_steps=2"])
+  evaluation.fit_to_devices(config)
+  assert "does not fit" in capsys.readouterr().err
+  assert config.mesh.shape == (-1, 1) and config.mesh.rules_preset == "data_parallel"
+  assert config.train.batch_size % jax.device_count() == 0 and config.train.grad_accum_steps == 1
+
+
+def test_eval_of_a_directory_that_is_not_a_run(tmp_path, capsys):
+  assert cli.main(["eval", "--workdir", str(tmp_path)]) == 2
+  assert "no config.json" in capsys.readouterr().err

@@ -1,0 +1,48 @@
+"""`t5x-lite infer` end to end on the tiny run: one output line per input, whatever the input
+lengths, from --input or --input-file, printed or written; batches padded to a bucket."""
+
+import numpy as np
+
+from t5x_lite import cli, inference
+
+from test_evaluation import tiny_run  # pylint: disable=unused-import  (the shared run)
+
+INPUTS = [
+    "The",
+    "def f(x):\n    return x",
+    "A much longer input about dictionaries, lists, tuples and sets, repeated: " * 4,
+]
+
+
+def test_infer_prints_one_line_per_input(tiny_run, capsys):
+  args = ["infer", "--workdir", tiny_run, "--batch-size", "2"]
+  for text in INPUTS:
+    args += ["--input", text]
+  assert cli.main(args) == 0
+  captured = capsys.readouterr()
+  assert len(captured.out.splitlines()) == len(INPUTS)
+  assert "1 input(s) cut to data.inputs_length=32" in captured.err
+
+
+def test_infer_file_to_file_with_beam_and_sampling(tiny_run, tmp_path):
+  source, target = tmp_path / "in.txt", tmp_path / "out.txt"
+  source.write_text("\n".join(text.replace("\n", " ") for text in INPUTS) + "\n")
+  greedy = tmp_path / "greedy.txt"
+  assert cli.main(["infer", "--workdir", tiny_run, "--input-file", str(source),
+                   "--output", str(greedy), "--step", "20"]) == 0
+  # Beam search with one beam is greedy decoding.
+  assert cli.main(["infer", "--workdir", tiny_run, "--input-file", str(source), "--output",
+                   str(target), "--method", "beam", "--num-beams", "1"]) == 0
+  assert target.read_text() == greedy.read_text()
+  assert len(greedy.read_text().splitlines()) == len(INPUTS)
+  assert cli.main(["infer", "--workdir", tiny_run, "--input-file", str(source), "--output",
+                   str(target), "--method", "sample", "--top-k", "5", "--seed", "1",
+                   "--max-decode-length", "4"]) == 0
+  assert len(target.read_text().splitlines()) == len(INPUTS)
+
+
+def test_pad_batch_buckets_lengths():
+  batch = inference.pad_batch([np.array([5, 6, 1]), np.arange(2, 12)], rows=4)
+  assert batch.shape == (4, 16)
+  assert batch[0, :4].tolist() == [5, 6, 1, 0] and batch[1, 9] == 11
+  assert batch[2:, 0].tolist() == [1, 1] and not batch[2:, 1:].any()
