@@ -9,3 +9,14 @@ import tempfile
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("TFDS_DATA_DIR", tempfile.mkdtemp(prefix="t5x_lite_tfds_"))
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+
+import pytest  # noqa: E402  (after the environment above)
+
+from helpers import train_tiny  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory) -> str:
+  """One 20-step pretraining run per test session, shared by the modules that read runs."""
+  return train_tiny(str(tmp_path_factory.getbasetemp() / "tiny_run"))

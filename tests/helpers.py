@@ -1,5 +1,7 @@
 """Small shared test utilities: tiny configs and random packed batches."""
 
+import os
+
 import numpy as np
 
 from t5x_lite import config as config_lib
@@ -46,3 +48,22 @@ def random_batch(rng: np.random.Generator, batch: int, inputs_length: int, targe
 def relative_difference(a, b) -> float:
   a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
   return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+# A tiny pretraining run shared by the eval, infer, compare and fine-tuning tests.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_EXPERIMENT = os.path.join(REPO, "experiments", "tiny_python_docs.py")
+TINY_STEPS = 20
+TINY_SETTINGS = [
+    f"train.steps={TINY_STEPS}", "train.batch_size=8", "train.eval_every=10", "train.log_every=5",
+    "checkpoint.every_steps=10", "data.inputs_length=32", "data.targets_length=8",
+    "data.max_eval_examples=16",
+]
+
+
+def train_tiny(workdir: str, overrides: tuple[str, ...] = ()) -> str:
+  """A tiny pretraining run in `workdir`, unless one finished there already."""
+  from t5x_lite import trainer  # Heavy: only the tests that train import it.
+  if not os.path.isdir(os.path.join(workdir, "checkpoints", str(TINY_STEPS))):
+    trainer.train(config_lib.load_experiment(TINY_EXPERIMENT, TINY_SETTINGS + list(overrides)), workdir)
+  return workdir

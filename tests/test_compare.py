@@ -8,7 +8,7 @@ import sys
 
 from t5x_lite import cli, compare
 
-from test_evaluation import REPO, TINY_STEPS, tiny_run, train_tiny  # pylint: disable=unused-import
+from helpers import REPO, TINY_STEPS, train_tiny
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

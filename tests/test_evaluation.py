@@ -1,7 +1,6 @@
 """`t5x-lite eval`: every example of the split counted exactly once, padded last batch masked out;
 results file and TensorBoard written; a saved mesh that does not fit falls back to data parallel.
 
-Also home of the tiny pretraining run the eval, infer, compare and fine-tuning tests share.
 """
 
 import json
@@ -9,34 +8,10 @@ import os
 
 import jax
 import numpy as np
-import pytest
 
 from t5x_lite import cli, evaluation, trainer
-from t5x_lite.config import load_experiment
 from t5x_lite.data import make_eval_loader
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_EXPERIMENT = os.path.join(REPO, "experiments", "tiny_python_docs.py")
-TINY_STEPS = 20
-TINY_SETTINGS = [
-    f"train.steps={TINY_STEPS}", "train.batch_size=8", "train.eval_every=10", "train.log_every=5",
-    "checkpoint.every_steps=10", "data.inputs_length=32", "data.targets_length=8",
-    "data.max_eval_examples=16",
-]
-
-
-def train_tiny(workdir: str, overrides: tuple[str, ...] = ()) -> str:
-  """A tiny pretraining run in `workdir`, unless one finished there already."""
-  if not os.path.isdir(os.path.join(workdir, "checkpoints", str(TINY_STEPS))):
-    trainer.train(load_experiment(TINY_EXPERIMENT, TINY_SETTINGS + list(overrides)), workdir)
-  return workdir
-
-
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory) -> str:
-  """One 20-step run per session (a fixed path, so modules importing this fixture share it)."""
-  return train_tiny(str(tmp_path_factory.getbasetemp() / "tiny_run"))
-
+from helpers import TINY_STEPS
 
 def direct_count(loader) -> tuple[int, int]:
   """(examples, target tokens) of the loader's split, straight from the source and objective."""

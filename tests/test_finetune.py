@@ -9,7 +9,7 @@ from t5x_lite.config import load_experiment
 from t5x_lite.data import addition
 from t5x_lite.data.splits import assign_split
 
-from test_evaluation import REPO, tiny_run  # pylint: disable=unused-import  (the shared run)
+from helpers import REPO
 
 EXPERIMENT = os.path.join(REPO, "experiments", "finetune_addition.py")
 STEPS = 400

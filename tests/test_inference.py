@@ -5,7 +5,6 @@ import numpy as np
 
 from t5x_lite import cli, inference
 
-from test_evaluation import tiny_run  # pylint: disable=unused-import  (the shared run)
 
 INPUTS = [
     "The",

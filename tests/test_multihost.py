@@ -10,10 +10,9 @@ import sys
 import pytest
 
 from t5x_lite import checkpoints
+from helpers import REPO, TINY_EXPERIMENT as EXPERIMENT
 from t5x_lite.metrics import read_metrics
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENT = os.path.join(REPO, "experiments", "tiny_python_docs.py")
 SETTINGS = ["train.steps=20", "train.log_every=1", "train.batch_size=16", "train.eval_every=1000",
             "checkpoint.every_steps=10", "data.shards=2", "data.inputs_length=64",
             "data.targets_length=16", "data.max_eval_examples=8", "mesh.shape=[-1,1]"]

@@ -12,9 +12,8 @@ import time
 import pytest
 
 from t5x_lite import checkpoints
+from helpers import REPO, TINY_EXPERIMENT as EXPERIMENT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-EXPERIMENT = os.path.join(REPO, "experiments", "tiny_python_docs.py")
 STEPS = 12
 SETTINGS = [
     f"train.steps={STEPS}", "train.log_every=1", "train.batch_size=8", "train.eval_every=1000",
