@@ -1,4 +1,4 @@
-"""T5.1.1-base pretrained with span corruption on C4 at T5's settings (REFERENCE.md):
+"""T5.1.1-base pretrained with span corruption on C4 at T5's settings (docs/reference.md):
 512 inputs / 114 targets, packed, Adafactor with 1/sqrt(max(step, 10000)), z-loss 1e-4.
 
 Needs C4 as a TFDS array_record dataset (tfds build c4/en --file_format=array_record)

@@ -3,7 +3,7 @@
 The step is trainer.make_train_step on the experiment's model, optimizer and
 shardings; the batch is synthetic (random tokens, no padding), so the figure
 measures the model, optimizer and compiler, never the input pipeline. FLOPs
-are counted as REFERENCE.md says (flops.train_flops_per_sequence), the same
+are counted as docs/reference.md says (flops.train_flops_per_sequence), the same
 formula tools/bench_hf_t5.py uses for the PyTorch peer, so the two compare.
 Prints one JSON line on stdout.
 """
@@ -28,7 +28,7 @@ from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
 
 # Used when the experiment leaves model.vocab_size to a vocabulary: the
-# benchmark trains none, and T5's vocabulary has this size (REFERENCE.md).
+# benchmark trains none, and T5's vocabulary has this size (docs/reference.md).
 DEFAULT_VOCAB_SIZE = 32128
 
 # The model's shape in each record; both tools report these.

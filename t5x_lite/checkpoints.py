@@ -25,8 +25,8 @@ so an evaluator never deletes a trainer's in-progress save.
 
 Retention: the latest ``CheckpointConfig.keep`` steps are always kept (0 = keep
 all). With ``keep_best_metric`` set, the single best step by that metric (given
-to ``save`` as ``metrics``) is kept in addition; lower is better when the name
-contains loss, perplexity or error, higher otherwise.
+to ``save`` as ``metrics``) is kept in addition, compared by
+``metrics.lower_is_better``.
 
 All processes must call ``save`` and ``restore`` (Orbax synchronizes them and
 writes shared files from process 0 only).
@@ -50,13 +50,13 @@ from etils import epath
 
 from t5x_lite import config as config_lib
 from t5x_lite.config import CheckpointConfig, ExperimentConfig
+from t5x_lite.metrics import lower_is_better
 
 CHECKPOINTS_DIRNAME = "checkpoints"
 # The run's SentencePiece model, copied into its workdir so eval and infer need nothing else.
 VOCABULARY_FILE = "vocabulary.model"
 # Orbax's marker in the name of a step folder still being written (atomic-rename mode).
 _UNFINISHED = ".orbax-checkpoint-tmp"
-_LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
 # Lines of a mismatch report before it is cut short.
 _MAX_REPORTED = 20
 
@@ -93,10 +93,6 @@ def _handler_registry() -> Any:
       meta=ocp.JsonCheckpointHandler())
 
 
-def _lower_is_better(metric: str) -> bool:
-  return any(word in metric.lower() for word in _LOWER_IS_BETTER)
-
-
 def _writer_options(config: CheckpointConfig) -> ocp.CheckpointManagerOptions:
   policies = ocp.checkpoint_managers
   latest = policies.LatestN(n=config.keep if config.keep > 0 else None)
@@ -108,7 +104,7 @@ def _writer_options(config: CheckpointConfig) -> ocp.CheckpointManagerOptions:
     preservation = policies.AnyPreservationPolicy([
         latest,
         # Steps saved without the metric are covered by LatestN only.
-        policies.BestN(get_metric_fn=best_fn, reverse=_lower_is_better(metric), n=1,
+        policies.BestN(get_metric_fn=best_fn, reverse=lower_is_better(metric), n=1,
                        keep_checkpoints_without_metrics=False),
     ])
   return ocp.CheckpointManagerOptions(
@@ -117,7 +113,6 @@ def _writer_options(config: CheckpointConfig) -> ocp.CheckpointManagerOptions:
       # best_fn makes Orbax write the metrics next to each step, so the best
       # step is still known after a restart.
       best_fn=best_fn,
-      best_mode="min" if metric and _lower_is_better(metric) else "max",
       enable_async_checkpointing=config.async_save,
       cleanup_tmp_directories=True,
       create=True)

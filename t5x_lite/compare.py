@@ -13,13 +13,12 @@ import os
 from typing import Any, Optional, Sequence
 
 from t5x_lite.config import ConfigError
-from t5x_lite.metrics import read_metrics
+from t5x_lite.metrics import lower_is_better, read_metrics
 
 DEFAULT_PLOT = "compare_runs.png"
 _ABSENT = "-"
-# Validation metrics summarised as final and best, with the direction that is better.
-_HIGHER_IS_BETTER = {"loss": False, "accuracy": True, "exact_match": True, "bleu": True,
-                     "rougeL": True}
+# Validation metrics summarised as final and best.
+_SUMMARIZED = ("loss", "accuracy", "exact_match", "bleu", "rougeL")
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -70,11 +69,11 @@ def summarize(records: Sequence[dict]) -> dict[str, float]:
   if train:
     out["final step"] = train[-1]["step"]
     out["final train loss"] = train[-1]["loss"]
-  for name, higher in _HIGHER_IS_BETTER.items():
+  for name in _SUMMARIZED:
     values = [r[name] for r in validation if name in r]
     if values:
       out[f"final validation {name}"] = values[-1]
-      out[f"best validation {name}"] = max(values) if higher else min(values)
+      out[f"best validation {name}"] = min(values) if lower_is_better(name) else max(values)
   return out
 
 

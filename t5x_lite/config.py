@@ -18,6 +18,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from t5x_lite.fileio import write_atomically
+
 
 class ConfigError(ValueError):
   """A user-facing configuration problem; its message says what to fix."""
@@ -61,6 +63,11 @@ class ModelConfig:
   param_dtype: str = "float32"
   # Attention implementation: xla (einsum reference) | cudnn (fused, GPU only) | auto.
   attention_impl: str = "xla"
+
+  @property
+  def gated_ffn(self) -> bool:
+    """Gated FFNs multiply the activation by a second linear branch (three matrices)."""
+    return self.ffn_activation.startswith("gated") or self.ffn_activation == "swiglu"
 
 
 @dataclass
@@ -180,7 +187,7 @@ class ExperimentConfig:
 
 
 # ----------------------------------------------------------------------------
-# Model presets (T5.1.1 and T5.1.0 sizes from REFERENCE.md)
+# Model presets (T5.1.1 and T5.1.0 sizes from docs/reference.md)
 # ----------------------------------------------------------------------------
 
 _T5_1_1_SIZES = {
@@ -284,6 +291,17 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
   if len(config.mesh.axes) != len(config.mesh.shape):
     raise ConfigError(
         f"mesh.axes {config.mesh.axes} and mesh.shape {config.mesh.shape} must have the same length.")
+  opt = config.optimizer
+  if opt.warmup_steps < 0:
+    raise ConfigError(f"optimizer.warmup_steps={opt.warmup_steps} must be >= 0.")
+  if opt.schedule == "cosine" and t.steps <= opt.warmup_steps:
+    raise ConfigError(
+        f"A cosine schedule needs train.steps ({t.steps}) > optimizer.warmup_steps "
+        f"({opt.warmup_steps}).")
+  if not 0.0 <= t.label_smoothing < 1.0:
+    raise ConfigError(f"train.label_smoothing={t.label_smoothing} must be in [0, 1).")
+  if t.z_loss < 0:
+    raise ConfigError(f"train.z_loss={t.z_loss} must be >= 0.")
   if config.mesh.rules_preset == "custom" and not config.mesh.rules:
     raise ConfigError('mesh.rules_preset="custom" needs mesh.rules, e.g. (("batch", "data"),).')
   return config
@@ -526,10 +544,7 @@ def from_dict(data: dict) -> ExperimentConfig:
 
 
 def save_json(config: ExperimentConfig, path: str) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(to_json(config) + "\n")
-  os.replace(tmp, path)
+  write_atomically(path, to_json(config) + "\n")
 
 
 def load_json(path: str) -> ExperimentConfig:

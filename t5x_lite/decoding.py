@@ -16,15 +16,14 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax.typing import ArrayLike
 
 from t5x_lite.config import ModelConfig
+# PAD_ID is also the first decoder input: T5 starts decoding from pad.
+from t5x_lite.data.vocabulary import EOS_ID, PAD_ID
 from t5x_lite.model import Transformer
 
 Array = jax.Array
-PAD_ID = 0  # Also the first decoder input: T5 starts decoding from pad.
-EOS_ID = 1
 METHODS = ("greedy", "sample", "beam")
 
 
@@ -304,19 +303,3 @@ def decode(params: Any, config: ModelConfig, encoder_input_tokens: ArrayLike, *,
               jnp.float32(top_p))
   return fn(params, encoder_input_tokens, jnp.float32(length_penalty))
 
-
-def uncached_greedy(params: Any, config: ModelConfig, encoder_input_tokens: ArrayLike,
-                    max_decode_length: int) -> np.ndarray:
-  """Reference greedy decoding that reruns the full model on the whole prefix each step."""
-  apply = jax.jit(Transformer(config).apply)
-  inputs = jnp.asarray(encoder_input_tokens, jnp.int32)
-  b = inputs.shape[0]
-  tokens = np.zeros((b, max_decode_length), np.int32)
-  done = np.zeros((b,), bool)
-  for i in range(max_decode_length):
-    decoder_inputs = np.concatenate([np.full((b, 1), PAD_ID, np.int32), tokens[:, :-1]], axis=1)
-    logits = apply({"params": params}, inputs, jnp.asarray(decoder_inputs))  # (b, l, v)
-    token = np.where(done, PAD_ID, np.argmax(np.asarray(logits[:, i]), axis=-1))
-    tokens[:, i] = token
-    done |= token == EOS_ID
-  return tokens

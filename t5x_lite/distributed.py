@@ -68,13 +68,30 @@ def initialize(args: argparse.Namespace) -> None:
 
 def on_main_process_first(fn, name: str):
   """Runs fn on process 0, then on the others once it has finished (e.g. building a
-  dataset or training a vocabulary that all processes then read from disk)."""
-  from jax.experimental import multihost_utils
+  dataset or training a vocabulary that all processes then read from disk). If it
+  fails on process 0, the others stop too instead of waiting forever."""
   if jax.process_count() == 1:
     return fn()
-  result = fn() if jax.process_index() == 0 else None
-  multihost_utils.sync_global_devices(f"t5x_lite:{name}")
+  from jax.experimental import multihost_utils
+  result, error = None, None
+  if jax.process_index() == 0:
+    try:
+      result = fn()
+    except Exception as e:  # Re-raised below, once the others know.
+      error = e
+  failed = multihost_utils.broadcast_one_to_all(np.int32(error is not None))
+  if error is not None:
+    raise error
+  if failed:
+    raise ConfigError(f"Process 0 failed while preparing the {name}; its output says why.")
   return fn() if jax.process_index() != 0 else result
+
+
+def any_process(flag: bool) -> bool:
+  """True on every process if it is True on any (e.g. a SIGTERM seen by one host)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(allgather_rows(np.array([[int(flag)]], np.int32)).any())
 
 
 def allgather_rows(table: np.ndarray) -> np.ndarray:

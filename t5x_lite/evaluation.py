@@ -10,6 +10,7 @@ to WORKDIR/eval/step_N_SPLIT.json and TensorBoard (WORKDIR/eval/tensorboard).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -43,7 +44,12 @@ class RestoredRun:
 
 def fit_to_devices(config: ExperimentConfig) -> None:
   """Keeps the saved mesh if it fits the devices here, else data parallelism over all of them;
-  rounds the batch up to what the batch sharding needs (one microbatch: no gradients here)."""
+  rounds the batch up to what the batch sharding needs (one microbatch: no gradients here);
+  swaps cuDNN attention (GPU only) for XLA's elsewhere, as a run trained on GPUs may ask."""
+  backend = jax.default_backend()
+  if config.model.attention_impl == "cudnn" and backend != "gpu":
+    print(f"model.attention_impl='cudnn' needs a GPU; using 'xla' on {backend}.", file=sys.stderr)
+    config.model.attention_impl = "xla"
   try:
     partitioning.resolve_mesh_shape(config.mesh, jax.device_count())
   except ConfigError as e:
@@ -72,8 +78,7 @@ def restore_run(workdir: str, config: ExperimentConfig, step: Optional[int] = No
   vocabulary = trainer.resolve_vocabulary(config, workdir)
   setup = trainer.make_setup(config)
   if step is None:
-    steps = checkpoints.all_steps(workdir)
-    step = steps[-1] if steps else None
+    step = checkpoints.latest_step(workdir)
   params = checkpoints.restore_params(workdir, setup.abstract_state.params, step)
   return RestoredRun(config, setup, vocabulary, params, step)
 
@@ -81,12 +86,13 @@ def restore_run(workdir: str, config: ExperimentConfig, step: Optional[int] = No
 def evaluate_run(run: RestoredRun, split: str) -> tuple[dict, Optional[tasks.Seq2SeqScorer]]:
   """Metrics over every example of `split` once (and the scorer holding the decodes, if any)."""
   config = dataclasses.replace(run.config, data=dataclasses.replace(run.config.data, eval_split=split))
-  loader = make_eval_loader(config, run.vocabulary, jax.process_index(), jax.process_count())
   scorer = tasks.make_scorer(config, run.vocabulary)
-  metrics = trainer.evaluate(run.setup, trainer.make_eval_step(run.setup), run.params, loader,
-                             config.model.vocab_size, scorer)
-  metrics["examples"] = loader.examples_seen
-  loader.close()
+  # Closed on errors too, so no prefetch thread outlives the evaluation.
+  with contextlib.closing(make_eval_loader(config, run.vocabulary, jax.process_index(),
+                                           jax.process_count())) as loader:
+    metrics = trainer.evaluate(run.setup, trainer.make_eval_step(run.setup), run.params, loader,
+                               config.model.vocab_size, scorer)
+    metrics["examples"] = loader.examples_seen
   return metrics, scorer
 
 

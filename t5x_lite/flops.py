@@ -1,4 +1,4 @@
-"""Model FLOPs and memory estimates, counted as REFERENCE.md says so MFU figures compare.
+"""Model FLOPs and device peaks for MFU, counted as docs/reference.md says so MFU figures compare.
 
 Matmul FLOPs only (2 per multiply-add), training = 3 x forward, attention
 scores over the full length, logits included, embedding lookups excluded.
@@ -6,14 +6,15 @@ scores over the full length, logits included, embedding lookups excluded.
 
 from __future__ import annotations
 
+from typing import Optional
+
 import jax
 
 from t5x_lite.config import ModelConfig
 
 # Dense bf16 peak FLOP/s per device, for MFU. The H100 figure is the one
-# REFERENCE.md measured through JAX (8192^3 bf16 matmul), not the datasheet.
+# docs/reference.md measured through JAX (8192^3 bf16 matmul), not the datasheet.
 PEAK_FLOPS_BY_DEVICE_KIND = {
-    "NVIDIA H100 80GB HBM3": 789e12,
     "NVIDIA H100": 789e12,
     "NVIDIA H200": 789e12,
     "NVIDIA A100-SXM4-80GB": 312e12,
@@ -27,8 +28,7 @@ PEAK_FLOPS_BY_DEVICE_KIND = {
 
 
 def _ffn_flops_per_token(config: ModelConfig) -> int:
-  gated = config.ffn_activation.startswith("gated") or config.ffn_activation == "swiglu"
-  return (6 if gated else 4) * config.d_model * config.d_ff
+  return (6 if config.gated_ffn else 4) * config.d_model * config.d_ff
 
 
 def forward_flops_per_sequence(config: ModelConfig, inputs_length: int, targets_length: int) -> int:
@@ -48,11 +48,12 @@ def train_flops_per_sequence(config: ModelConfig, inputs_length: int, targets_le
   return 3 * forward_flops_per_sequence(config, inputs_length, targets_length)
 
 
-def peak_flops_per_device(override: float = 0.0) -> float:
-  """The known peak of the first device, or `override` when set; 0 if unknown."""
+def peak_flops_per_device(override: float = 0.0, device_kind: Optional[str] = None) -> float:
+  """The known peak of `device_kind` (default: JAX's first device), or `override` when set;
+  0 if unknown. Device kinds are matched by prefix, e.g. "NVIDIA H100 80GB HBM3"."""
   if override > 0:
     return override
-  kind = jax.devices()[0].device_kind
+  kind = jax.devices()[0].device_kind if device_kind is None else device_kind
   for name, peak in PEAK_FLOPS_BY_DEVICE_KIND.items():
     if kind.startswith(name):
       return peak

@@ -65,6 +65,8 @@ _ACTIVATION_TO_HF = {
     "swiglu": ("gated-silu", True, "silu"),
 }
 
+# t5x_lite.data.vocabulary's PAD_ID and EOS_ID, restated: importing the data pipeline would make
+# this module need tensorflow_datasets, which tools/bench_hf_t5.py runs without.
 _PAD_ID, _EOS_ID = 0, 1
 
 
@@ -170,18 +172,17 @@ def hf_config_from_model(config: ModelConfig) -> dict:
 # ----------------------------------------------------------------------------
 
 # How a t5x-lite array relates to its HF tensor. _COPY: same layout (norm
-# scales, the embedding). _IN: the t5x-lite array is (in, out...), HF's is
-# torch Linear (out, in); q/k/v kernels may be (d, heads, d_kv) or
-# (d, heads * d_kv), relative bias tables (heads, buckets) vs (buckets, heads).
-# _OUT: the t5x-lite array is (...in, out), e.g. the attention output (heads, d_kv, d).
-_COPY, _IN, _OUT = "copy", "in", "out"
+# scales, the embedding). _IN: transposed; kernels are (in, out) here and torch
+# Linear (out, in) there, e.g. q/k/v (d, heads * d_kv) and the attention output
+# (heads * d_kv, d); relative bias tables are (heads, buckets) vs (buckets, heads).
+_COPY, _IN = "copy", "in"
 
 _ENCODER_LAYER = {
     ("pre_attention_layer_norm", "scale"): ("layer.0.layer_norm.weight", _COPY),
     ("attention", "query"): ("layer.0.SelfAttention.q.weight", _IN),
     ("attention", "key"): ("layer.0.SelfAttention.k.weight", _IN),
     ("attention", "value"): ("layer.0.SelfAttention.v.weight", _IN),
-    ("attention", "out"): ("layer.0.SelfAttention.o.weight", _OUT),
+    ("attention", "out"): ("layer.0.SelfAttention.o.weight", _IN),
     ("pre_mlp_layer_norm", "scale"): ("layer.1.layer_norm.weight", _COPY),
     ("mlp", "wi_0"): ("layer.1.DenseReluDense.wi_0.weight", _IN),
     ("mlp", "wi_1"): ("layer.1.DenseReluDense.wi_1.weight", _IN),
@@ -194,12 +195,12 @@ _DECODER_LAYER = {
     ("self_attention", "query"): ("layer.0.SelfAttention.q.weight", _IN),
     ("self_attention", "key"): ("layer.0.SelfAttention.k.weight", _IN),
     ("self_attention", "value"): ("layer.0.SelfAttention.v.weight", _IN),
-    ("self_attention", "out"): ("layer.0.SelfAttention.o.weight", _OUT),
+    ("self_attention", "out"): ("layer.0.SelfAttention.o.weight", _IN),
     ("pre_cross_attention_layer_norm", "scale"): ("layer.1.layer_norm.weight", _COPY),
     ("encoder_decoder_attention", "query"): ("layer.1.EncDecAttention.q.weight", _IN),
     ("encoder_decoder_attention", "key"): ("layer.1.EncDecAttention.k.weight", _IN),
     ("encoder_decoder_attention", "value"): ("layer.1.EncDecAttention.v.weight", _IN),
-    ("encoder_decoder_attention", "out"): ("layer.1.EncDecAttention.o.weight", _OUT),
+    ("encoder_decoder_attention", "out"): ("layer.1.EncDecAttention.o.weight", _IN),
     ("pre_mlp_layer_norm", "scale"): ("layer.2.layer_norm.weight", _COPY),
     ("mlp", "wi_0"): ("layer.2.DenseReluDense.wi_0.weight", _IN),
     ("mlp", "wi_1"): ("layer.2.DenseReluDense.wi_1.weight", _IN),
@@ -244,9 +245,7 @@ class _Entry:
   def hf_shape(self) -> tuple[int, ...]:
     if self.kind == _COPY:
       return self.shape
-    if self.kind == _IN:
-      return (int(np.prod(self.shape[1:])), self.shape[0])
-    return (self.shape[-1], int(np.prod(self.shape[:-1])))
+    return (int(np.prod(self.shape[1:])), self.shape[0])
 
   def to_t5x(self, tensor: np.ndarray) -> np.ndarray:
     return tensor if self.kind == _COPY else tensor.T.reshape(self.shape)
@@ -254,8 +253,6 @@ class _Entry:
   def to_hf(self, array: np.ndarray) -> np.ndarray:
     if self.kind == _IN:
       array = array.reshape(self.shape[0], -1).T
-    elif self.kind == _OUT:
-      array = array.reshape(-1, self.shape[-1]).T
     return np.ascontiguousarray(array)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 
 import jax
 import numpy as np
@@ -40,7 +39,7 @@ def activation_bytes_estimate(cfg: config_lib.ModelConfig, batch: int, inputs_le
   """
   itemsize = np.dtype(model.activation_dtype(cfg)).itemsize
   d, inner, ff = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff
-  ffn = 3 * ff if cfg.ffn_activation.startswith("gated") or cfg.ffn_activation == "swiglu" else 2 * ff
+  ffn = 3 * ff if cfg.gated_ffn else 2 * ff
   enc_token = (4 * d + 4 * inner + ffn) * itemsize + cfg.num_heads * inputs_length * 6
   dec_token = ((6 * d + 6 * inner + ffn) * itemsize
                + cfg.num_heads * (targets_length + inputs_length) * 6)
@@ -61,7 +60,7 @@ def _gib(num_bytes: float) -> str:
 def describe(experiment: config_lib.ExperimentConfig, num_devices: int) -> dict:
   cfg = dataclasses.replace(experiment.model)
   if cfg.vocab_size is None:
-    cfg.vocab_size = padded_vocab_size(experiment.data)
+    cfg.vocab_size = resolved_vocab_size(experiment.data)
   params, param_specs = model.abstract_params(cfg)
   rules = partitioning.logical_rules(experiment.mesh)
   mesh_shape = partitioning.resolve_mesh_shape(experiment.mesh, num_devices)
@@ -71,7 +70,7 @@ def describe(experiment: config_lib.ExperimentConfig, num_devices: int) -> dict:
   opt_specs = train_state.opt_state_logical_axes(optimizer, param_specs, params)
   param_bytes = partitioning.per_device_bytes(params, param_specs, axis_sizes, rules)
   opt_bytes = partitioning.per_device_bytes(opt_shapes, opt_specs, axis_sizes, rules)
-  data_ways = math.prod(axis_sizes.get(a, 1) for a in _batch_axes(rules))
+  data_ways = partitioning.batch_ways(rules, axis_sizes)
   per_device_batch = -(-experiment.train.batch_size // experiment.train.grad_accum_steps // data_ways)
   data = experiment.data
   activations = activation_bytes_estimate(cfg, per_device_batch, data.inputs_length, data.targets_length)
@@ -95,16 +94,13 @@ def describe(experiment: config_lib.ExperimentConfig, num_devices: int) -> dict:
   }
 
 
-def _batch_axes(rules) -> tuple[str, ...]:
-  for name, axes in rules:
-    if name == "batch":
-      return (axes,) if isinstance(axes, str) else tuple(axes or ())
-  return ()
-
-
-def padded_vocab_size(data: config_lib.DataConfig) -> int:
-  """Vocabulary size a trained SentencePiece model will have: pieces + extra ids, to a multiple of 128."""
-  return -(-(data.vocab_train_size + data.vocab_extra_ids) // 128) * 128
+def resolved_vocab_size(data: config_lib.DataConfig) -> int:
+  """The model's vocabulary size when model.vocab_size is None: that of data.vocabulary,
+  or of the vocabulary a run would train (pieces + extra ids, padded to 128)."""
+  from t5x_lite.data import vocabulary  # SentencePiece, only when needed.
+  if data.vocabulary:
+    return vocabulary.Vocabulary(data.vocabulary, extra_ids=data.vocab_extra_ids).vocab_size
+  return vocabulary.padded_size(data.vocab_train_size + data.vocab_extra_ids)
 
 
 def format_report(report: dict) -> str:

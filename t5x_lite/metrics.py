@@ -13,6 +13,10 @@ from typing import Optional
 
 from tqdm import tqdm
 
+from t5x_lite.fileio import write_atomically
+
+_LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
+
 
 def read_metrics(workdir: str) -> list[dict]:
   path = os.path.join(workdir, "metrics.jsonl")
@@ -20,6 +24,12 @@ def read_metrics(workdir: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def lower_is_better(metric_name: str) -> bool:
+  """The one rule for which way a metric improves (checkpoint retention, `compare`): lower
+  when the name contains loss, perplexity or error, higher otherwise (accuracy, BLEU, ...)."""
+  return any(word in metric_name.lower() for word in _LOWER_IS_BETTER)
 
 
 class MetricWriter:
@@ -36,10 +46,7 @@ class MetricWriter:
   def _truncate_after(self, step: int) -> None:
     """Drops records a killed run logged after its last checkpoint."""
     records = [r for r in read_metrics(os.path.dirname(self.path)) if r["step"] <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in records)
-    os.replace(tmp, self.path)
+    write_atomically(self.path, "".join(json.dumps(r) + "\n" for r in records))
 
   def write(self, step: int, split: str, metrics: dict) -> None:
     if not self.enabled:

@@ -1,7 +1,7 @@
 """The T5 encoder-decoder, in Flax linen, with logical axis names on every parameter.
 
 Parameters are a plain pytree passed to `apply`; nothing is hidden in module
-state. Defaults follow T5.1.1 (REFERENCE.md): pre-norm RMSNorm, no biases,
+state. Defaults follow T5.1.1 (docs/reference.md): pre-norm RMSNorm, no biases,
 gated-GELU FFN, untied logits, one relative-position-bias table per stack.
 
 Shapes: b = batch, l/q/k = lengths, d = d_model, h = heads, k = d_kv,
@@ -248,14 +248,13 @@ class MLP(nn.Module):
     cfg = self.config
     dtype, param_dtype = activation_dtype(cfg), jnp.dtype(cfg.param_dtype)
     activation = _ACTIVATIONS[cfg.ffn_activation]
-    gated = cfg.ffn_activation.startswith("gated") or cfg.ffn_activation == "swiglu"
     in_init, out_init = _kernel_init(0, 1), _kernel_init(0, 1)
 
     def up(name):
       w = _param(self, name, in_init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), param_dtype)
       return constrain(jnp.einsum("bld,df->blf", x, w.astype(dtype)), self.sharding, BATCH_LENGTH_MLP)
 
-    if gated:
+    if cfg.gated_ffn:
       hidden = activation(up("wi_0")) * up("wi_1")
     else:
       hidden = activation(up("wi"))

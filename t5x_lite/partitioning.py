@@ -140,11 +140,16 @@ def batch_sharding(mesh: Mesh, rules: LogicalRules) -> NamedSharding:
   return logical_to_sharding(PartitionSpec("batch", "length"), mesh, rules)
 
 
-def data_axis_size(mesh: Mesh, rules: LogicalRules) -> int:
-  """How many ways the batch dimension is split."""
-  spec = batch_sharding(mesh, rules).spec[0]
+def batch_ways(rules: LogicalRules, axis_sizes: dict[str, int]) -> int:
+  """How many ways the rules split the batch dimension, given mesh axis sizes."""
+  spec = logical_to_mesh_spec(PartitionSpec("batch"), rules)[0]
   axes = (spec,) if isinstance(spec, str) else (spec or ())
-  return int(np.prod([mesh.shape[a] for a in axes])) if axes else 1
+  return math.prod(axis_sizes.get(a, 1) for a in axes)
+
+
+def data_axis_size(mesh: Mesh, rules: LogicalRules) -> int:
+  """How many ways the batch dimension is split on `mesh`."""
+  return batch_ways(rules, dict(mesh.shape))
 
 
 def per_device_bytes(abstract_tree: Any, logical_specs: Any, axis_sizes: dict[str, int],

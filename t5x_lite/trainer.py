@@ -8,6 +8,7 @@ the state donated. Runs resume from WORKDIR/checkpoints automatically.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import math
@@ -28,8 +29,10 @@ from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.checkpoints import VOCABULARY_FILE
 from t5x_lite.config import ConfigError, ExperimentConfig, ModelConfig, load_experiment, save_json
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
+from t5x_lite.data import sources
 from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
 from t5x_lite.data.packing import packing_efficiency
+from t5x_lite.fileio import write_atomically
 from t5x_lite.metrics import MetricWriter, ProgressBar
 from t5x_lite.train_state import TrainState, train_state_logical_axes
 
@@ -158,7 +161,8 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainSt
     grads = jax.tree.map(lambda g: g / tokens, grads)
     new_state = state.apply_gradients(grads, setup.optimizer)
     metrics = {
-        "loss": sums["loss"] / tokens, "z_loss": sums["z_loss"] / tokens,
+        # Cross-entropy alone, as in evaluation; the z-loss term is reported beside it.
+        "loss": (sums["loss"] - sums["z_loss"]) / tokens, "z_loss": sums["z_loss"] / tokens,
         "accuracy": sums["correct"] / tokens, "target_tokens": sums["weight"],
         "learning_rate": setup.schedule(state.step), "grad_norm": global_norm(grads),
         "param_norm": global_norm(new_state.params),
@@ -247,10 +251,7 @@ def _train_metrics(step: int, metrics: dict, window: _Window, config: Experiment
                    peak_flops: float) -> dict:
   """Fetches the step's metrics, stops on NaN/Inf, adds throughput and MFU."""
   metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-  if not math.isfinite(metrics["loss"]):
-    raise TrainingError(
-        f"loss is {metrics['loss']} at step {step}; stopping. Checkpoints already saved are "
-        "intact. Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then resume.")
+  _check_finite(step, metrics["loss"])
   seq_per_s = window.steps * config.train.batch_size / (time.perf_counter() - window.start)
   metrics["seq_per_s"] = seq_per_s
   metrics["tokens_per_s"] = seq_per_s * (config.data.inputs_length + config.data.targets_length)
@@ -283,34 +284,37 @@ class _Preemption:
 _TRAINING_TIME_FIELDS = ("dropout_rate", "remat_policy", "dtype", "attention_impl")
 
 
-def inherit_architecture(config: ExperimentConfig) -> None:
-  """With checkpoint.init_from, the model is the checkpoint's: its saved architecture
-  replaces the experiment's, keeping only training-time settings such as dropout."""
-  saved = checkpoints.read_config(config.checkpoint.init_from, config.checkpoint.init_from_step).model
+def inherit_architecture(config: ExperimentConfig, source: str, step: Optional[int] = None) -> None:
+  """The model of a run that starts from (or resumes) a checkpoint is the checkpoint's: its
+  saved architecture replaces the experiment's, keeping only training-time settings."""
+  saved = checkpoints.read_config(source, step).model
   changes = {name: getattr(config.model, name) for name in _TRAINING_TIME_FIELDS}
   differing = [f.name for f in dataclasses.fields(ModelConfig)
                if f.name not in changes and getattr(saved, f.name) != getattr(config.model, f.name)
                and not (f.name == "vocab_size" and config.model.vocab_size is None)]
   if differing and jax.process_index() == 0:
-    print(f"Fine-tuning from {config.checkpoint.init_from}: using its architecture for "
+    print(f"Starting from {source}: using its architecture for "
           f"{', '.join(f'model.{name}' for name in differing)}.")
   config.model = dataclasses.replace(saved, **changes)
 
 
 def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   """Loads or trains the vocabulary, keeps a copy in the workdir (eval and infer
-  read it there) and fixes model.vocab_size from it."""
-  if config.checkpoint.init_from and not config.data.vocabulary:
-    # Fine-tuning keeps the vocabulary of the run it starts from (saved in that workdir).
+  read it there) and fixes model.vocab_size from it.
+
+  A workdir that already has its copy (a resumed run) keeps using it; a fine-tuning
+  run without its own vocabulary uses the one of the run it starts from.
+  """
+  path = os.path.join(workdir, VOCABULARY_FILE)
+  if os.path.exists(path):
+    config.data.vocabulary = path
+  elif config.checkpoint.init_from and not config.data.vocabulary:
     config.data.vocabulary = os.path.join(
         os.path.dirname(checkpoints.checkpoint_dir(config.checkpoint.init_from)), VOCABULARY_FILE)
+  sources.prepare(config.data)
   vocabulary = get_vocabulary(config.data)
-  path = os.path.join(workdir, VOCABULARY_FILE)
   if jax.process_index() == 0 and not os.path.exists(path):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-      f.write(vocabulary.model_proto)
-    os.replace(tmp, path)
+    write_atomically(path, vocabulary.model_proto)
   if config.model.vocab_size is None:
     config.model.vocab_size = vocabulary.vocab_size
   elif config.model.vocab_size < vocabulary.vocab_size:
@@ -328,78 +332,96 @@ def global_loader_state(loader: ShardedLoader) -> dict:
   return {"first_shard": 0, "shards": [dict(zip(STATE_KEYS, map(int, row))) for row in rows]}
 
 
+def _check_finite(step: int, loss: float) -> None:
+  if not math.isfinite(loss):
+    raise TrainingError(
+        f"loss is {loss} at step {step}; stopping. Checkpoints already saved are intact. "
+        "Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then resume.")
+
+
 def train(config: ExperimentConfig, workdir: str) -> dict:
   """Trains (or resumes) the experiment in `workdir`; returns the final metrics."""
   os.makedirs(workdir, exist_ok=True)
-  if config.checkpoint.init_from:
-    inherit_architecture(config)
-  # Process 0 builds the dataset and trains the vocabulary; the others then read them.
-  vocabulary = distributed.on_main_process_first(
-      functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
   is_main = jax.process_index() == 0
-  setup = make_setup(config)
-  ckpt = checkpoints.Checkpointer(workdir, config.checkpoint)
-  train_loader = make_train_loader(config, vocabulary, jax.process_index(), jax.process_count())
-  start_step = ckpt.latest_step()
-  if start_step is not None:
-    state, meta = ckpt.restore(setup.abstract_state, start_step)
-    train_loader.set_state(meta["loader_state"])
-  else:
-    state = init_state(setup, config.train.seed)
-    if config.checkpoint.init_from:
-      params = checkpoints.restore_params(config.checkpoint.init_from, setup.abstract_state.params,
-                                          config.checkpoint.init_from_step)
-      state = state.replace(params=params)
-    start_step = 0
-  if is_main:  # Only once the state is in hand: a failed restore leaves the workdir as it was.
-    save_json(config, os.path.join(workdir, "config.json"))
-  writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+  with contextlib.ExitStack() as cleanup:  # Also on errors: saves in flight finish first.
+    ckpt = checkpoints.Checkpointer(workdir, config.checkpoint)
+    cleanup.callback(ckpt.close)
+    start_step = ckpt.latest_step()
+    if start_step is not None and config.checkpoint.init_from:
+      inherit_architecture(config, workdir, start_step)
+    elif config.checkpoint.init_from:
+      inherit_architecture(config, config.checkpoint.init_from, config.checkpoint.init_from_step)
+    # Process 0 builds the dataset and trains the vocabulary; the others then read them.
+    vocabulary = distributed.on_main_process_first(
+        functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
+    setup = make_setup(config)
+    train_loader = make_train_loader(config, vocabulary, jax.process_index(), jax.process_count())
+    cleanup.callback(train_loader.close)
+    if start_step is not None:
+      state, meta = ckpt.restore(setup.abstract_state, start_step)
+      train_loader.set_state(meta["loader_state"])
+    else:
+      state = init_state(setup, config.train.seed)
+      if config.checkpoint.init_from:
+        params = checkpoints.restore_params(config.checkpoint.init_from, setup.abstract_state.params,
+                                            config.checkpoint.init_from_step)
+        state = state.replace(params=params)
+      start_step = 0
+    if is_main:  # Only once the state is in hand: a failed restore leaves the workdir as it was.
+      save_json(config, os.path.join(workdir, "config.json"))
+    writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+    cleanup.callback(writer.close)
+    progress = ProgressBar(total=config.train.steps, initial=start_step, enabled=is_main)
+    cleanup.callback(progress.close)
+    preemption = cleanup.enter_context(_Preemption())
+    return _loop(setup, state, start_step, train_loader, vocabulary, ckpt, writer, progress,
+                 preemption, workdir)
+
+
+def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoader,
+          vocabulary: Vocabulary, ckpt: checkpoints.Checkpointer, writer: MetricWriter,
+          progress: ProgressBar, preemption: "_Preemption", workdir: str) -> dict:
+  """Steps from `step` to train.steps: log, evaluate and save on their schedules."""
+  config = setup.config
   train_step, eval_step = make_train_step(setup), make_eval_step(setup)
   peak = flops.peak_flops_per_device(config.train.peak_flops_per_device) * jax.device_count()
   total = config.train.steps
-  progress = ProgressBar(total=total, initial=start_step, enabled=is_main)
   last_train: dict = {}
   last_eval: dict = {}
-  step = start_step
   window = _Window()
-  try:
-    with _Preemption() as preemption:
-      batches = iter(train_loader)
-      while step < total:
-        local_batch = next(batches)
-        window.add(local_batch)
-        state, metrics = train_step(state, to_global(local_batch, setup.batch_sharding))
-        step += 1
-        if step % config.train.log_every == 0 or step == total:
-          last_train = _train_metrics(step, metrics, window, config, peak_flops=peak)
-          writer.write(step, "train", last_train)
-          progress.update(step, last_train)
-          window.reset()
-        evaluated = step % config.train.eval_every == 0 or step == total
-        if evaluated:
-          eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
-          last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size,
-                               tasks.make_scorer(config, vocabulary))
-          writer.write(step, "validation", last_eval)
-          progress.write(f"step {step}: validation loss {last_eval['loss']:.4f}, accuracy "
-                         f"{last_eval['accuracy']:.3f} (unigram entropy {last_eval['unigram_entropy']:.4f})")
-          window.reset()  # Evaluation time is not training throughput.
-        if step % config.checkpoint.every_steps == 0 or step == total or preemption.requested:
-          ckpt.save(step, state, loader_state=global_loader_state(train_loader), experiment_config=config,
-                    vocabulary_path=os.path.join(workdir, VOCABULARY_FILE),
-                    metrics=last_eval if evaluated else None,
-                    force=step == total or preemption.requested)
-        if preemption.requested:
-          progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
-                         "run the same command to resume.")
-          break
-  finally:
-    # Also on errors: in-flight checkpoint writes finish before the process exits.
-    ckpt.wait_until_finished()
-    ckpt.close()
-    train_loader.close()
-    progress.close()
-    writer.close()
+  batches = iter(train_loader)
+  while step < total:
+    local_batch = next(batches)
+    window.add(local_batch)
+    state, metrics = train_step(state, to_global(local_batch, setup.batch_sharding))
+    step += 1
+    # Every process must agree to stop, or the collectives of the save would not match.
+    stopping = distributed.any_process(preemption.requested)
+    saving = step % config.checkpoint.every_steps == 0 or step == total or stopping
+    if step % config.train.log_every == 0 or step == total:
+      last_train = _train_metrics(step, metrics, window, config, peak_flops=peak)
+      writer.write(step, "train", last_train)
+      progress.update(step, last_train)
+      window.reset()
+    elif saving:  # Never save a state whose loss went non-finite.
+      _check_finite(step, float(metrics["loss"]))
+    evaluated = step % config.train.eval_every == 0 or step == total
+    if evaluated:
+      eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
+      last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size,
+                           tasks.make_scorer(config, vocabulary))
+      writer.write(step, "validation", last_eval)
+      progress.write(f"step {step}: validation loss {last_eval['loss']:.4f}, accuracy "
+                     f"{last_eval['accuracy']:.3f} (unigram entropy {last_eval['unigram_entropy']:.4f})")
+      window.reset()  # Evaluation time is not training throughput.
+    if saving:
+      ckpt.save(step, state, loader_state=global_loader_state(train_loader), experiment_config=config,
+                vocabulary_path=os.path.join(workdir, VOCABULARY_FILE),
+                metrics=last_eval if evaluated else None, force=True)
+    if stopping:
+      progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
+                     "run the same command to resume.")
+      break
   return {"step": step, "train": last_train, "validation": last_eval}
 
 

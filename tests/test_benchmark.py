@@ -98,3 +98,10 @@ def test_hf_peer_prints_one_json_record_with_the_same_flops(capsys):
   assert record["parameters"] == model.count_params(tiny)  # lm_head untied, as in T5.1.1
   assert record["settings"]["torch_compile"] is False and record["settings"]["optimizer"] == "adamw"
   assert record["mfu"] is None and record["peak_memory_bytes"] is None
+
+
+def test_peak_flops_of_a_named_device_kind():
+  """Looked up by prefix for the torch peer's device names; an override wins; unknown is 0."""
+  assert flops.peak_flops_per_device(device_kind="NVIDIA H100 80GB HBM3") == 789e12
+  assert flops.peak_flops_per_device(device_kind="cpu") == 0.0
+  assert flops.peak_flops_per_device(2e12, device_kind="NVIDIA H100 80GB HBM3") == 2e12

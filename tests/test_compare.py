@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from t5x_lite import cli, compare
+from t5x_lite import cli, compare, metrics
 
 from helpers import REPO, TINY_STEPS, train_tiny
 
@@ -47,6 +47,12 @@ def test_summaries_and_differences():
   assert summary["final train loss"] == 2.5
   assert (summary["final validation loss"], summary["best validation loss"]) == (2.2, 2.0)
   assert summary["best validation exact_match"] == 0.3
+  assert summary["best validation accuracy"] == 0.6
   configs = [{"a": 1, "b": [1, 2]}, {"a": 1, "b": [1, 3], "c": ""}]
   assert compare.config_differences(configs) == ["b", "c"]
   assert compare.flatten({"model": {"d": 1}, "name": "x"}) == {"model.d": 1, "name": "x"}
+
+
+def test_lower_is_better_by_metric_name():
+  assert all(map(metrics.lower_is_better, ("loss", "perplexity", "eval_ppl", "error_rate")))
+  assert not any(map(metrics.lower_is_better, ("accuracy", "exact_match", "bleu", "rougeL")))

@@ -14,7 +14,7 @@ import pytest
 
 from t5x_lite import decoding
 from t5x_lite.config import ModelConfig, tiny
-from t5x_lite.decoding import EOS_ID, decode, uncached_greedy
+from t5x_lite.decoding import EOS_ID, PAD_ID, decode
 from t5x_lite.model import Transformer, init_params
 
 MAX_LEN = 10
@@ -90,6 +90,21 @@ def _sequence_log_prob(config: ModelConfig, params: Any, inputs: np.ndarray,
   return (log_probs * counted).sum(1), counted.sum(1)
 
 
+def _uncached_greedy(config: ModelConfig, params: Any, inputs: np.ndarray,
+                     max_decode_length: int) -> np.ndarray:
+  """Reference greedy decoding that reruns the full model on the whole prefix each step."""
+  b = inputs.shape[0]
+  tokens = np.zeros((b, max_decode_length), np.int32)
+  done = np.zeros((b,), bool)
+  for i in range(max_decode_length):
+    decoder_inputs = np.concatenate([np.full((b, 1), PAD_ID, np.int32), tokens[:, :-1]], axis=1)
+    logits = _teacher_forced(config.scan_layers)(params, jnp.asarray(inputs), jnp.asarray(decoder_inputs))
+    token = np.where(done, PAD_ID, np.argmax(np.asarray(logits[:, i]), axis=-1))
+    tokens[:, i] = token
+    done |= token == EOS_ID
+  return tokens
+
+
 def _assert_padded_after_eos(tokens: np.ndarray) -> None:
   after_eos = (np.cumsum(tokens == EOS_ID, axis=1) - (tokens == EOS_ID)) > 0
   assert np.all(tokens[after_eos] == 0)
@@ -99,7 +114,7 @@ def test_cached_greedy_matches_uncached(model):
   config, params = model
   out = decode(params, config, _inputs(), method="greedy", max_decode_length=MAX_LEN)
   tokens = np.asarray(out.tokens)
-  np.testing.assert_array_equal(tokens, uncached_greedy(params, config, _inputs(), MAX_LEN))
+  np.testing.assert_array_equal(tokens, _uncached_greedy(config, params, _inputs(), MAX_LEN))
   ended = (tokens == EOS_ID).any(1)
   assert ended.any() and not ended.all(), "the batch should mix ended and unended rows"
   log_prob, _ = _sequence_log_prob(config, params, _inputs(), tokens)

@@ -1,13 +1,15 @@
 """`t5x-lite eval`: every example of the split counted exactly once, padded last batch masked out;
-results file and TensorBoard written; a saved mesh that does not fit falls back to data parallel.
-
+results file and TensorBoard written; a saved mesh that does not fit falls back to data parallel,
+cuDNN attention to XLA off GPUs; the loader is stopped when evaluation fails.
 """
 
 import json
 import os
+import threading
 
 import jax
 import numpy as np
+import pytest
 
 from t5x_lite import cli, evaluation, trainer
 from t5x_lite.data import make_eval_loader
@@ -67,6 +69,36 @@ def test_mesh_that_does_not_fit_falls_back_to_data_parallel(tiny_run, capsys):
   assert "does not fit" in capsys.readouterr().err
   assert config.mesh.shape == (-1, 1) and config.mesh.rules_preset == "data_parallel"
   assert config.train.batch_size % jax.device_count() == 0 and config.train.grad_accum_steps == 1
+
+
+def test_cudnn_attention_falls_back_to_xla_off_gpu(tiny_run, capsys, monkeypatch):
+  """A run trained with cuDNN attention still evaluates on CPU; on a GPU its setting stays."""
+  config = evaluation.load_config(tiny_run, ["model.attention_impl=cudnn"])
+  evaluation.fit_to_devices(config)
+  assert config.model.attention_impl == "xla"
+  assert "needs a GPU; using 'xla' on cpu" in capsys.readouterr().err
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  config = evaluation.load_config(tiny_run, ["model.attention_impl=cudnn"])
+  evaluation.fit_to_devices(config)
+  assert config.model.attention_impl == "cudnn"
+
+
+def test_an_error_mid_eval_stops_the_loader_thread(tiny_run, monkeypatch):
+  config = evaluation.load_config(tiny_run)
+  run = evaluation.RestoredRun(config, None, trainer.resolve_vocabulary(config, tiny_run), None, 0)
+  before = set(threading.enumerate())
+  started = []
+
+  def failing_evaluate(setup, eval_step, params, loader, *args):
+    next(loader)
+    started.extend(set(threading.enumerate()) - before)
+    raise RuntimeError("device lost")
+
+  monkeypatch.setattr(trainer, "make_eval_step", lambda setup: None)
+  monkeypatch.setattr(trainer, "evaluate", failing_evaluate)
+  with pytest.raises(RuntimeError, match="device lost"):
+    evaluation.evaluate_run(run, "validation")
+  assert started and not any(t.is_alive() for t in started)
 
 
 def test_eval_of_a_directory_that_is_not_a_run(tmp_path, capsys):

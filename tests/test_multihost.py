@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from t5x_lite import checkpoints
+from conftest import COLLECTIVE_TIMEOUTS
 from helpers import REPO, TINY_EXPERIMENT as EXPERIMENT
 from t5x_lite.metrics import read_metrics
 
@@ -37,7 +38,8 @@ def _train(workdir, env, processes: int, devices_per_process: int) -> None:
   base = [sys.executable, "-m", "t5x_lite", "train", EXPERIMENT, "--workdir", str(workdir)]
   for setting in SETTINGS:
     base += ["--set", setting]
-  env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process}"}
+  env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} "
+                            + COLLECTIVE_TIMEOUTS}
   if processes > 1:
     env["T5X_LITE_COORDINATOR"] = f"localhost:{_free_port()}"
     env["T5X_LITE_NUM_PROCESSES"] = str(processes)

@@ -1,7 +1,7 @@
 """The PyTorch peer of `t5x-lite benchmark`: Hugging Face transformers' T5 training step.
 
 Same shapes as the t5x-lite run (T5.1.1 size from t5x_lite.config, random
-tokens without padding at INPUTS/TARGETS lengths), the setup REFERENCE.md's
+tokens without padding at INPUTS/TARGETS lengths), the setup docs/reference.md's
 peer figures used (torch.compile, bf16 autocast, fp32 parameters, fused
 AdamW), and the same JSON fields with FLOPs counted by the same formula
 (t5x_lite.flops on the shapes of the model actually built), so one device
@@ -58,19 +58,9 @@ def build_model(config: config_lib.ModelConfig,
 
 def train_flops_per_sequence(model: transformers.T5ForConditionalGeneration, inputs_length: int,
                              targets_length: int) -> int:
-  """REFERENCE.md's count on the built model's own config, not on the preset asked for."""
+  """docs/reference.md's count on the built model's own config, not on the preset asked for."""
   built = hf_interop.model_config_from_hf(model.config.to_dict())
   return flops.train_flops_per_sequence(built, inputs_length, targets_length)
-
-
-def peak_flops_of(device_name: str, override: float) -> float:
-  """Peak bf16 FLOP/s of one device, from t5x_lite.flops' table; 0 if unknown."""
-  if override > 0:
-    return override
-  for name, peak in flops.PEAK_FLOPS_BY_DEVICE_KIND.items():
-    if device_name.startswith(name):
-      return peak
-  return 0.0
 
 
 def benchmark(args: argparse.Namespace) -> dict[str, Any]:
@@ -132,7 +122,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
       "warmup": args.warmup,
       **throughput_fields(step_times, args.batch, args.inputs_length, args.targets_length,
                           train_flops_per_sequence(model, args.inputs_length, args.targets_length),
-                          peak_flops_of(device_kind, args.peak_tflops * 1e12)),
+                          flops.peak_flops_per_device(args.peak_tflops * 1e12, device_kind)),
       "compile_s": compile_s,
       "peak_memory_bytes": peak,
       "loss": float(loss),

@@ -3,11 +3,12 @@
 # multi-host JAX program starts: JAX on each worker finds its peers by itself.
 #
 #   tools/tpu_vm_run.sh TPU_NAME ZONE train experiments/t5_1_1_base.py \
-#       --workdir gs://bucket/runs/base --set data.data_dir=gs://bucket/tensorflow_datasets
+#       --workdir /mnt/shared/runs/base --set data.data_dir=/mnt/shared/tensorflow_datasets
 #
 # Expects t5x-lite checked out at the same path ($REPO_DIR, default ~/t5x-lite) and
-# installed (pip install -e . "jax[tpu]") on every worker. The workdir must be on storage
-# all workers share (a GCS bucket or an NFS mount): every worker writes its checkpoint shards.
+# installed (pip install -e . "jax[tpu]") on every worker. The workdir must be a path all
+# workers share (an NFS or Filestore mount, or a bucket mounted with gcsfuse): every worker
+# writes its checkpoint shards there.
 set -euo pipefail
 if [ $# -lt 3 ]; then
   echo "usage: $0 TPU_NAME ZONE SUBCOMMAND [ARGS...]" >&2

@@ -78,14 +78,12 @@ class Loader:
     self.objective = Objective(
         data_config.objective, inputs_length=data_config.inputs_length,
         targets_length=data_config.targets_length, sentinel_vocab_size=vocabulary.unpadded_size,
-        noise_density=data_config.noise_density,
+        extra_ids=vocabulary.extra_ids, noise_density=data_config.noise_density,
         mean_noise_span_length=data_config.mean_noise_span_length)
     self._global = num_epochs is not None
     self.rows = batch_size // process_count
     self._produced_rows = batch_size if self._global else self.rows
     self._state = dict.fromkeys(STATE_KEYS, 0)
-    self._real_tokens = 0
-    self._slots = 0
     # Examples in the batches returned so far (whole global batches for finite loaders).
     self.examples_seen = 0
     self._thread: Optional[threading.Thread] = None
@@ -141,20 +139,24 @@ class Loader:
           "epoch": self.num_epochs, "document": 0, "example": 0, "batch": batch_index + 1}
 
   def _produce(self, state: dict, out: queue.Queue, stop: threading.Event) -> None:
+    def put(item) -> bool:
+      """Waits for room in `out`, giving up (False) once stop is set, so close() never hangs."""
+      while not stop.is_set():
+        try:
+          out.put(item, timeout=0.1)
+          return True
+        except queue.Full:
+          pass
+      return False
+
     end = _End()
     try:
       for item in self._batches(state):
-        while not stop.is_set():
-          try:
-            out.put(item, timeout=0.1)
-            break
-          except queue.Full:
-            pass
-        if stop.is_set():
+        if not put(item):
           return
     except BaseException as e:  # Re-raised in the consumer's thread.
       end = _End(e)
-    out.put(end)
+    put(end)
 
   # ----- iteration and state --------------------------------------------------
 
@@ -176,18 +178,10 @@ class Loader:
       raise StopIteration
     batch, num_examples, self._state = item
     self.examples_seen += num_examples
-    self._real_tokens += np.count_nonzero(batch["encoder_segment_ids"]) + np.count_nonzero(
-        batch["decoder_segment_ids"])
-    self._slots += batch["encoder_segment_ids"].size + batch["decoder_segment_ids"].size
     if self._global:
       rows = slice(self.process_index * self.rows, (self.process_index + 1) * self.rows)
       batch = {k: v[rows] for k, v in batch.items()}
     return batch
-
-  @property
-  def packing_efficiency(self) -> float:
-    """Fraction of encoder + decoder slots holding real tokens, over the batches so far."""
-    return self._real_tokens / self._slots if self._slots else 0.0
 
   def get_state(self) -> dict:
     """Where the next batch starts: {"epoch", "document", "example", "batch"} (JSON-ready)."""

@@ -11,7 +11,9 @@ from typing import Sequence
 
 import numpy as np
 
-EOS_ID = 1
+from t5x_lite.data.errors import DataError
+from t5x_lite.data.vocabulary import EOS_ID
+
 Seed = int | Sequence[int]
 Example = tuple[np.ndarray, np.ndarray]
 
@@ -113,7 +115,8 @@ class Objective:
   """Turns one tokenized document into examples; long documents become several chunks."""
 
   def __init__(self, name: str, *, inputs_length: int, targets_length: int, sentinel_vocab_size: int,
-               noise_density: float = 0.15, mean_noise_span_length: float = 3.0):
+               extra_ids: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0):
+    """sentinel_vocab_size and extra_ids are the vocabulary's unpadded size and sentinel count."""
     if name not in ("span_corruption", "prefix_lm", "seq2seq"):
       raise ValueError(f"Unknown objective {name!r}; choose span_corruption, prefix_lm or seq2seq.")
     self.name = name
@@ -125,6 +128,14 @@ class Objective:
     if name == "span_corruption":
       self.raw_length = span_corruption_raw_length(
           inputs_length, targets_length, noise_density, mean_noise_span_length)
+      # Spans never decrease with length, so a full chunk needs the most sentinels.
+      _, spans = _noise_counts(self.raw_length, noise_density, mean_noise_span_length)
+      if spans > extra_ids:
+        raise DataError(
+            f"span_corruption at inputs_length={inputs_length} / targets_length={targets_length} "
+            f"corrupts chunks of {self.raw_length} tokens into {spans} noise spans, each needing "
+            f"its own sentinel, but the vocabulary has {extra_ids} extra ids. Raise "
+            "data.vocab_extra_ids, shorten the lengths, or raise data.mean_noise_span_length.")
     else:
       self.raw_length = inputs_length + targets_length - 2
 

@@ -2,7 +2,8 @@
 
 Datasets are found on disk ("name[/config][:version]" under data_dir) and read through
 `tfds.builder_from_directory(...).as_data_source(split)`, so no dataset code is imported and no
-TensorFlow is needed. The built-in datasets ("python_docs", "addition") are built on first use.
+TensorFlow is needed. The built-in datasets ("python_docs", "addition") are built on first use,
+or up front by `prepare`.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def _version_dir(name: str, data_dir: str) -> str:
     raise DataError(
         f"Dataset {name!r}: data_dir {data_dir} does not exist. Set data.data_dir to the folder "
         "holding your TFDS datasets (or $TFDS_DATA_DIR), or prepare the dataset there first "
-        "(`tfds build NAME --data_dir=DIR --file_format=array_record`, or tools/text_to_tfds.py "
+        "(`tfds build NAME --data_dir=DIR --file_format=array_record`, or `t5x-lite import-text` "
         "for your own text).")
   versions = _versions(path)
   if not versions:
@@ -86,7 +87,7 @@ def _version_dir(name: str, data_dir: str) -> str:
       listing = ", ".join(existing) if existing else "none"
       hint = (f"Datasets prepared there: {listing}. Check data.dataset and data.data_dir, or "
               "prepare it (`tfds build NAME --data_dir=DIR --file_format=array_record`, or "
-              "tools/text_to_tfds.py for your own .txt/.jsonl files).")
+              "`t5x-lite import-text` for your own .txt/.jsonl files).")
     raise DataError(f"Dataset {name!r} not found in data_dir {data_dir} (looked in {path}). {hint}")
   if version is None:
     return os.path.join(path, versions[-1])
@@ -127,12 +128,28 @@ def text_features(data_config: DataConfig) -> tuple[str, ...]:
   return (data_config.text_feature,)
 
 
+def _build_if_missing(name: str, data_dir: str) -> None:
+  """Builds dataset `name` (all its splits) under data_dir if it is built-in and not there yet."""
+  build = BUILT_IN.get(dataset_dirname(name))
+  if build is not None:
+    build(data_dir)
+
+
+def prepare(data_config: DataConfig) -> None:
+  """Builds the built-in dataset the config reads (train and eval splits) if it is missing.
+
+  Building writes into data_dir, so in a multi-process run call this on one process and let the
+  others open the data after it: processes building into one folder at once would clash.
+  Datasets that are not built-in are left alone (open_source says how to prepare them).
+  """
+  _build_if_missing(data_config.dataset, resolve_data_dir(data_config.data_dir))
+
+
 def open_source(
     name: str, split: str, data_dir: Optional[str], features: Sequence[str]) -> TextSource:
-  """Opens split `split` of dataset `name` for random access to the given features."""
+  """Opens split `split` of dataset `name` for random access; builds a missing built-in one."""
   data_dir = resolve_data_dir(data_dir)
-  if _split_name(name)[0] in BUILT_IN:
-    BUILT_IN[_split_name(name)[0]](data_dir)
+  _build_if_missing(name, data_dir)
   version_dir = _version_dir(name, data_dir)
   builder = tfds.builder_from_directory(version_dir)
   info = builder.info

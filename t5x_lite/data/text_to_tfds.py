@@ -60,7 +60,7 @@ def read_documents(path: str, text_field: str = "text") -> Iterator[tuple[str, s
       if paragraph.strip():
         yield f"{base}:{i}", paragraph.strip("\n")
   elif path.endswith(".jsonl"):
-    for i, (value,) in _jsonl_records(path, (text_field,), "--text_field"):
+    for i, (value,) in _jsonl_records(path, (text_field,), "--text-field"):
       if value.strip():
         yield f"{base}:{i}", value
   else:
@@ -87,7 +87,7 @@ def read_pairs(path: str, inputs_field: str = "inputs",
         yield f"{base}:{i}", dict(zip(PAIR_FEATURES, fields))
   elif path.endswith(".jsonl"):
     for i, values in _jsonl_records(path, (inputs_field, targets_field),
-                                    "--inputs_field / --targets_field"):
+                                    "--inputs-field / --targets-field"):
       yield f"{base}:{i}", dict(zip(PAIR_FEATURES, values))
   else:
     raise DataError(f"Input file {path}: expected a .tsv or .jsonl file of (inputs, targets) pairs.")
@@ -154,14 +154,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("inputs", nargs="+",
                       help=".txt (paragraph per document) or .jsonl files; with --pairs, .tsv or .jsonl")
   parser.add_argument("--name", required=True, help="dataset name (snake_case), for data.dataset")
-  parser.add_argument("--data_dir", default=None,
+  parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
                       help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-  parser.add_argument("--text_field", default="text", help="field holding the text in .jsonl")
+  parser.add_argument("--text-field", "--text_field", dest="text_field", default="text",
+                      help="field holding the text in .jsonl")
   parser.add_argument("--pairs", action="store_true",
                       help='(inputs, targets) pairs for seq2seq: "inputs<TAB>targets" lines or .jsonl')
-  parser.add_argument("--inputs_field", default="inputs", help="with --pairs: .jsonl inputs field")
-  parser.add_argument("--targets_field", default="targets", help="with --pairs: .jsonl targets field")
-  parser.add_argument("--validation_fraction", type=float, default=0.05)
+  parser.add_argument("--inputs-field", "--inputs_field", dest="inputs_field", default="inputs",
+                      help="with --pairs: .jsonl inputs field")
+  parser.add_argument("--targets-field", "--targets_field", dest="targets_field", default="targets",
+                      help="with --pairs: .jsonl targets field")
+  parser.add_argument("--validation-fraction", "--validation_fraction", dest="validation_fraction",
+                      type=float, default=0.05)
   parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import tempfile
-from typing import Iterable, Iterator, Optional, Sequence
+import re
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -23,11 +23,17 @@ import sentencepiece as spm
 from t5x_lite.config import DataConfig
 from t5x_lite.data import sources
 from t5x_lite.data.errors import DataError
+from t5x_lite.fileio import write_atomically
 
 PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
 PAD_TO_MULTIPLE = 128
+
+
+def padded_size(ids: int) -> int:
+  """`ids` rounded up to a multiple of 128, the embedding size T5 uses (32100 -> 32128)."""
+  return -(-ids // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
 # Sentences longer than this many bytes are cut before training (SentencePiece skips them).
 _MAX_SENTENCE_BYTES = 4096
 
@@ -50,7 +56,7 @@ class Vocabulary:
       raise DataError(
           f"SentencePiece model has pad/eos/unk ids {self._sp.pad_id()}/{self._sp.eos_id()}/"
           f"{self._sp.unk_id()}; T5 needs 0/1/2. Train it with pad_id=0 eos_id=1 unk_id=2 bos_id=-1 "
-          "(tools/train_vocab.py does).")
+          "(`t5x-lite train-vocab` does).")
     self.extra_ids = extra_ids
 
   @property
@@ -70,7 +76,7 @@ class Vocabulary:
   @property
   def vocab_size(self) -> int:
     """Embedding size for the model: pieces + extra ids, rounded up to a multiple of 128."""
-    return -(-self.unpadded_size // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
+    return padded_size(self.unpadded_size)
 
   @property
   def first_sentinel(self) -> int:
@@ -173,7 +179,7 @@ def train_vocabulary(
         "vocabulary is too large for this corpus, lower data.vocab_train_size (the tiny python_docs "
         "corpus supports about 2000 pieces).") from e
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  _write_atomically(path, stream.getvalue())
+  write_atomically(path, stream.getvalue())
   return path
 
 
@@ -191,18 +197,14 @@ def _training_lines(texts: Iterable[str | bytes], max_characters: int):
         return
 
 
-def _write_atomically(path: str, data: bytes) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(path)), suffix=".tmp")
-  with os.fdopen(fd, "wb") as f:
-    f.write(data)
-  os.replace(tmp, path)
+def vocabulary_cache_path(data_config: DataConfig) -> str:
+  """Where the vocabulary trained for this dataset lives: next to its data.
 
-
-def vocabulary_cache_path(data_config: DataConfig, cache_dir: Optional[str] = None) -> str:
-  """Where the vocabulary trained for this dataset lives: next to its data, or in cache_dir."""
-  filename = f"vocab_{data_config.vocab_train_size}.model"
-  if cache_dir:
-    return os.path.join(cache_dir, sources.dataset_dirname(data_config.dataset), filename)
+  The name holds the pieces and the features trained on (vocab_800_text.model,
+  vocab_800_inputs+targets.model), so one trained on other text is never reused.
+  """
+  features = "+".join(re.sub(r"[^A-Za-z0-9_.-]", "_", f) for f in sources.text_features(data_config))
+  filename = f"vocab_{data_config.vocab_train_size}_{features}.model"
   return os.path.join(sources.dataset_path(data_config.dataset, data_config.data_dir), filename)
 
 
@@ -214,17 +216,16 @@ def _shuffled_texts(source: sources.TextSource, block: int = 256) -> Iterator[st
       yield from record
 
 
-def get_vocabulary(data_config: DataConfig, cache_dir: Optional[str] = None) -> Vocabulary:
+def get_vocabulary(data_config: DataConfig) -> Vocabulary:
   """The configured vocabulary: data.vocabulary if set, else one trained once and cached.
 
   The trained model (data.vocab_train_size pieces, on data.train_split's text, or inputs and
-  targets for seq2seq) is cached as
-  <data_dir>/<dataset>/vocab_<pieces>.model, or under cache_dir when given, and reused.
+  targets for seq2seq) is cached at vocabulary_cache_path(data_config) and reused.
   In a multi-process run, call this on process 0 first (then synchronise) so all share one file.
   """
   if data_config.vocabulary:
     return Vocabulary(data_config.vocabulary, extra_ids=data_config.vocab_extra_ids)
-  path = vocabulary_cache_path(data_config, cache_dir)
+  path = vocabulary_cache_path(data_config)
   if not os.path.isfile(path):
     source = sources.open_source(
         data_config.dataset, data_config.train_split, data_config.data_dir,
@@ -235,11 +236,13 @@ def get_vocabulary(data_config: DataConfig, cache_dir: Optional[str] = None) -> 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--dataset", default="python_docs", help="TFDS name, e.g. c4/en:3.1.0")
-  parser.add_argument("--data_dir", default=None)
+  parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None)
   parser.add_argument("--split", default="train")
-  parser.add_argument("--text_feature", default="text")
-  parser.add_argument("--vocab_size", type=int, default=32000, help="pieces, before extra ids")
-  parser.add_argument("--max_characters", type=int, default=20_000_000)
+  parser.add_argument("--text-feature", "--text_feature", dest="text_feature", default="text")
+  parser.add_argument("--vocab-size", "--vocab_size", dest="vocab_size", type=int, default=32000,
+                      help="pieces, before extra ids")
+  parser.add_argument("--max-characters", "--max_characters", dest="max_characters", type=int,
+                      default=20_000_000)
   parser.add_argument("--output", required=True, help="model prefix; writes PREFIX.model")
 
 

@@ -1,12 +1,15 @@
 import itertools
 import json
+import threading
+import time
 
 import numpy as np
 import pytest
 
 from t5x_lite.config import ExperimentConfig, TrainConfig
-from t5x_lite.data import BATCH_KEYS, DataError, Loader, make_eval_loader, make_train_loader
+from t5x_lite.data import BATCH_KEYS, DataError, Loader, Vocabulary, make_eval_loader, make_train_loader
 from t5x_lite.data.loader import ShardedLoader
+from t5x_lite.data.packing import packing_efficiency
 
 from data_helpers import batches_equal, stream_examples, unpack
 
@@ -32,13 +35,14 @@ def test_shapes_dtypes_and_determinism(config, vocab):
 def test_batches_follow_the_stream_and_reshuffle_per_epoch(config, vocab):
   loader = Loader(config, vocab, split="train", batch_size=8, seed=0, max_documents=6)
   expected = [stream_examples(loader, epoch) for epoch in range(3)]
-  seen = []
+  batches = []
   while loader.get_state()["epoch"] < 2:
-    seen += unpack(next(loader))
+    batches.append(next(loader))
+  seen = [e for b in batches for e in unpack(b)]
   assert len(seen) >= len(expected[0]) + len(expected[1])
   assert sorted(seen) == sorted(sum(expected, [])[:len(seen)])
   assert not np.array_equal(loader.documents(0), loader.documents(1))
-  assert 0.8 < loader.packing_efficiency <= 1.0
+  assert 0.8 < np.mean([packing_efficiency(b) for b in batches]) <= 1.0
 
 
 @pytest.mark.parametrize("pack", [True, False])
@@ -114,6 +118,27 @@ def test_make_loaders_and_bad_arguments(config, vocab):
     Loader(config, vocab, split="tset", batch_size=4, seed=0)
   with pytest.raises(DataError, match="state must have keys"):
     train_loader.set_state({"epoch": 0})
+  with pytest.raises(DataError, match="noise spans.*0 extra ids"):
+    Loader(config, Vocabulary(vocab.model_proto, extra_ids=0), split="train", batch_size=4, seed=0)
+
+
+def test_close_when_the_queue_is_full_at_the_end_of_the_stream(config, vocab):
+  """The producer waits behind a full queue to put the end marker; close() still stops it."""
+  config.prefetch = 1
+  make = lambda: Loader(config, vocab, split="validation", batch_size=2, seed=0, shuffle=False,
+                        num_epochs=1, max_documents=4)
+  count = len(list(make()))
+  assert count >= 2
+  loader = make()
+  take(loader, count - 1)
+  deadline = time.monotonic() + 10
+  while not loader._queue.full() and time.monotonic() < deadline:  # The last batch is in.
+    time.sleep(0.01)
+  time.sleep(0.3)  # The producer is now waiting to put the end marker.
+  closer = threading.Thread(target=loader.close, daemon=True)
+  closer.start()
+  closer.join(timeout=5)
+  assert not closer.is_alive()
 
 
 def test_prefix_lm_objective(config, vocab):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from t5x_lite.data import span_corruption, span_corruption_raw_length
+from t5x_lite.data import DataError, span_corruption, span_corruption_raw_length
 from t5x_lite.data.objectives import Objective, noise_span_lengths, prefix_lm, seq2seq
 
 VOCAB = 1100  # Unpadded size: sentinels are 1099, 1098, ...
@@ -83,7 +83,8 @@ def test_prefix_lm_and_seq2seq():
 
 
 def test_long_documents_are_chunked_not_truncated_and_empty_skipped():
-  objective = Objective("span_corruption", inputs_length=128, targets_length=32, sentinel_vocab_size=VOCAB)
+  objective = Objective("span_corruption", inputs_length=128, targets_length=32,
+                        sentinel_vocab_size=VOCAB, extra_ids=100)
   raw = objective.raw_length
   doc = np.random.default_rng(0).integers(3, 900, size=2 * raw + 50)
   examples = objective.examples([doc], seed=(0, 0, 5))
@@ -93,3 +94,18 @@ def test_long_documents_are_chunked_not_truncated_and_empty_skipped():
   assert objective.examples([np.zeros(0, np.int32)], seed=(0, 0, 1)) == []
   later = objective.examples([doc], seed=(0, 0, 5), skip=1)
   assert all(np.array_equal(a[0], b[0]) for a, b in zip(examples[1:], later))
+
+
+def test_more_noise_spans_than_sentinels_is_an_error():
+  make = lambda name, extra_ids, inputs_length=512, targets_length=114: Objective(
+      name, inputs_length=inputs_length, targets_length=targets_length,
+      sentinel_vocab_size=VOCAB, extra_ids=extra_ids)
+  assert make("span_corruption", 28).raw_length == 568  # 28 spans: exactly enough sentinels.
+  with pytest.raises(DataError, match="28 noise spans.*27 extra ids.*data.vocab_extra_ids"):
+    make("span_corruption", 27)
+  with pytest.raises(DataError, match="0 extra ids"):
+    make("span_corruption", 0)
+  with pytest.raises(DataError, match="extra ids"):  # Long inputs: about 120 spans.
+    make("span_corruption", 100, inputs_length=2048, targets_length=456)
+  make("prefix_lm", 0)  # Only span corruption uses sentinels.
+  make("seq2seq", 0)

@@ -32,9 +32,9 @@ def test_tsv_and_jsonl_pairs(tmp_path, capsys):
   parser = argparse.ArgumentParser()
   text_to_tfds.add_arguments(parser)
   data_dir = str(tmp_path / "tfds")
-  args = parser.parse_args([str(tsv), str(jsonl), "--pairs", "--name", "qa", "--data_dir", data_dir,
-                            "--inputs_field", "q", "--targets_field", "a",
-                            "--validation_fraction", "0.2"])
+  args = parser.parse_args([str(tsv), str(jsonl), "--pairs", "--name", "qa", "--data-dir", data_dir,
+                            "--inputs-field", "q", "--targets-field", "a",
+                            "--validation-fraction", "0.2"])
   assert text_to_tfds.run(args) == 0
   assert "--set data.objective=seq2seq" in capsys.readouterr().out
   assert read_pairs("qa", data_dir) == sorted(PAIRS)

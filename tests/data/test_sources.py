@@ -4,9 +4,10 @@ import shutil
 
 import pytest
 
+from t5x_lite.config import DataConfig
 from t5x_lite.data import DataError
-from t5x_lite.data import python_docs
-from t5x_lite.data.sources import open_source
+from t5x_lite.data import addition, python_docs
+from t5x_lite.data.sources import available_datasets, open_source, prepare
 from t5x_lite.data.splits import assign_split
 
 
@@ -24,6 +25,20 @@ def test_python_docs_builds_with_deterministic_disjoint_splits(corpus_dir, tmp_p
   # A second build elsewhere stores the same records in the same order.
   again = open_source("python_docs:1.0.0", "validation", str(tmp_path), ("text",))
   assert again.get(range(len(again))) == validation.get(range(len(validation)))
+
+
+def test_prepare_builds_a_missing_built_in_dataset_once(tmp_path):
+  data_dir = str(tmp_path)
+  prepare(DataConfig(dataset="my_corpus", data_dir=data_dir))  # Not built-in: left alone.
+  assert available_datasets(data_dir) == []
+  prepare(DataConfig(dataset="addition", data_dir=data_dir))
+  assert available_datasets(data_dir) == ["addition:1.0.0"]
+  info = tmp_path / "addition" / "1.0.0" / "dataset_info.json"
+  mtime = os.path.getmtime(info)
+  prepare(DataConfig(dataset="addition:1.0.0", data_dir=data_dir))
+  assert os.path.getmtime(info) == mtime
+  sizes = [len(open_source("addition", s, data_dir, ("inputs",))) for s in ("train", "validation")]
+  assert sum(sizes) == addition.LIMIT**2 and min(sizes) > 0
 
 
 def test_missing_dataset_lists_what_exists(corpus_dir):

@@ -36,8 +36,11 @@ def test_jsonl_field_and_cli_helpers(tmp_path, capsys):
   parser = argparse.ArgumentParser()
   text_to_tfds.add_arguments(parser)
   data_dir = str(tmp_path / "tfds")
-  args = parser.parse_args([str(path), "--name", "my_docs", "--data_dir", data_dir,
-                            "--text_field", "body", "--validation_fraction", "0.3"])
+  args = parser.parse_args([str(path), "--name", "my_docs", "--data-dir", data_dir,
+                            "--text-field", "body", "--validation-fraction", "0.3"])
+  # The underscore spelling of the flags still works.
+  assert parser.parse_args([str(path), "--name", "my_docs", "--data_dir", data_dir,
+                            "--text_field", "body", "--validation_fraction", "0.3"]) == args
   assert text_to_tfds.run(args) == 0
   assert "data.dataset=my_docs" in capsys.readouterr().out
   texts = read_all("my_docs", "train", data_dir) + read_all("my_docs", "validation", data_dir)
@@ -47,7 +50,7 @@ def test_jsonl_field_and_cli_helpers(tmp_path, capsys):
 def test_bad_inputs(tmp_path):
   path = tmp_path / "docs.jsonl"
   path.write_text(json.dumps({"body": "x"}) + "\n")
-  with pytest.raises(DataError, match="no string field 'text'; its fields are: body"):
+  with pytest.raises(DataError, match="no string field 'text'; its fields are: body. Pass --text-field"):
     text_to_tfds.convert_text([str(path)], "d", str(tmp_path))
   with pytest.raises(DataError, match="snake_case"):
     text_to_tfds.convert_text([str(path)], "My-Data", str(tmp_path))

@@ -52,11 +52,20 @@ def test_invalid_utf8_is_replaced_not_fatal(vocab):
 
 def test_cached_and_reused(base_config, vocab):
   path = vocabulary_cache_path(base_config)
-  assert os.path.isfile(path) and path.endswith(f"python_docs/vocab_{VOCAB_PIECES}.model")
+  assert os.path.isfile(path) and path.endswith(f"python_docs/vocab_{VOCAB_PIECES}_text.model")
   mtime = os.path.getmtime(path)
   again = get_vocabulary(base_config)
   assert os.path.getmtime(path) == mtime and again.model_proto == vocab.model_proto
   assert not [f for f in os.listdir(os.path.dirname(path)) if f.endswith(".tmp")]
+
+
+def test_cache_name_holds_the_features_trained_on(base_config):
+  other_feature = dataclasses.replace(base_config, text_feature="content")
+  assert vocabulary_cache_path(other_feature) != vocabulary_cache_path(base_config)
+  pairs = dataclasses.replace(base_config, objective="seq2seq", inputs_feature="question",
+                              targets_feature="answer/text v2")
+  assert os.path.basename(vocabulary_cache_path(pairs)) == (
+      f"vocab_{VOCAB_PIECES}_question+answer_text_v2.model")
 
 
 def test_explicit_path_and_missing_path(base_config, vocab, tmp_path):
