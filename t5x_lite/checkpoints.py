@@ -49,7 +49,7 @@ from absl import logging
 from etils import epath
 
 from t5x_lite import config as config_lib
-from t5x_lite.config import CheckpointConfig, ExperimentConfig
+from t5x_lite.config import CheckpointConfig, ExperimentConfig, UserError
 from t5x_lite.metrics import lower_is_better
 
 CHECKPOINTS_DIRNAME = "checkpoints"
@@ -61,7 +61,7 @@ _UNFINISHED = ".orbax-checkpoint-tmp"
 _MAX_REPORTED = 20
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError, ValueError):
   """A checkpoint is missing, unreadable or does not fit what is being restored."""
 
 

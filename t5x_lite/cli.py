@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Callable, Optional
 
+from t5x_lite.config import UserError
+
 # Subcommands: name -> (module, help). Each module has add_arguments(parser)
 # and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -39,19 +41,6 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a configuration field, e.g. --set model.d_ff=4096 (repeatable)")
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-  """Exception classes whose message is meant for the user, as they exist."""
-  classes: list[type[Exception]] = []
-  for module, name in (("t5x_lite.config", "ConfigError"), ("t5x_lite.data", "DataError"),
-                       ("t5x_lite.checkpoints", "CheckpointError"),
-                       ("t5x_lite.hf_interop", "InteropError"), ("t5x_lite.trainer", "TrainingError")):
-    try:
-      classes.append(getattr(importlib.import_module(module), name))
-    except (ImportError, AttributeError):
-      continue
-  return tuple(classes)
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
@@ -84,7 +73,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   run: Callable[[argparse.Namespace], Optional[int]] = importlib.import_module(args.module).run
   try:
     return run(args) or 0
-  except user_errors() as e:
+  except UserError as e:
     print(f"t5x-lite {args.command}{_process_tag()}: error: {e}", file=sys.stderr)
     return 2
   except KeyboardInterrupt:

@@ -21,7 +21,12 @@ from typing import Any, Optional
 from t5x_lite.fileio import write_atomically
 
 
-class ConfigError(ValueError):
+class UserError(Exception):
+  """A problem the user can fix (configuration, data, checkpoint, ...). The CLI prints its
+  message as one line instead of a traceback; every module's error class derives from it."""
+
+
+class ConfigError(UserError, ValueError):
   """A user-facing configuration problem; its message says what to fix."""
 
 

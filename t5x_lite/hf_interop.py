@@ -29,13 +29,13 @@ import numpy as np
 
 from t5x_lite import checkpoints
 from t5x_lite import model as t5x_model
-from t5x_lite.config import ExperimentConfig, ModelConfig, from_dict, save_json
+from t5x_lite.config import ExperimentConfig, ModelConfig, UserError, from_dict, save_json
 
 StateDict = dict[str, np.ndarray]
 Params = dict[str, Any]
 
 
-class InteropError(ValueError):
+class InteropError(UserError, ValueError):
   """A checkpoint or config that cannot be converted; the message names what."""
 
 

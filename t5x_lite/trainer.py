@@ -27,7 +27,8 @@ from t5x_lite import checkpoints, distributed, flops, losses, model as model_lib
 from t5x_lite import partitioning, tasks
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.checkpoints import VOCABULARY_FILE
-from t5x_lite.config import ConfigError, ExperimentConfig, ModelConfig, load_experiment, save_json
+from t5x_lite.config import (ConfigError, ExperimentConfig, ModelConfig, UserError, load_experiment,
+                             save_json)
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
 from t5x_lite.data import sources
 from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
@@ -39,7 +40,7 @@ from t5x_lite.train_state import TrainState, train_state_logical_axes
 Batch = dict[str, Any]
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError, RuntimeError):
   """The run cannot go on (a NaN loss, ...); the message names the step."""
 
 
