@@ -108,7 +108,6 @@ def _writer_options(config: CheckpointConfig) -> ocp.CheckpointManagerOptions:
                        keep_checkpoints_without_metrics=False),
     ])
   return ocp.CheckpointManagerOptions(
-      save_decision_policy=policies.FixedIntervalPolicy(config.every_steps),
       preservation_policy=preservation,
       # best_fn makes Orbax write the metrics next to each step, so the best
       # step is still known after a restart.
@@ -292,15 +291,14 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, *, loader_state: dict, experiment_config: ExperimentConfig,
-           vocabulary_path: Optional[str], metrics: Optional[dict] = None,
-           force: bool = False) -> bool:
-    """Starts a save when ``step`` is a multiple of every_steps (or force); returns whether.
+           vocabulary_path: Optional[str], metrics: Optional[dict] = None) -> bool:
+    """Starts saving ``step`` (the trainer decides when); returns whether it did.
 
     Returns as soon as the arrays are copied off the devices; writing continues in
     the background (async_save). A step that is already saved is not saved again.
     """
     step = int(step)
-    if step in self._manager.all_steps() or not (force or self._manager.should_save(step)):
+    if step in self._manager.all_steps():
       return False
     metrics = _jsonable(metrics or {})
     meta = _meta(step, experiment_config, vocabulary_path, loader_state, metrics)

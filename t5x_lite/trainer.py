@@ -418,7 +418,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
     if saving:
       ckpt.save(step, state, loader_state=global_loader_state(train_loader), experiment_config=config,
                 vocabulary_path=os.path.join(workdir, VOCABULARY_FILE),
-                metrics=last_eval if evaluated else None, force=True)
+                metrics=last_eval if evaluated else None)
     if stopping:
       progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
                      "run the same command to resume.")
