@@ -8,20 +8,21 @@ or up front by `prepare`.
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 from typing import Optional, Sequence
 
-import tensorflow_datasets as tfds
-
 from t5x_lite.config import DataConfig
-from t5x_lite.data import addition, python_docs
 from t5x_lite.data.errors import DataError
 
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _INFO = "dataset_info.json"
 # Datasets generated here: name -> build(data_dir), which prepares them once.
-BUILT_IN = {python_docs.NAME: python_docs.build, addition.NAME: addition.build}
+# Datasets built on first use: name -> the module whose build(data_dir) makes them. Imported
+# only when needed, like tensorflow_datasets itself, so that importing the data package
+# (the trainer, the benchmark) works on machines without tensorflow-datasets.
+BUILT_IN = {"python_docs": "t5x_lite.data.python_docs", "addition": "t5x_lite.data.addition"}
 
 
 def resolve_data_dir(data_dir: Optional[str]) -> str:
@@ -130,9 +131,9 @@ def text_features(data_config: DataConfig) -> tuple[str, ...]:
 
 def _build_if_missing(name: str, data_dir: str) -> None:
   """Builds dataset `name` (all its splits) under data_dir if it is built-in and not there yet."""
-  build = BUILT_IN.get(dataset_dirname(name))
-  if build is not None:
-    build(data_dir)
+  module = BUILT_IN.get(dataset_dirname(name))
+  if module is not None:
+    importlib.import_module(module).build(data_dir)
 
 
 def prepare(data_config: DataConfig) -> None:
@@ -151,6 +152,7 @@ def open_source(
   data_dir = resolve_data_dir(data_dir)
   _build_if_missing(name, data_dir)
   version_dir = _version_dir(name, data_dir)
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (see BUILT_IN)
   builder = tfds.builder_from_directory(version_dir)
   info = builder.info
   formats = {str(f.value) for f in info.available_file_formats()} | {str(info.file_format.value)}
