@@ -19,7 +19,7 @@ def get_config() -> ExperimentConfig:
   config.data = dataclasses.replace(
       config.data, dataset="addition", objective="seq2seq", inputs_length=16, targets_length=8,
       max_eval_examples=None, eval_metrics=("exact_match",))
-  config.optimizer = OptimizerConfig(name="adafactor", schedule="constant", learning_rate=0.02,
+  config.optimizer = OptimizerConfig(name="adafactor", schedule="constant", learning_rate=0.01,
                                      warmup_steps=100)
   config.train = dataclasses.replace(config.train, steps=1000, batch_size=64, eval_every=250,
                                      log_every=25)

@@ -340,8 +340,9 @@ def _check_finite(step: int, loss: float) -> None:
         "Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then resume.")
 
 
-def train(config: ExperimentConfig, workdir: str) -> dict:
-  """Trains (or resumes) the experiment in `workdir`; returns the final metrics."""
+def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None) -> dict:
+  """Trains (or resumes) the experiment in `workdir` on `devices` (default: all of them, in
+  every process); returns the final metrics."""
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   with contextlib.ExitStack() as cleanup:  # Also on errors: saves in flight finish first.
@@ -355,7 +356,7 @@ def train(config: ExperimentConfig, workdir: str) -> dict:
     # Process 0 builds the dataset and trains the vocabulary; the others then read them.
     vocabulary = distributed.on_main_process_first(
         functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
-    setup = make_setup(config)
+    setup = make_setup(config, devices)
     train_loader = make_train_loader(config, vocabulary, jax.process_index(), jax.process_count())
     cleanup.callback(train_loader.close)
     if start_step is not None:
@@ -368,6 +369,7 @@ def train(config: ExperimentConfig, workdir: str) -> dict:
                                             config.checkpoint.init_from_step)
         state = state.replace(params=params)
       start_step = 0
+    state = jax.block_until_ready(state)  # Start stepping once set-up work has finished.
     if is_main:  # Only once the state is in hand: a failed restore leaves the workdir as it was.
       save_json(config, os.path.join(workdir, "config.json"))
     writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)

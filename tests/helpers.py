@@ -6,6 +6,11 @@ import numpy as np
 
 from t5x_lite import config as config_lib
 
+# On a loaded 2-core machine the 8 device threads of a CPU collective can arrive far
+# apart; XLA's default rendezvous timeout would then abort the process.
+COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=3600 "
+                       "--xla_cpu_collective_timeout_seconds=3600")
+
 
 def tiny_model(vocab_size: int = 128, **changes) -> config_lib.ModelConfig:
   cfg = config_lib.tiny(vocab_size)
@@ -63,7 +68,9 @@ TINY_SETTINGS = [
 
 def train_tiny(workdir: str, overrides: tuple[str, ...] = ()) -> str:
   """A tiny pretraining run in `workdir`, unless one finished there already."""
-  from t5x_lite import trainer  # Heavy: only the tests that train import it.
+  import jax  # Heavy: only the tests that train import it.
+  from t5x_lite import trainer
   if not os.path.isdir(os.path.join(workdir, "checkpoints", str(TINY_STEPS))):
-    trainer.train(config_lib.load_experiment(TINY_EXPERIMENT, TINY_SETTINGS + list(overrides)), workdir)
+    trainer.train(config_lib.load_experiment(TINY_EXPERIMENT, TINY_SETTINGS + list(overrides)), workdir,
+                  devices=jax.devices()[:1])
   return workdir

@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from t5x_lite import checkpoints
-from conftest import COLLECTIVE_TIMEOUTS
-from helpers import REPO, TINY_EXPERIMENT as EXPERIMENT
+from helpers import COLLECTIVE_TIMEOUTS, REPO, TINY_EXPERIMENT as EXPERIMENT
 from t5x_lite.metrics import read_metrics
 
 SETTINGS = ["train.steps=20", "train.log_every=1", "train.batch_size=16", "train.eval_every=1000",

@@ -42,7 +42,7 @@ def _tiny_run(workdir, *overrides):
       "train.steps=30", "train.log_every=5", "train.eval_every=30", "train.batch_size=16",
       "data.inputs_length=64", "data.targets_length=16", "data.vocab_train_size=500",
       "data.max_eval_examples=8", "checkpoint.every_steps=30", *overrides])
-  return trainer.train(config, str(workdir))
+  return trainer.train(config, str(workdir), devices=jax.devices()[:1])
 
 
 def _train_losses(workdir):
