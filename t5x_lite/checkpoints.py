@@ -121,12 +121,17 @@ def _writer_options(config: CheckpointConfig) -> ocp.CheckpointManagerOptions:
 def _reading(path: str) -> Iterator[ocp.CheckpointManager]:
   """A read-only manager on a workdir or checkpoints/ dir: it never deletes anything."""
   options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
-  manager = ocp.CheckpointManager(
-      checkpoint_dir(path), options=options, handler_registry=_handler_registry())
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only directory is read-only.
   try:
-    yield manager
+    manager = ocp.CheckpointManager(
+        checkpoint_dir(path), options=options, handler_registry=_handler_registry())
+    try:
+      yield manager
+    finally:
+      manager.close()
   finally:
-    manager.close()
+    logging.set_verbosity(verbosity)
 
 
 def _resolve_step(manager: ocp.CheckpointManager, step: Optional[int]) -> int:
@@ -494,7 +499,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
   use_host_only()
-  logging.set_verbosity(logging.ERROR)  # Orbax warns that a read-only directory is read-only.
   info = describe(args.directory, args.step)
   print(json.dumps(info, indent=2) if args.json else format_description(info))
   return 0
