@@ -224,7 +224,9 @@ def evaluate(setup: Setup, eval_step, params, loader: Loader, vocab_size: int,
   return {
       "loss": cross_entropy, "z_loss": totals["z_loss"] / tokens,
       "accuracy": totals["correct"] / tokens, "perplexity": math.exp(min(cross_entropy, 50.0)),
-      "target_tokens": totals["weight"], "unigram_entropy": unigram_entropy(target_counts),
+      "target_tokens": totals["weight"],
+      # Each process counted the targets of its own rows.
+      "unigram_entropy": unigram_entropy(distributed.allgather_rows(target_counts[None]).sum(axis=0)),
       **(scorer.result() if scorer is not None else {}),
   }
 
