@@ -445,7 +445,12 @@ def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
   config = load_experiment(args.experiment, args.overrides)
   result = train(config, args.workdir)
-  if jax.process_index() == 0 and result["validation"]:
+  if jax.process_index() != 0:
+    return 0
+  if not result["validation"]:  # Resumed at the last step: nothing left to do.
+    print(f"{args.workdir} is already at step {result['step']} (train.steps); "
+          f"raise train.steps with --set to train further, or use `t5x-lite eval`.")
+  else:
     validation = result["validation"]
     print(f"final validation loss {validation['loss']:.4f} nats/token "
           f"(unigram entropy of the validation targets: {validation['unigram_entropy']:.4f}); "
