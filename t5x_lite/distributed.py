@@ -60,8 +60,9 @@ def initialize(args: argparse.Namespace) -> None:
         process_id=args.process_id, initialization_timeout=HANDSHAKE_TIMEOUT_S)
   except Exception as e:  # The runtime's own errors do not say where it was looking.
     where = args.coordinator or "the address JAX detected from the cluster environment"
+    who = f"Process {args.process_id}" if args.process_id is not None else "This process"
     raise ConfigError(
-        f"Process {args.process_id} could not join the run through the coordinator at {where} "
+        f"{who} could not join the run through the coordinator at {where} "
         f"within {HANDSHAKE_TIMEOUT_S} s: {e}. Check that process 0 is running and that "
         "the address and port are reachable from every host.") from e
 
