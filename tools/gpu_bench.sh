@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # t5x-lite against the Hugging Face PyTorch peer on one GPU, in one device call
 # (docs/performance.md). Run from anywhere; the package need not be installed.
+# The machine lacks tensorflow-datasets and a few more: run tools/gpu_wheels.sh
+# here first and name .whl in the device call's carry (tools/gpu_install.sh
+# installs them there; preflight below runs it when tensorflow_datasets is missing).
 #
 #   tools/gpu_bench.sh [RUN_OR_GROUP ...]      default: all
 #
@@ -80,18 +83,15 @@ hf() {  # NAME SIZE BATCH
 }
 
 preflight() {
-  # t5x_lite.trainer imports the data pipeline, hence tensorflow_datasets;
-  # install it from carried wheels (.whl/) when the machine lacks it.
-  if ! "$PY" -c "import t5x_lite.trainer" 2>"$OUT/logs/preflight.log"; then
-    if [ -d .whl ]; then
-      "$PY" -m pip install --quiet --no-index --find-links .whl tensorflow-datasets importlib_resources \
-        >>"$OUT/logs/preflight.log" 2>&1
-    fi
-    if ! "$PY" -c "import t5x_lite.trainer" 2>>"$OUT/logs/preflight.log"; then
-      echo "t5x_lite.trainer does not import (see $OUT/logs/preflight.log); t5x-lite runs skipped" >&2
-      T5X_OK=0
-      return
-    fi
+  # The image lacks tensorflow_datasets and a few more (t5x-lite imports them
+  # lazily, hence named here): install the carried wheels (.whl/) if missing.
+  if ! "$PY" -c "import t5x_lite.trainer, tensorflow_datasets" 2>"$OUT/logs/preflight.log" && [ -d .whl ]; then
+    PYTHON="$PY" tools/gpu_install.sh >>"$OUT/logs/preflight.log" 2>&1
+  fi
+  if ! "$PY" -c "import t5x_lite.trainer" 2>>"$OUT/logs/preflight.log"; then
+    echo "t5x_lite.trainer does not import (see $OUT/logs/preflight.log); t5x-lite runs skipped" >&2
+    T5X_OK=0
+    return
   fi
   # XLA aborts on flags it does not know: probe ours once, drop them if refused.
   if [ -z "${XLA_FLAGS+set}" ] && ! "$PY" -c "
