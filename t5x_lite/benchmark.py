@@ -1,34 +1,46 @@
 """`t5x-lite benchmark`: steady-state speed and MFU of an experiment's real train step.
 
 The step is trainer.make_train_step on the experiment's model, optimizer and
-shardings; the batch is synthetic (random tokens, no padding), so the figure
-measures the model, optimizer and compiler, never the input pipeline. FLOPs
+shardings; the batch is synthetic (random tokens, no padding), so the timed
+figures measure the model, optimizer and compiler, not the input pipeline. FLOPs
 are counted as docs/reference.md says (flops.train_flops_per_sequence), the same
 formula tools/bench_hf_t5.py uses for the PyTorch peer, so the two compare.
+With --data real, the record also has an "input" section: the same compiled
+step fed by the experiment's training loader as `t5x-lite train` feeds it,
+against the same loop on the synthetic batch, so any wait for input shows.
 Prints one JSON line on stdout.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib.metadata
+import itertools
 import json
 import os
 import statistics
+import sys
+import tempfile
 import time
-from typing import Any, Mapping, MutableMapping, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Mapping, MutableMapping, Optional
 
 import flax
 import jax
 import numpy as np
 
-from t5x_lite import flops
+from t5x_lite import distributed, flops
 from t5x_lite import model as model_lib
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
 
-# Used when the experiment leaves model.vocab_size to a vocabulary: the
-# benchmark trains none, and T5's vocabulary has this size (docs/reference.md).
+if TYPE_CHECKING:  # The data pipeline is imported only where it is used (see benchmark).
+  from t5x_lite.data import Vocabulary
+
+# Used when the experiment leaves model.vocab_size to a vocabulary and the
+# benchmark resolves none (--data synthetic): T5's vocabulary has this size
+# (docs/reference.md).
 DEFAULT_VOCAB_SIZE = 32128
 
 # The model's shape in each record; both tools report these.
@@ -126,9 +138,91 @@ def throughput_fields(step_times: list[float], batch: int, inputs_length: int, t
   }
 
 
+def resolve_vocabulary(config: ExperimentConfig, workdir: Optional[str]) -> Vocabulary:
+  """The experiment's vocabulary as `t5x-lite train` resolves it (building a missing
+  built-in dataset, training or reusing the cached vocabulary, a run's copy in
+  `workdir` first), which also fixes model.vocab_size. Without a workdir, the copy
+  train keeps there goes to a temporary directory: only the vocabulary is needed."""
+  from t5x_lite import trainer  # pylint: disable=import-outside-toplevel  (see benchmark)
+  with contextlib.ExitStack() as cleanup:
+    # TFDS reports a dataset build on stdout, which is the record's alone.
+    cleanup.enter_context(contextlib.redirect_stdout(sys.stderr))
+    if workdir is None:
+      workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="t5x_lite_benchmark_"))
+    return distributed.on_main_process_first(
+        functools.partial(trainer.resolve_vocabulary, config, workdir), "vocabulary")
+
+
+def pipelined_step_time(step, state, batches: Iterator[dict[str, np.ndarray]], sharding, *,
+                        steps: int, warmup: int, skip: int) -> tuple[float, float, Any]:
+  """Seconds per step of the training loop's own pattern (trainer._loop): next local
+  batch -> to_global -> step, no host sync between steps, so input work overlaps the
+  device's. After `warmup` steps and a sync, `skip` batches are dropped: those the
+  loader prefetched meanwhile, which would otherwise hide up to skip / steps of a
+  loader slower than the step. Returns (s/step, mean packing efficiency, new state)."""
+  from t5x_lite import trainer  # pylint: disable=import-outside-toplevel  (see benchmark)
+  from t5x_lite.data.packing import packing_efficiency  # pylint: disable=import-outside-toplevel
+  for _ in range(warmup):
+    state, _ = step(state, trainer.to_global(next(batches), sharding))
+  jax.block_until_ready(state)
+  for _ in range(skip):
+    next(batches)
+  packing = 0.0
+  start = time.perf_counter()
+  for _ in range(steps):
+    local_batch = next(batches)
+    packing += packing_efficiency(local_batch)  # As the loop's throughput window does.
+    state, metrics = step(state, trainer.to_global(local_batch, sharding))
+  jax.block_until_ready((state, metrics))
+  return (time.perf_counter() - start) / steps, packing / steps, state
+
+
+def loader_rate(loader, batches: int, skip: int) -> tuple[float, float]:
+  """(batches/s, examples/s) of a training loader alone, once the `skip` batches it
+  prefetched are dropped: its capacity, whatever the step's speed."""
+  for _ in range(skip):
+    next(loader)
+  examples, start = loader_examples(loader), time.perf_counter()
+  for _ in range(batches):
+    next(loader)
+  elapsed = time.perf_counter() - start
+  return batches / elapsed, (loader_examples(loader) - examples) / elapsed
+
+
+def loader_examples(loader) -> int:
+  """Examples in the batches a ShardedLoader has returned (this process's shards)."""
+  return sum(shard.examples_seen for shard in loader.loaders)
+
+
+def input_fields(setup, step, state, local_batch: dict[str, np.ndarray], vocabulary: Vocabulary, *,
+                 steps: int, warmup: int) -> dict[str, Any]:
+  """The "input" record: the compiled step fed by the experiment's training loader
+  against the same loop on the synthetic batch, then the loader alone (it keeps up
+  while loader_batches_per_s > 1 / synthetic_step_s). Loader figures are this process's."""
+  from t5x_lite.data import make_train_loader  # pylint: disable=import-outside-toplevel
+  skip = max(1, setup.config.data.prefetch)  # The loader's queue length.
+  timed = functools.partial(pipelined_step_time, step, sharding=setup.batch_sharding, steps=steps,
+                            warmup=warmup, skip=skip)
+  synthetic_s, _, state = timed(state, itertools.repeat(local_batch))
+  loader = make_train_loader(setup.config, vocabulary, jax.process_index(), jax.process_count())
+  with contextlib.closing(loader):
+    real_s, packing, _ = timed(state, loader)
+    batches_per_s, examples_per_s = loader_rate(loader, steps, skip)
+  return {
+      "dataset": setup.config.data.dataset,
+      "synthetic_step_s": synthetic_s,
+      "real_step_s": real_s,
+      "slowdown": real_s / synthetic_s - 1,
+      "packing_efficiency": packing,
+      "loader_batches_per_s": batches_per_s,
+      "loader_examples_per_s": examples_per_s,
+  }
+
+
 def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_per_device: float = 0.0,
-              experiment: str = "") -> dict[str, Any]:
-  """Compiles and times the experiment's train step; returns the JSON record."""
+              experiment: str = "", vocabulary: Optional[Vocabulary] = None) -> dict[str, Any]:
+  """Compiles and times the experiment's train step; returns the JSON record. With
+  a vocabulary (resolve_vocabulary's), also measures the real input pipeline."""
   # Imported here, not at module level: the trainer pulls in the data pipeline
   # (tensorflow_datasets), which tools/bench_hf_t5.py must not need.
   from t5x_lite import trainer  # pylint: disable=import-outside-toplevel
@@ -140,10 +234,9 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
   setup = trainer.make_setup(config)
   state = trainer.init_state(setup, config.train.seed)
   rows = config.train.batch_size // jax.process_count()
-  batch = trainer.to_global(
-      synthetic_batch(rows, data.inputs_length, data.targets_length, model_cfg.vocab_size,
-                      seed=config.train.seed + jax.process_index()),
-      setup.batch_sharding)
+  local_batch = synthetic_batch(rows, data.inputs_length, data.targets_length, model_cfg.vocab_size,
+                                seed=config.train.seed + jax.process_index())
+  batch = trainer.to_global(local_batch, setup.batch_sharding)
   jax.block_until_ready((state, batch))
 
   start = time.perf_counter()
@@ -160,6 +253,9 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
     state, metrics = step(state, batch)
     jax.block_until_ready((state, metrics))
     step_times.append(time.perf_counter() - start)
+  loss = float(metrics["loss"])
+  inputs = {} if vocabulary is None else {"input": input_fields(
+      setup, step, state, local_batch, vocabulary, steps=steps, warmup=warmup)}
 
   device_count = jax.device_count()
   peak = flops.peak_flops_per_device(peak_flops_per_device) * device_count
@@ -177,7 +273,7 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
                                                          data.targets_length), peak),
       "compile_s": compile_s,
       "peak_memory_bytes": peak_memory_bytes(),
-      "loss": float(metrics["loss"]),
+      "loss": loss,
       "parameters": model_lib.count_params(model_cfg),
       "device_kind": jax.devices()[0].device_kind,
       "device_count": device_count,
@@ -196,6 +292,7 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
       },
       "model": {key: getattr(model_cfg, key) for key in MODEL_FIELDS},
       "versions": {"jax": jax.__version__, "jaxlib": _version("jaxlib"), "flax": flax.__version__},
+      **inputs,
   }
 
 
@@ -206,6 +303,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
   parser.add_argument("--warmup", type=int, default=3,
                       help="untimed steps after compilation (default 3)")
+  parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic",
+                      help="real: also time the step fed by the experiment's training loader "
+                           "(the \"input\" record; default synthetic batches only)")
+  parser.add_argument("--workdir", default=None,
+                      help="with --data real: a run directory whose vocabulary to use or keep, as "
+                           "train's (default: a temporary directory)")
   parser.add_argument("--peak-tflops", type=float, default=0.0,
                       help="peak bf16 TFLOP/s of one device for MFU (default: known devices, "
                            "e.g. 789 for an H100; otherwise MFU is null)")
@@ -219,9 +322,11 @@ def run(args: argparse.Namespace) -> int:
       raise ConfigError(f"--batch {args.batch} must be a positive multiple of "
                         f"train.grad_accum_steps={config.train.grad_accum_steps}.")
     config.train.batch_size = args.batch
+  vocabulary = resolve_vocabulary(config, args.workdir) if args.data == "real" else None
   record = benchmark(config, steps=args.steps, warmup=args.warmup,
                      peak_flops_per_device=args.peak_tflops * 1e12 or config.train.peak_flops_per_device,
-                     experiment=os.path.splitext(os.path.basename(args.experiment))[0])
+                     experiment=os.path.splitext(os.path.basename(args.experiment))[0],
+                     vocabulary=vocabulary)
   if jax.process_index() == 0:
     print(json.dumps(record), flush=True)
   return 0

@@ -23,7 +23,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("t5x_lite.evaluation", "score a run's checkpoint on a whole split (seq2seq: decoded)"),
     "infer": ("t5x_lite.inference", "decode text with a run's checkpoint"),
     "compare": ("t5x_lite.compare", "configuration differences, metrics and loss curves of runs"),
-    "benchmark": ("t5x_lite.benchmark", "steady-state train-step speed and MFU on synthetic batches"),
+    "benchmark": ("t5x_lite.benchmark", "train-step speed and MFU (synthetic batches; --data real adds the input pipeline)"),
     "inspect": ("t5x_lite.checkpoints", "steps, sizes, parameter tree and config of a checkpoint"),
     "import-hf": ("t5x_lite.hf_interop", "convert a Hugging Face T5 folder into a t5x-lite workdir"),
     "export-hf": ("t5x_lite.hf_interop", "write a workdir's checkpoint as a Hugging Face T5 folder"),

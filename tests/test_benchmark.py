@@ -4,13 +4,23 @@ import importlib.util
 import json
 import pathlib
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from t5x_lite import benchmark, cli, config as config_lib, flops, model
+from t5x_lite.checkpoints import VOCABULARY_FILE
+from t5x_lite.data import Vocabulary
 from t5x_lite.data.packing import KEYS as BATCH_KEYS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+TINY_EXPERIMENT = str(ROOT / "experiments" / "tiny_python_docs.py")
+# A smaller model and rows than the experiment's, so the real-data runs stay fast.
+SMALL = [f"--set={setting}" for setting in (
+    "data.inputs_length=32", "data.targets_length=8", "model.d_model=32", "model.d_ff=64",
+    "model.d_kv=8", "model.num_encoder_layers=1", "model.num_decoder_layers=1")]
 FIELDS = (
     "system", "experiment", "batch", "inputs_length", "targets_length", "steps", "warmup",
     "step_time_median_s", "step_time_mean_s", "step_time_min_s", "seq_per_s", "tokens_per_s",
@@ -26,7 +36,7 @@ def _one_json_line(text: str) -> dict:
 
 def test_benchmark_command_prints_one_json_record(capsys):
   status = cli.main([
-      "benchmark", str(ROOT / "experiments" / "tiny_python_docs.py"), "--set", "model.vocab_size=256",
+      "benchmark", TINY_EXPERIMENT, "--set", "model.vocab_size=256",
       "--batch", "8", "--steps", "2", "--warmup", "1", "--peak-tflops", "2"])
   assert status == 0
   record = _one_json_line(capsys.readouterr().out)
@@ -46,12 +56,62 @@ def test_benchmark_command_prints_one_json_record(capsys):
   assert record["settings"]["dtype"] == "float32"
   assert {"scan_layers", "remat_policy", "attention_impl"} <= set(record["settings"])
   assert set(record["versions"]) == {"jax", "jaxlib", "flax"}
+  assert "input" not in record  # synthetic batches only, unless --data real
 
 
 def test_benchmark_rejects_zero_steps(capsys):
-  status = cli.main(["benchmark", str(ROOT / "experiments" / "tiny_python_docs.py"), "--steps", "0"])
+  status = cli.main(["benchmark", TINY_EXPERIMENT, "--steps", "0"])
   assert status == 2
   assert "--steps" in capsys.readouterr().err
+
+
+def test_real_data_record_compares_the_training_loader_with_synthetic_batches(capsys, tmp_path):
+  status = cli.main(["benchmark", TINY_EXPERIMENT, "--batch", "8", "--steps", "3", "--warmup", "1",
+                     "--data", "real", "--workdir", str(tmp_path), *SMALL])
+  assert status == 0
+  record = _one_json_line(capsys.readouterr().out)
+  assert set(FIELDS) <= set(record) and np.isfinite(record["loss"])
+  fields = record["input"]
+  assert fields["dataset"] == "python_docs"
+  assert fields["synthetic_step_s"] > 0 and fields["real_step_s"] > 0
+  assert fields["slowdown"] == pytest.approx(fields["real_step_s"] / fields["synthetic_step_s"] - 1)
+  assert 0 < fields["packing_efficiency"] <= 1
+  assert fields["loader_batches_per_s"] > 0
+  # Every row of a packed batch holds at least one example.
+  assert fields["loader_examples_per_s"] / fields["loader_batches_per_s"] >= 8 - 1e-9
+  # The vocabulary is resolved as train resolves it: its copy kept in the workdir, and
+  # model.vocab_size (None in the experiment) taken from it for both loops' one step.
+  assert record["model"]["vocab_size"] == Vocabulary(str(tmp_path / VOCABULARY_FILE)).vocab_size
+
+
+def test_real_data_names_a_missing_dataset(capsys, tmp_path):
+  status = cli.main(["benchmark", TINY_EXPERIMENT, "--data", "real", "--set", "data.dataset=c4/en",
+                     "--set", f"data.data_dir={tmp_path}"])
+  assert status == 2
+  assert "Dataset 'c4/en' not found" in capsys.readouterr().err
+
+
+def test_benchmark_refuses_an_unknown_data_source(capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    cli.main(["benchmark", TINY_EXPERIMENT, "--data", "c4"])
+  assert exit_info.value.code == 2
+  assert "invalid choice: 'c4'" in capsys.readouterr().err
+
+
+def test_pipelined_loop_times_only_the_batches_after_warmup_and_prefetch():
+  """Pulls warmup batches, then the skipped (prefetched) ones, then the timed ones; the
+  packing efficiency is that of the timed batches alone."""
+  def step(state, batch):  # Counts the steps taken.
+    return state + 1, {"loss": state}
+
+  full = benchmark.synthetic_batch(2, 4, 2, vocab_size=10)
+  half = dict(full, encoder_segment_ids=np.array([[0, 0, 1, 1]] * 2, np.int32),
+              decoder_segment_ids=np.array([[0, 1]] * 2, np.int32))
+  batches = iter([full] * 2 + [full] * 3 + [half] * 4)  # warmup 2, skip 3, steps 4: no more
+  sharding = NamedSharding(Mesh(jax.devices()[:1], ("data",)), PartitionSpec("data"))
+  seconds, packing, state = benchmark.pipelined_step_time(step, jnp.zeros(()), batches, sharding,
+                                                          steps=4, warmup=2, skip=3)
+  assert seconds > 0 and packing == 0.5 and int(state) == 6
 
 
 def test_synthetic_batch_is_full_rows_shifted_right():
