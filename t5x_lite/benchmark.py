@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from typing import TYPE_CHECKING, Any, Iterator, Mapping, MutableMapping, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import flax
 import jax
@@ -46,38 +46,6 @@ DEFAULT_VOCAB_SIZE = 32128
 # The model's shape in each record; both tools report these.
 MODEL_FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
                 "num_decoder_layers", "ffn_activation")
-
-# XLA flags applied on GPU unless the user set XLA_FLAGS (even to ""). Kept
-# small and conservative; each is to be verified on GPU and kept only if it
-# moves the measured number (docs/performance.md).
-# - latency hiding scheduler: overlaps asynchronous work (collectives, copies)
-#   with compute; no effect on the math.
-# - cuBLAS instead of Triton GEMMs: bf16 matmuls of these shapes are cuBLAS's
-#   home ground, and skipping Triton autotuning shortens compilation.
-GPU_XLA_FLAGS = (
-    "--xla_gpu_enable_latency_hiding_scheduler=true",
-    "--xla_gpu_enable_triton_gemm=false",
-)
-
-
-def _gpu_backend_expected(environ: Mapping[str, str]) -> bool:
-  """Whether jax will pick a GPU, decided without initialising a backend
-  (XLA reads XLA_FLAGS once, when the first backend starts)."""
-  platforms = environ.get("JAX_PLATFORMS", "")
-  if platforms:
-    return any(p.strip() in ("cuda", "gpu", "rocm") for p in platforms.split(","))
-  names = (dist.metadata["Name"] or "" for dist in importlib.metadata.distributions())
-  return any(name.lower().replace("_", "-").startswith(("jax-cuda", "jax-rocm")) for name in names)
-
-
-def set_gpu_xla_flags(environ: MutableMapping[str, str] = os.environ) -> Optional[str]:
-  """Sets XLA_FLAGS to GPU_XLA_FLAGS when a GPU backend is coming and the user
-  set none; returns the flags set, or None. Call before jax touches a device."""
-  if "XLA_FLAGS" in environ or not _gpu_backend_expected(environ):
-    return None
-  environ["XLA_FLAGS"] = " ".join(GPU_XLA_FLAGS)
-  return environ["XLA_FLAGS"]
-
 
 def synthetic_batch(rows: int, inputs_length: int, targets_length: int, vocab_size: int,
                     seed: int = 0) -> dict[str, np.ndarray]:
@@ -315,7 +283,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-  set_gpu_xla_flags()
   config = load_experiment(args.experiment, args.overrides)
   if args.batch is not None:
     if args.batch < 1 or args.batch % config.train.grad_accum_steps:

@@ -13,6 +13,7 @@ import os
 import sys
 from typing import Callable, Optional
 
+from t5x_lite import xla_flags
 from t5x_lite.config import UserError
 
 # Subcommands: name -> (module, help). Each module has add_arguments(parser)
@@ -72,6 +73,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   command = next((arg for arg in argv if not arg.startswith("-")), None)
   args = build_parser(command).parse_args(argv)
   run: Callable[[argparse.Namespace], Optional[int]] = importlib.import_module(args.module).run
+  xla_flags.set_gpu_flags()  # Before the command starts a backend: XLA reads them only then.
   try:
     return run(args) or 0
   except UserError as e:

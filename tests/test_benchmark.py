@@ -130,17 +130,6 @@ def test_synthetic_batch_is_full_rows_shifted_right():
   assert batch["decoder_loss_weights"].dtype == np.float32
 
 
-@pytest.mark.parametrize("environ,expected", [
-    ({"JAX_PLATFORMS": "cpu"}, None),
-    ({"JAX_PLATFORMS": "cuda"}, " ".join(benchmark.GPU_XLA_FLAGS)),
-    ({"JAX_PLATFORMS": "cuda", "XLA_FLAGS": ""}, None),  # the user's choice, even empty, wins
-])
-def test_gpu_xla_flags_only_on_gpu_and_never_over_the_users(environ, expected):
-  before = dict(environ)
-  assert benchmark.set_gpu_xla_flags(environ) == expected
-  assert environ.get("XLA_FLAGS") == (expected if expected is not None else before.get("XLA_FLAGS"))
-
-
 def test_hf_peer_prints_one_json_record_with_the_same_flops(capsys):
   pytest.importorskip("torch")
   pytest.importorskip("transformers")

@@ -19,7 +19,7 @@
 # "error"), each run's stderr in $OUT/logs/, and a summary table at the end.
 # Environment: OUT (default runs/bench), PYTHON (python3), STEPS (20),
 # WARMUP (3), RUN_TIMEOUT seconds per attempt (420). XLA_FLAGS, if set (even
-# empty), replaces t5x_lite.benchmark.GPU_XLA_FLAGS.
+# empty), replaces t5x_lite.xla_flags.GPU_FLAGS.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-runs/bench}
@@ -95,11 +95,11 @@ preflight() {
   fi
   # XLA aborts on flags it does not know: probe ours once, drop them if refused.
   if [ -z "${XLA_FLAGS+set}" ] && ! "$PY" -c "
-from t5x_lite import benchmark
-benchmark.set_gpu_xla_flags()
+from t5x_lite import xla_flags
+xla_flags.set_gpu_flags()
 import jax
 jax.numpy.zeros(1).block_until_ready()" >>"$OUT/logs/preflight.log" 2>&1; then
-    echo "XLA refused t5x_lite.benchmark.GPU_XLA_FLAGS; running with XLA_FLAGS=''" >&2
+    echo "XLA refused t5x_lite.xla_flags.GPU_FLAGS; running with XLA_FLAGS=''" >&2
     export XLA_FLAGS=""
   fi
 }
