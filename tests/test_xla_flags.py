@@ -1,3 +1,7 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from t5x_lite import cli, xla_flags
@@ -22,3 +26,12 @@ def test_every_command_sets_them_before_it_runs(monkeypatch, capsys):
   monkeypatch.setattr("t5x_lite.info.run", lambda args: calls.append("run") or 0)
   assert cli.main(["info", "tiny"]) == 0
   assert calls == ["flags", "run"]
+
+
+def test_this_jaxlib_knows_every_flag():
+  """XLA aborts the process on an unknown flag, and parses the GPU ones on every backend:
+  a jax upgrade that drops one fails here, not on someone's GPU."""
+  environ = {**os.environ, "XLA_FLAGS": " ".join(xla_flags.GPU_FLAGS), "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-c", "import jax; jax.numpy.zeros(1).block_until_ready()"],
+                          env=environ, capture_output=True, text=True, timeout=120, check=False)
+  assert result.returncode == 0, result.stderr[-2000:]
