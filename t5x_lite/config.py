@@ -151,6 +151,10 @@ class TrainConfig:
   grad_accum_steps: int = 1
   z_loss: float = 1e-4
   label_smoothing: float = 0.0
+  # Target positions per chunk of the output projection and loss (0 = all at once): the
+  # full (batch, length, vocab) logits then never exist, at the cost of recomputing each
+  # chunk's in the backward pass. Must divide data.targets_length.
+  loss_chunk_size: int = 0
   # Peak FLOP/s of one device for MFU; 0 = known devices only.
   peak_flops_per_device: float = 0.0
 
@@ -307,6 +311,12 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
     raise ConfigError(f"train.label_smoothing={t.label_smoothing} must be in [0, 1).")
   if t.z_loss < 0:
     raise ConfigError(f"train.z_loss={t.z_loss} must be >= 0.")
+  targets_length = config.data.targets_length
+  if t.loss_chunk_size < 0 or (t.loss_chunk_size and targets_length % t.loss_chunk_size):
+    divisors = [n for n in range(1, targets_length + 1) if targets_length % n == 0]
+    raise ConfigError(
+        f"train.loss_chunk_size={t.loss_chunk_size} must be 0 (off) or divide "
+        f"data.targets_length={targets_length}: one of {divisors}.")
   if config.mesh.rules_preset == "custom" and not config.mesh.rules:
     raise ConfigError('mesh.rules_preset="custom" needs mesh.rules, e.g. (("batch", "data"),).')
   return config

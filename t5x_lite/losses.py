@@ -7,8 +7,9 @@ multi-device reduction give exactly the per-token mean of the whole batch.
 
 from __future__ import annotations
 
+import functools
 import math
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -76,3 +77,48 @@ def token_accuracy(
   weights = weights.astype(jnp.float32)
   correct = (jnp.argmax(logits, axis=-1) == targets).astype(jnp.float32)  # (batch, length)
   return jnp.sum(correct * weights), jnp.sum(weights)
+
+
+def output_sums(
+    logits: jax.Array, targets: jax.Array, weights: jax.Array, *, z_loss: float,
+    label_smoothing: float,
+) -> tuple[LossSums, jax.Array]:
+  """(LossSums, correct_sum) of one batch of logits: what a train or eval step reports."""
+  sums = cross_entropy_with_z_loss(
+      logits, targets, weights, z_loss=z_loss, label_smoothing=label_smoothing)
+  correct, _ = token_accuracy(logits, targets, weights)
+  return sums, correct
+
+
+def chunked_output_sums(
+    hidden: jax.Array, project: Callable[[jax.Array], jax.Array], targets: jax.Array,
+    weights: jax.Array, *, chunk_size: int, z_loss: float, label_smoothing: float,
+) -> tuple[LossSums, jax.Array]:
+  """`output_sums(project(hidden), ...)` without ever holding all the logits.
+
+  hidden: (batch, length, d) pre-logit states; project maps (batch, chunk, d) to
+  (batch, chunk, vocab) logits (closing over the output kernel, whose gradient flows
+  through it). Positions are taken chunk_size at a time along the length axis, so each
+  chunk keeps the batch axis and its sharding. Each chunk's projection and loss run under
+  jax.checkpoint inside a scan: the backward pass recomputes one chunk's logits at a
+  time instead of keeping (batch, length, vocab) logits, and their gradient, alive.
+  """
+  batch, length = targets.shape
+  if length % chunk_size:
+    raise ValueError(f"chunk_size={chunk_size} does not divide the length {length}.")
+
+  def split(x):  # (batch, length, ...) -> (chunks, batch, chunk_size, ...)
+    return jnp.swapaxes(x.reshape((batch, length // chunk_size, chunk_size) + x.shape[2:]), 0, 1)
+
+  @functools.partial(jax.checkpoint, prevent_cse=False)  # No CSE to prevent across scan steps.
+  def chunk(hidden, targets, weights):
+    return output_sums(project(hidden), targets, weights, z_loss=z_loss,
+                       label_smoothing=label_smoothing)
+
+  def add(total, inputs):
+    return jax.tree.map(jnp.add, total, chunk(*inputs)), None
+
+  zero = jnp.zeros((), jnp.float32)
+  total, _ = jax.lax.scan(add, (LossSums(zero, zero, zero), zero),
+                          (split(hidden), split(targets), split(weights)))
+  return total

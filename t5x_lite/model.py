@@ -127,7 +127,7 @@ class Norm(nn.Module):
 
 
 class Embed(nn.Module):
-  """Token embedding (vocab, embed); also produces tied logits via `attend`."""
+  """Token embedding (vocab, embed); with tied logits also the output kernel."""
 
   config: ModelConfig
 
@@ -139,9 +139,6 @@ class Embed(nn.Module):
 
   def __call__(self, tokens: Array) -> Array:
     return jnp.take(self.embedding, tokens, axis=0).astype(activation_dtype(self.config))
-
-  def attend(self, x: Array) -> Array:
-    return jnp.einsum("bld,vd->blv", x, self.embedding.astype(x.dtype))
 
 
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Optional[Array],
@@ -429,8 +426,20 @@ def _causal_mask(length: int) -> Array:
   return (idx[None, :] <= idx[:, None])[None, None]
 
 
+def project_logits(x: Array, kernel: Array, scale: float,
+                   sharding: Optional[ActivationSharding] = None) -> Array:
+  """(b, l, d) decoder output -> (b, l, v) logits, with kernel (d, v) and scale from
+  `Transformer.logits_kernel`. A plain function, so the chunked loss can call it inside
+  jax.checkpoint / lax.scan, where a bound module cannot go."""
+  logits = jnp.einsum("bld,dv->blv", x, kernel.astype(x.dtype))
+  if scale != 1.0:
+    logits = logits * scale
+  return constrain(logits, sharding, BATCH_LENGTH_VOCAB)
+
+
 class Transformer(nn.Module):
-  """T5 encoder-decoder. `__call__` gives logits (b, l_targets, vocab)."""
+  """T5 encoder-decoder. `__call__` gives logits (b, l_targets, vocab), or with
+  return_hidden=True the decoder output (b, l_targets, d) they are projected from."""
 
   config: ModelConfig
   sharding: Optional[ActivationSharding] = None
@@ -458,27 +467,34 @@ class Transformer(nn.Module):
   def decode(self, encoded: Array, encoder_input_tokens: Array, decoder_input_tokens: Array,
              encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
              decoder_positions: Optional[Array] = None, *, deterministic: bool = True,
-             decode: bool = False) -> Array:
-    """Decoder logits (b, l_tgt, v). With decode=True, one step with a cache."""
+             decode: bool = False, return_hidden: bool = False) -> Array:
+    """Decoder logits (b, l_tgt, v), or the decoder output (b, l_tgt, d) with
+    return_hidden=True. With decode=True, one step with a cache."""
     if encoder_segment_ids is None:
       encoder_segment_ids = (encoder_input_tokens > 0).astype(jnp.int32)
     embedded = self.token_embedder(decoder_input_tokens)
     x = self.decoder(embedded, encoded, encoder_segment_ids, decoder_segment_ids, decoder_positions,
                      deterministic=deterministic, decode=decode)
+    if return_hidden:
+      return x
+    return project_logits(x, *self.logits_kernel(), self.sharding)
+
+  def logits_kernel(self) -> tuple[Array, float]:
+    """(kernel (d, v), scale) of the output projection: the transposed embedding scaled
+    by d_model**-0.5 when tied (T5.1.0), else logits_dense."""
     if self.config.tie_logits:
-      logits = self.token_embedder.attend(x) * (self.config.d_model ** -0.5)
-    else:
-      logits = jnp.einsum("bld,dv->blv", x, self.logits_dense.astype(x.dtype))
-    return constrain(logits, self.sharding, BATCH_LENGTH_VOCAB)
+      return self.token_embedder.embedding.T, self.config.d_model ** -0.5
+    return self.logits_dense, 1.0
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
                encoder_positions: Optional[Array] = None, decoder_positions: Optional[Array] = None,
-               *, deterministic: bool = True) -> Array:
+               *, deterministic: bool = True, return_hidden: bool = False) -> Array:
     encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
                           deterministic=deterministic)
     return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids,
-                       decoder_segment_ids, decoder_positions, deterministic=deterministic)
+                       decoder_segment_ids, decoder_positions, deterministic=deterministic,
+                       return_hidden=return_hidden)
 
 
 # ----------------------------------------------------------------------------

@@ -114,18 +114,31 @@ def init_state(setup: Setup, seed: int) -> TrainState:
 
 
 def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_loss: float,
-                  label_smoothing: float, dropout_rng: Optional[jax.Array]) -> tuple[jax.Array, dict]:
-  """Loss sum to differentiate, and metric sums (loss, z-loss, accuracy, tokens)."""
+                  label_smoothing: float, dropout_rng: Optional[jax.Array],
+                  loss_chunk_size: int) -> tuple[jax.Array, dict]:
+  """Loss sum to differentiate, and metric sums (loss, z-loss, accuracy, tokens).
+
+  loss_chunk_size > 0 (train.loss_chunk_size) computes the same sums chunk by chunk
+  from the decoder output, never holding the full logits (losses.chunked_output_sums).
+  """
   deterministic = dropout_rng is None
-  logits = model.apply(
-      {"params": params}, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
+  variables = {"params": params}
+  forward = functools.partial(
+      model.apply, variables, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
       batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
       batch["decoder_positions"], deterministic=deterministic,
       rngs=None if deterministic else {"dropout": dropout_rng})
-  sums = losses.cross_entropy_with_z_loss(
-      logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"], z_loss=z_loss,
-      label_smoothing=label_smoothing)
-  correct, _ = losses.token_accuracy(logits, batch["decoder_target_tokens"], batch["decoder_loss_weights"])
+  targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
+  if loss_chunk_size:
+    kernel, scale = model.apply(variables, method=model_lib.Transformer.logits_kernel)
+    project = functools.partial(model_lib.project_logits, kernel=kernel, scale=scale,
+                                sharding=model.sharding)
+    sums, correct = losses.chunked_output_sums(
+        forward(return_hidden=True), project, targets, weights, chunk_size=loss_chunk_size,
+        z_loss=z_loss, label_smoothing=label_smoothing)
+  else:
+    sums, correct = losses.output_sums(forward(), targets, weights, z_loss=z_loss,
+                                       label_smoothing=label_smoothing)
   return sums.loss, {"loss": sums.loss, "z_loss": sums.z_loss, "correct": correct, "weight": sums.weight}
 
 
@@ -139,7 +152,8 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainSt
   base_rng = jax.random.key(cfg.train.seed + 1)
   grad_fn = jax.grad(
       functools.partial(_forward_sums, setup.model, z_loss=cfg.train.z_loss,
-                        label_smoothing=cfg.train.label_smoothing), has_aux=True)
+                        label_smoothing=cfg.train.label_smoothing,
+                        loss_chunk_size=cfg.train.loss_chunk_size), has_aux=True)
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     # Dropout noise is a function of the step, so a resumed run repeats it.
@@ -185,7 +199,8 @@ def make_eval_step(setup: Setup) -> Callable[[Any, Batch], dict]:
 
   def step(params, batch):
     _, sums = _forward_sums(setup.model, params, batch, z_loss=cfg.train.z_loss,
-                            label_smoothing=0.0, dropout_rng=None)
+                            label_smoothing=0.0, dropout_rng=None,
+                            loss_chunk_size=cfg.train.loss_chunk_size)
     return sums
 
   batch_shardings = {key: setup.batch_sharding for key in BATCH_KEYS}

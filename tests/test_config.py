@@ -49,12 +49,13 @@ def test_overrides_are_parsed_to_field_types():
       "model.d_ff=4096", "optimizer.learning_rate=0.5", "model.scan_layers=true",
       "mesh.shape=[2,-1]", "mesh.axes=data,model", "model.vocab_size=None",
       "checkpoint.init_from_step=7", "data.dataset=c4/en:3.1.0",
-      'mesh.rules=[["batch", "data"], ["mlp", ["model"]]]', "mesh.rules_preset=custom"])
+      'mesh.rules=[["batch", "data"], ["mlp", ["model"]]]', "mesh.rules_preset=custom",
+      "train.loss_chunk_size=8"])
   assert config.model.d_ff == 4096 and isinstance(config.model.d_ff, int)
   assert config.optimizer.learning_rate == 0.5 and config.model.scan_layers is True
   assert config.mesh.shape == (2, -1) and config.mesh.axes == ("data", "model")
   assert config.model.vocab_size is None and config.checkpoint.init_from_step == 7
-  assert config.data.dataset == "c4/en:3.1.0"
+  assert config.data.dataset == "c4/en:3.1.0" and config.train.loss_chunk_size == 8
   assert config.mesh.rules == (("batch", "data"), ("mlp", ("model",)))
 
 
@@ -76,6 +77,8 @@ def test_unknown_key_names_it_and_suggests():
     ("model.ffn_activation=tanh", "not a valid choice"),
     ("train.batch_size=0", "must be positive"),
     ("train.grad_accum_steps=3", "does not divide"),
+    ("train.loss_chunk_size=5", r"divide data.targets_length=32: one of \[1, 2, 4, 8, 16, 32\]"),
+    ("train.loss_chunk_size=-1", "must be 0 \\(off\\) or divide"),
 ])
 def test_bad_values_are_clear_errors(override, expected):
   with pytest.raises(ConfigError, match=expected):

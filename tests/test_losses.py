@@ -1,5 +1,7 @@
-"""Losses against a float64 numpy reference: cross-entropy, z-loss, smoothing, masking."""
+"""Losses against a float64 numpy reference: cross-entropy, z-loss, smoothing, masking;
+the chunked output path against the plain one."""
 
+import functools
 import math
 
 import jax
@@ -7,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from t5x_lite.losses import cross_entropy_with_z_loss, token_accuracy
+from t5x_lite.losses import chunked_output_sums, cross_entropy_with_z_loss, output_sums, token_accuracy
+from helpers import relative_difference
 
 BATCH, LENGTH, VOCAB = 2, 5, 37
 
@@ -115,3 +118,73 @@ def test_token_accuracy_counts_weighted_argmax_hits():
   correct, total = token_accuracy(jnp.asarray(logits), targets, weights)
   # Hits at (0, 0) and (1, 0); (0, 2) is a hit on a padded token; (0, 1) a miss.
   assert float(correct) == 2.0 and float(total) == 3.0
+
+
+def _hidden_inputs(batch, length, d_model, vocab, dtype, seed=7):
+  """Pre-logit states, an output kernel, and targets/weights with padding."""
+  rng = np.random.default_rng(seed)
+  hidden = jnp.asarray(rng.normal(size=(batch, length, d_model)), dtype)
+  kernel = jnp.asarray(rng.normal(scale=d_model ** -0.5, size=(d_model, vocab)), jnp.float32)
+  targets = rng.integers(0, vocab, size=(batch, length)).astype(np.int32)
+  targets[:, ::2] = np.argmax(np.asarray(hidden, np.float32) @ np.asarray(kernel), -1)[:, ::2]  # Hits.
+  weights = (rng.random((batch, length)) < 0.7).astype(np.float32)
+  return hidden, kernel, targets, weights
+
+
+def _project(hidden, kernel):  # (b, l, d), (d, v) -> (b, l, v), as the model does.
+  return jnp.einsum("bld,dv->blv", hidden, kernel.astype(hidden.dtype))
+
+
+def _output_sums(chunk_size, hidden, kernel, targets, weights, **options):
+  """(LossSums, correct) of the projected hidden states; chunk_size 0 is the plain path."""
+  if chunk_size:
+    return chunked_output_sums(hidden, functools.partial(_project, kernel=kernel), targets, weights,
+                               chunk_size=chunk_size, **options)
+  return output_sums(_project(hidden, kernel), targets, weights, **options)
+
+
+def _sums_and_grads(chunk_size, hidden, kernel, targets, weights, **options):
+  """(LossSums, correct), (d hidden, d kernel) of the loss sum."""
+  def loss(hidden, kernel):
+    out = _output_sums(chunk_size, hidden, kernel, targets, weights, **options)
+    return out[0].loss, out
+  grads, out = jax.jit(jax.grad(loss, argnums=(0, 1), has_aux=True))(hidden, kernel)
+  return out, grads
+
+
+@pytest.mark.parametrize("chunk_size,label_smoothing,dtype,tolerance", [
+    (4, 0.0, jnp.float32, 1e-5), (4, 0.1, jnp.float32, 1e-5),
+    (4, 0.0, jnp.bfloat16, 1e-2), (4, 0.1, jnp.bfloat16, 1e-2),
+    (1, 0.1, jnp.float32, 1e-5), (12, 0.1, jnp.float32, 1e-5),  # One position; one chunk of all.
+])
+def test_chunked_output_sums_match_plain(chunk_size, label_smoothing, dtype, tolerance):
+  inputs = _hidden_inputs(3, 12, 16, 37, dtype)
+  options = dict(z_loss=0.01, label_smoothing=label_smoothing)
+  (plain, plain_correct), plain_grads = _sums_and_grads(0, *inputs, **options)
+  (chunked, correct), grads = _sums_and_grads(chunk_size, *inputs, **options)
+  for got, want in zip(chunked, plain):
+    assert float(got) == pytest.approx(float(want), rel=tolerance)
+  assert float(chunked.weight) == float(np.sum(inputs[3]))
+  # The same logits either way, so the same argmax.
+  assert float(correct) == float(plain_correct) >= 10
+  for got, want in zip(grads, plain_grads):
+    assert got.dtype == want.dtype and relative_difference(got, want) < tolerance
+
+
+def test_chunked_output_sums_hold_one_chunk_of_logits():
+  """What the chunks are for: the gradient's scratch memory holds one chunk's logits
+  (8 of 64 positions here), not the whole (8, 64, 32128) float32 logits (63 MiB)."""
+  hidden, kernel, targets, weights = _hidden_inputs(8, 64, 32, 32128, jnp.float32)
+
+  def temp_bytes(chunk_size):
+    def loss(hidden, kernel):
+      sums, _ = _output_sums(chunk_size, hidden, kernel, targets, weights, z_loss=1e-4,
+                             label_smoothing=0.0)
+      return sums.loss
+    compiled = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(hidden, kernel).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  logits_bytes = 8 * 64 * 32128 * 4
+  plain, chunked = temp_bytes(0), temp_bytes(8)
+  assert plain > logits_bytes
+  assert chunked < logits_bytes / 2 < plain / 2

@@ -4,37 +4,51 @@ import jax
 import numpy as np
 import pytest
 
-from t5x_lite import checkpoints
+from t5x_lite import checkpoints, losses
 from t5x_lite import config as config_lib
 from t5x_lite import metrics as metrics_lib
 from t5x_lite import trainer
 from helpers import random_batch, relative_difference, tiny_model
 
 
-def _step_config(grad_accum_steps: int) -> config_lib.ExperimentConfig:
+def _step_config(**train_changes) -> config_lib.ExperimentConfig:
   return config_lib.validate(config_lib.ExperimentConfig(
       model=tiny_model(vocab_size=128, dropout_rate=0.0),
       data=config_lib.DataConfig(inputs_length=16, targets_length=8),
       optimizer=config_lib.OptimizerConfig(name="adamw", schedule="constant", learning_rate=1e-2,
                                            warmup_steps=0),
-      train=config_lib.TrainConfig(steps=10, batch_size=8, grad_accum_steps=grad_accum_steps),
+      train=config_lib.TrainConfig(steps=10, batch_size=8, **train_changes),
       mesh=config_lib.MeshConfig(shape=(1, 1))))
 
 
-def test_gradient_accumulation_matches_full_batch():
+def _one_step(config, batch):
+  """(params after one update, train loss, eval sums of the initial params)."""
+  setup = trainer.make_setup(config, jax.devices()[:1])
+  state = trainer.init_state(setup, seed=0)
+  global_batch = trainer.to_global(batch, setup.batch_sharding)
+  eval_sums = jax.device_get(trainer.make_eval_step(setup)(state.params, global_batch))
+  state, metrics = trainer.make_train_step(setup)(state, global_batch)
+  return jax.device_get(state.params), float(metrics["loss"]), eval_sums
+
+
+@pytest.mark.parametrize("changes", [{"grad_accum_steps": 4}, {"loss_chunk_size": 2}])
+def test_step_variants_give_the_full_batch_update(changes, monkeypatch):
+  """Gradient accumulation and the chunked loss change memory, never the update."""
+  chunked_calls = []
+  chunked = losses.chunked_output_sums
+  monkeypatch.setattr(losses, "chunked_output_sums",
+                      lambda *args, **kwargs: chunked_calls.append(1) or chunked(*args, **kwargs))
   batch = random_batch(np.random.default_rng(0), 8, 16, 8, 128, segments=2)
   # Uneven token counts per microbatch: normalisation must be over the whole batch.
   batch["decoder_loss_weights"][:2] = 0.0
-  results = []
-  for accum in (1, 4):
-    setup = trainer.make_setup(_step_config(accum), jax.devices()[:1])
-    state = trainer.init_state(setup, seed=0)
-    state, metrics = trainer.make_train_step(setup)(state, trainer.to_global(batch, setup.batch_sharding))
-    results.append((jax.device_get(state.params), float(metrics["loss"])))
-  (full_params, full_loss), (accum_params, accum_loss) = results
-  assert abs(full_loss - accum_loss) / full_loss < 1e-5
-  for a, b in zip(jax.tree.leaves(accum_params), jax.tree.leaves(full_params)):
+  full_params, full_loss, full_eval = _one_step(_step_config(), batch)
+  params, loss, eval_sums = _one_step(_step_config(**changes), batch)
+  assert abs(full_loss - loss) / full_loss < 1e-5
+  for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(full_params)):
     assert relative_difference(a, b) < 1e-5
+  for key, value in full_eval.items():
+    assert float(eval_sums[key]) == pytest.approx(float(value), rel=1e-5), key
+  assert len(chunked_calls) == (2 if "loss_chunk_size" in changes else 0)  # train and eval steps
 
 
 def _tiny_run(workdir, *overrides):
