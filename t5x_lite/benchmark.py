@@ -254,6 +254,7 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
           "attention_impl": model_cfg.attention_impl,
           "optimizer": config.optimizer.name,
           "grad_accum_steps": config.train.grad_accum_steps,
+          "loss_chunk_size": config.train.loss_chunk_size,
           "mesh": dict(setup.mesh.shape),
           "rules_preset": config.mesh.rules_preset,
           "xla_flags": os.environ.get("XLA_FLAGS"),

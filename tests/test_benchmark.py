@@ -54,7 +54,7 @@ def test_benchmark_command_prints_one_json_record(capsys):
   assert record["mfu"] == pytest.approx(record["tflops_per_s"] / record["peak_tflops"])
   assert record["peak_memory_bytes"] is None  # the CPU backend reports none
   assert record["settings"]["dtype"] == "float32"
-  assert {"scan_layers", "remat_policy", "attention_impl"} <= set(record["settings"])
+  assert {"scan_layers", "remat_policy", "attention_impl", "loss_chunk_size"} <= set(record["settings"])
   assert set(record["versions"]) == {"jax", "jaxlib", "flax"}
   assert "input" not in record  # synthetic batches only, unless --data real
 

@@ -12,6 +12,11 @@
 #   small  t5x-small (b256) hf-small (b256)
 #   large  t5x-large: the largest of b128, b64, b32 that runs
 #   xl     t5x-xl: the largest of b64, b32 that runs
+#   ablate base b128, one switch each against t5x-base: t5x-base-noscan,
+#          t5x-base-chunked (train.loss_chunk_size=38), t5x-base-dots (remat),
+#          t5x-base-noflags (XLA_FLAGS=""): which optimisations to keep
+#   input  t5x-base-real: b128 fed by the real loader (python_docs) against the
+#          same loop on synthetic batches (the data issue's <= 5% slowdown)
 # A run that fails (out of memory, ...) falls back to its next alternative;
 # every attempt is logged.
 #
@@ -117,10 +122,22 @@ run_one() {
     hf-small) hf hf-small small 256 ;;
     t5x-large) t5x t5x-large experiments/t5_1_1_large.py "--batch 128" "--batch 64" "--batch 32" ;;
     t5x-xl) t5x t5x-xl experiments/t5_1_1_xl.py "--batch 64" "--batch 32" ;;
+    t5x-base-noscan) t5x t5x-base-noscan experiments/t5_1_1_base.py \
+        "--batch 128 --set model.scan_layers=false" ;;
+    t5x-base-chunked) t5x t5x-base-chunked experiments/t5_1_1_base.py \
+        "--batch 128 --set train.loss_chunk_size=38" ;;
+    t5x-base-dots) t5x t5x-base-dots experiments/t5_1_1_base.py \
+        "--batch 128 --set model.remat_policy=dots" ;;
+    t5x-base-noflags) XLA_FLAGS="" t5x t5x-base-noflags experiments/t5_1_1_base.py "--batch 128" ;;
+    t5x-base-real) t5x t5x-base-real experiments/t5_1_1_base.py "--batch 128 --steps 50 --data real \
+        --set data.dataset=python_docs --set data.vocab_train_size=2000" ;;
     base) run_one t5x-base; run_one hf-base; run_one t5x-base-cudnn ;;
     small) run_one t5x-small; run_one hf-small ;;
     large) run_one t5x-large ;;
     xl) run_one t5x-xl ;;
+    ablate) run_one t5x-base-noscan; run_one t5x-base-chunked; run_one t5x-base-dots
+        run_one t5x-base-noflags ;;
+    input) run_one t5x-base-real ;;
     all) run_one base; run_one small; run_one large; run_one xl ;;
   esac
 }
@@ -141,7 +158,13 @@ for r in records:
   mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
   memory = f"{r['peak_memory_bytes'] / 2**30:.1f}" if r["peak_memory_bytes"] else "-"
   detail = (f"{s['dtype']} attn={s['attention_impl']} remat={s.get('remat_policy', '-')} "
-            f"scan={s.get('scan_layers', '-')} compile={s.get('torch_compile', '-')}")
+            f"scan={s.get('scan_layers', '-')} chunk={s.get('loss_chunk_size', '-')} "
+            f"flags={'default' if s.get('xla_flags') is None else repr(s.get('xla_flags'))[:12]} "
+            f"compile={s.get('torch_compile', '-')}")
+  if "input" in r:
+    detail += (f" | real data {r['input']['real_step_s']:.4f} s/step vs synthetic "
+               f"{r['input']['synthetic_step_s']:.4f}: {100 * r['input']['slowdown']:+.1f}% "
+               f"(packing {r['input']['packing_efficiency']:.2f})")
   print(f"{r['run']:<16}{r['batch']:>6}{r['seq_per_s']:>9.1f}{r['tflops_per_s']:>9.1f}{mfu:>7}"
         f"{r['compile_s']:>10.1f}{memory:>9}  {detail}")
   best.setdefault(r["run"], r)
@@ -154,6 +177,14 @@ targets = [("t5x-base", "seq/s >= 1000", lambda r: r["seq_per_s"] >= 1000),
 for run, text, check in targets:
   if run in best:
     print(f"target {run}: {text}: {'met' if check(best[run]) else 'NOT met'}")
+if "t5x-base-real" in best:
+  slowdown = best["t5x-base-real"]["input"]["slowdown"]
+  print(f"target t5x-base-real: real data within 5% of synthetic: {'met' if slowdown <= 0.05 else 'NOT met'}")
+if "t5x-base" in best:
+  for run in ("t5x-base-noscan", "t5x-base-chunked", "t5x-base-dots", "t5x-base-noflags"):
+    if run in best:
+      print(f"{run} / t5x-base = {best[run]['seq_per_s'] / best['t5x-base']['seq_per_s']:.3f}x seq/s, "
+            f"compile {best[run]['compile_s']:.0f} s vs {best['t5x-base']['compile_s']:.0f} s")
 for size in ("base", "small"):
   ours = [best[k] for k in (f"t5x-{size}", f"t5x-{size}-cudnn") if k in best]
   if ours and f"hf-{size}" in best:
@@ -167,7 +198,9 @@ EOF
 [ $# -eq 0 ] && set -- all
 for item in "$@"; do  # a typo must not cost a device call's worth of runs
   case $item in
-    t5x-base|t5x-base-cudnn|hf-base|t5x-small|hf-small|t5x-large|t5x-xl|base|small|large|xl|all) ;;
+    t5x-base|t5x-base-cudnn|hf-base|t5x-small|hf-small|t5x-large|t5x-xl|t5x-base-noscan) ;;
+    t5x-base-chunked|t5x-base-dots|t5x-base-noflags|t5x-base-real) ;;
+    base|small|large|xl|ablate|input|all) ;;
     *) echo "unknown run or group: $item (see the header of $0)" >&2; exit 2 ;;
   esac
 done
