@@ -1,4 +1,6 @@
-"""The training loop: gradient accumulation, learning, determinism, NaN handling."""
+"""The training loop: gradient accumulation, the chunked loss, learning, determinism, NaN handling."""
+
+import functools
 
 import jax
 import numpy as np
@@ -7,6 +9,7 @@ import pytest
 from t5x_lite import checkpoints, losses
 from t5x_lite import config as config_lib
 from t5x_lite import metrics as metrics_lib
+from t5x_lite import model as model_lib
 from t5x_lite import trainer
 from helpers import random_batch, relative_difference, tiny_model
 
@@ -88,3 +91,48 @@ def test_nan_loss_stops_with_the_step(tmp_path):
               "checkpoint.every_steps=1")
   # What was saved before the failure is intact.
   assert checkpoints.latest_step(str(tmp_path)) == 1
+
+
+def _forward_sums_and_grads(model, params, batch, loss_chunk_size):
+  forward = functools.partial(trainer._forward_sums, model, z_loss=1e-2, label_smoothing=0.1,
+                              dropout_rng=None, loss_chunk_size=loss_chunk_size)
+  grads, sums = jax.jit(jax.grad(forward, has_aux=True))(params, batch)
+  return jax.device_get(sums), jax.device_get(grads)
+
+
+def _assert_same_sums_and_grads(got, want):
+  (sums, grads), (want_sums, want_grads) = got, want
+  assert sums.keys() == want_sums.keys()
+  for key in sums:
+    assert float(sums[key]) == pytest.approx(float(want_sums[key]), rel=1e-5), key
+  for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+    assert relative_difference(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("tie_logits", [False, True])
+def test_chunked_loss_matches_plain_train_sums(tie_logits):
+  """train.loss_chunk_size gives the step the same sums and gradients (with label
+  smoothing and z-loss), only without the full logits."""
+  cfg = tiny_model(tie_logits=tie_logits)
+  params = model_lib.init_params(cfg, jax.random.key(10))
+  batch = random_batch(np.random.default_rng(10), 4, 16, 8, cfg.vocab_size)
+  model = model_lib.Transformer(cfg)
+  _assert_same_sums_and_grads(_forward_sums_and_grads(model, params, batch, 2),
+                              _forward_sums_and_grads(model, params, batch, 0))
+
+
+def test_chunked_loss_matches_plain_when_sharded():
+  """On 8 CPU devices, batch over 'data' and vocab over 'model' (2d rules): the chunks keep
+  the batch sharding and compute what one device computes without chunks."""
+  config = config_lib.validate(config_lib.ExperimentConfig(
+      model=tiny_model(), data=config_lib.DataConfig(inputs_length=16, targets_length=8),
+      train=config_lib.TrainConfig(batch_size=8, loss_chunk_size=4),
+      mesh=config_lib.MeshConfig(shape=(4, 2), rules_preset="2d")))
+  setup = trainer.make_setup(config, jax.devices())
+  params = model_lib.init_params(config.model, jax.random.key(11))
+  batch = random_batch(np.random.default_rng(11), 8, 16, 8, config.model.vocab_size)
+  sharded = _forward_sums_and_grads(
+      setup.model, jax.device_put(params, setup.state_shardings.params),
+      trainer.to_global(batch, setup.batch_sharding), config.train.loss_chunk_size)
+  _assert_same_sums_and_grads(
+      sharded, _forward_sums_and_grads(model_lib.Transformer(config.model), params, batch, 0))
