@@ -79,6 +79,17 @@ def peak_memory_bytes() -> Optional[int]:
   return max(peaks) if peaks else None
 
 
+def compiled_memory_bytes(compiled) -> dict[str, Optional[int]]:
+  """XLA's own accounting of the compiled step, per device: state and batch in
+  (arguments), new state out, and the scratch (activations kept for the backward pass,
+  logits, ...) that rematerialisation and the chunked loss shrink. Known before running,
+  on any backend, so memory settings can be compared even where they do not fit."""
+  stats = compiled.memory_analysis()
+  fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")
+  return {name.replace("_size_in", ""): None if stats is None else int(getattr(stats, name))
+          for name in fields}
+
+
 def _version(package: str) -> Optional[str]:
   try:
     return importlib.metadata.version(package)
@@ -241,6 +252,7 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
                                                          data.targets_length), peak),
       "compile_s": compile_s,
       "peak_memory_bytes": peak_memory_bytes(),
+      "compiled_memory": compiled_memory_bytes(step),
       "loss": loss,
       "parameters": model_lib.count_params(model_cfg),
       "device_kind": jax.devices()[0].device_kind,

@@ -168,6 +168,8 @@ for r in records:
             f"scan={s.get('scan_layers', '-')} chunk={s.get('loss_chunk_size', '-')} "
             f"flags={'default' if s.get('xla_flags') is None else repr(s.get('xla_flags'))[:12]} "
             f"compile={s.get('torch_compile', '-')}")
+  if r.get("compiled_memory", {}).get("temp_bytes") is not None:
+    detail += f" xla-temp={r['compiled_memory']['temp_bytes'] / 2**30:.1f}GiB"
   if "input" in r:
     detail += (f" | real data {r['input']['real_step_s']:.4f} s/step vs synthetic "
                f"{r['input']['synthetic_step_s']:.4f}: {100 * r['input']['slowdown']:+.1f}% "
