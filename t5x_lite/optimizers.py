@@ -100,6 +100,51 @@ def weight_decay_mask(params: Any, params_logical_axes: Optional[Any] = None) ->
   return jax.tree.map(_decays, params, params_logical_axes)
 
 
+def _block_rms(x: jax.Array, spec: Optional[PartitionSpec]) -> jax.Array:
+  """RMS of ``x`` per layer when ``spec`` names a stacked ``layers`` axis, else of all of it.
+
+  Kept dims broadcast against ``x``. T5X's Adafactor treats ``layers`` as a batch dim, so
+  a scanned stack is clipped and scaled exactly as its unscanned layers would be.
+  """
+  layer_axis = list(spec).index(LAYERS_AXIS) if spec is not None and LAYERS_AXIS in spec else None
+  axes = tuple(i for i in range(x.ndim) if i != layer_axis)
+  return jnp.sqrt(jnp.mean(jnp.square(x), axis=axes, keepdims=True))
+
+
+def _map_with_specs(fn, params_logical_axes: Optional[Any], *trees: Any) -> Any:
+  """``fn(*leaves, spec)`` over ``trees`` (params' structure); spec None without axes."""
+  if params_logical_axes is None:
+    return jax.tree.map(lambda *leaves: fn(*leaves, None), *trees)
+  return jax.tree.map(fn, *trees, params_logical_axes)
+
+
+def _clip_by_block_rms(threshold: float,
+                       params_logical_axes: Optional[Any]) -> optax.GradientTransformation:
+  """optax.clip_by_block_rms, with blocks taken per layer for stacked parameters."""
+
+  def clip(updates, params):
+    del params
+    return _map_with_specs(
+        lambda u, spec: u / jnp.maximum(1.0, _block_rms(u, spec) / threshold),
+        params_logical_axes, updates)
+
+  return optax.stateless(clip)
+
+
+def _scale_by_param_block_rms(min_scale: float,
+                              params_logical_axes: Optional[Any]) -> optax.GradientTransformation:
+  """optax.scale_by_param_block_rms, with blocks taken per layer for stacked parameters."""
+
+  def scale(updates, params):
+    if params is None:
+      raise ValueError("Scaling by parameter RMS needs update(..., params).")
+    return _map_with_specs(
+        lambda u, p, spec: u * jnp.maximum(min_scale, _block_rms(p, spec)),
+        params_logical_axes, updates, params)
+
+  return optax.stateless(scale)
+
+
 def make_optimizer(
     opt: OptimizerConfig,
     total_steps: int,
@@ -124,13 +169,12 @@ def make_optimizer(
   (PartitionSpecs of logical names, same structure as params) so scanned parameters'
   ``layers`` axis is not counted as a dimension.
 
-  Scanned (stacked) parameters under Adafactor: optax factors over the two largest
-  dims, which for T5 shapes never include ``layers``, so a (layers, embed, mlp) kernel
-  gets per-layer row/col statistics (v_row (layers, embed), v_col (layers, mlp)) just
-  as unscanned. The update clipping RMS and the parameter-scale RMS are, however,
-  taken over the whole stacked array rather than per layer. 3-D attention kernels
-  (embed, heads, kv) have kv = 64 < 128 as second-largest dim, so they keep a full
-  second moment (T5X's logical factor rules would factor them as embed x heads*kv).
+  Scanned (stacked) parameters under Adafactor update exactly as unscanned ones, as in
+  T5X where ``layers`` is a batch dim: optax factors over the two largest dims, which
+  for T5 shapes never include ``layers``, so a (layers, embed, mlp) kernel gets
+  per-layer statistics (v_row (layers, embed), v_col (layers, mlp)); and, given
+  ``params_logical_axes``, the clipping and parameter-scale RMS are taken per layer.
+  Attention kernels are stored 2-D (embed, joined_kv), so they are factored as in T5X.
   """
   schedule = make_schedule(opt, total_steps)
 
@@ -144,10 +188,10 @@ def make_optimizer(
             min_dim_size_to_factor=opt.min_dim_size_to_factor, epsilon=opt.epsilon1),
     ]
     if opt.clipping_threshold > 0:
-      parts.append(optax.clip_by_block_rms(opt.clipping_threshold))
+      parts.append(_clip_by_block_rms(opt.clipping_threshold, params_logical_axes))
     parts.append(optax.scale_by_learning_rate(schedule, flip_sign=False))
     if opt.multiply_by_parameter_scale:
-      parts.append(optax.scale_by_param_block_rms(min_scale=opt.epsilon2))
+      parts.append(_scale_by_param_block_rms(opt.epsilon2, params_logical_axes))
     if opt.weight_decay > 0:
       parts.append(optax.add_decayed_weights(opt.weight_decay, mask=mask))
     parts.append(optax.scale(-1.0))

@@ -10,6 +10,8 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from helpers import relative_difference, tiny_model
+from t5x_lite import model as model_lib
 from t5x_lite.config import OptimizerConfig
 from t5x_lite.optimizers import make_optimizer, make_schedule
 
@@ -98,6 +100,56 @@ def test_adafactor_first_update_is_lr_times_max_epsilon2_param_rms():
   grads = {"vector": jnp.linspace(-1.0, 1.0, 8) + 0.01}
   updates, _ = optimizer.update(grads, optimizer.init(params), params)
   np.testing.assert_allclose(updates["vector"], -2.0 * 0.25 * np.sign(grads["vector"]), rtol=1e-5)
+
+
+def _unscan(tree):
+  """Scanned params -> the unscanned layout: the stack ``layers`` -> layers_0, layers_1, ..."""
+  out = {}
+  for name, sub in tree.items():
+    if name == "layers":
+      count = jax.tree.leaves(sub)[0].shape[0]
+      out.update({f"layers_{i}": jax.tree.map(lambda x, i=i: x[i], sub) for i in range(count)})
+    else:
+      out[name] = _unscan(sub) if isinstance(sub, dict) else sub
+  return out
+
+
+def _per_layer(scales, specs, tree):
+  """Multiplies layer i of every stacked leaf by scales[i]."""
+  def scale(x, spec):
+    return x * scales.reshape((-1,) + (1,) * (x.ndim - 1)) if "layers" in spec else x
+  return jax.tree.map(scale, tree, specs)
+
+
+def test_adafactor_updates_a_scanned_stack_layer_by_layer_as_unscanned():
+  # Layers of very different parameter scales, and gradient scales that change differently
+  # per layer between the two steps: an RMS over the whole stack, for the parameter scale
+  # or for the update clipping, would mix the layers (each alone fails this test).
+  config = tiny_model(scan_layers=True, num_encoder_layers=3, num_decoder_layers=3)
+  shapes, specs = model_lib.abstract_params(config)
+  unscanned_shapes, unscanned_specs = model_lib.abstract_params(
+      dataclasses.replace(config, scan_layers=False))
+  rng = np.random.default_rng(0)
+  noise = lambda: jax.tree.map(lambda s: jnp.asarray(rng.standard_normal(s.shape), s.dtype), shapes)
+  params = _per_layer(jnp.array([1.0, 30.0, 1e3]), specs, noise())
+  assert jax.tree.map(jnp.shape, _unscan(params)) == jax.tree.map(jnp.shape, unscanned_shapes)
+  grads = [noise(), _per_layer(jnp.array([1.0, 1e2, 1e-2]), specs, noise())]
+
+  def updates(params, specs, grads):
+    # min_dim_size_to_factor=16 factors the tiny kernels too.
+    optimizer = make_optimizer(OptimizerConfig(min_dim_size_to_factor=16), 100, specs)
+    update_fn, state, out = jax.jit(optimizer.update), optimizer.init(params), []
+    for g in grads:
+      update, state = update_fn(g, state, params)
+      params = optax.apply_updates(params, update)
+      out.append(update)
+    return out
+
+  scanned = updates(params, specs, grads)
+  unscanned = updates(_unscan(params), unscanned_specs, [_unscan(g) for g in grads])
+  for step in range(2):
+    differences = jax.tree.map(relative_difference, _unscan(scanned[step]), unscanned[step])
+    assert max(jax.tree.leaves(differences)) < 1e-5, step
 
 
 def _decay_step(opt, params, params_logical_axes=None):
