@@ -19,9 +19,14 @@ Example = tuple[np.ndarray, np.ndarray]
 
 
 def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
-  """(noise tokens, noise spans) for `length` raw tokens, as T5's random_spans_noise_mask."""
-  num_noise = min(max(int(round(length * noise_density)), 1), length - 1)
-  num_spans = max(int(round(num_noise / mean_noise_span_length)), 1)
+  """(noise tokens, noise spans) for `length` raw tokens, as T5's random_spans_noise_mask.
+
+  Like T5 (tf.round of float32 products), this rounds in float32, half to even: float64 gives
+  one noise token less for some lengths (28 instead of 29 for 190 tokens).
+  """
+  num_noise = int(np.round(np.float32(length) * np.float32(noise_density)))
+  num_noise = min(max(num_noise, 1), length - 1)
+  num_spans = max(int(np.round(np.float32(num_noise) / np.float32(mean_noise_span_length))), 1)
   # Only binds for extreme settings, where T5 would produce empty spans.
   return num_noise, min(num_spans, num_noise, length - num_noise)
 
@@ -92,8 +97,28 @@ def span_corruption(
   return np.concatenate(inputs + [eos]), np.concatenate(targets + [eos])
 
 
+def prefix_lm_raw_length(inputs_length: int, targets_length: int) -> int:
+  """Chunk length for prefix LM: max(inputs_length, targets_length).
+
+  A chunk of n tokens can split anywhere its prefix and rest (plus EOS each) fit; that range
+  spans min(inputs_length, targets_length) - 1 points for any n up to the longer length and
+  narrows beyond it (inputs_length + targets_length - 2 leaves one point). So 512 / 512 splits
+  512 tokens anywhere in [1, 511], as T5; 512 / 114 splits 512 tokens into 399 to 511 inputs.
+  """
+  if min(inputs_length, targets_length) < 2:
+    raise ValueError(
+        f"inputs_length={inputs_length} / targets_length={targets_length} are too short for "
+        "prefix_lm; both need room for a token and EOS.")
+  return max(inputs_length, targets_length)
+
+
 def prefix_lm(tokens: np.ndarray, *, inputs_length: int, targets_length: int, seed: Seed) -> Example:
-  """Splits 2 <= len(tokens) <= inputs_length + targets_length - 2 at a random point."""
+  """Splits 2 <= len(tokens) <= inputs_length + targets_length - 2 into a prefix and the rest.
+
+  The prefix length is uniform over those whose inputs and targets (EOS included) fit the
+  lengths: T5's random_prefix_noise_mask (noise_density 0.5) draws it from [1, n - 1] and
+  truncates what does not fit; this drops nothing.
+  """
   tokens = np.asarray(tokens, dtype=np.int32)
   n = tokens.size
   low, high = max(1, n - (targets_length - 1)), min(n - 1, inputs_length - 1)
@@ -136,8 +161,8 @@ class Objective:
             f"corrupts chunks of {self.raw_length} tokens into {spans} noise spans, each needing "
             f"its own sentinel, but the vocabulary has {extra_ids} extra ids. Raise "
             "data.vocab_extra_ids, shorten the lengths, or raise data.mean_noise_span_length.")
-    else:
-      self.raw_length = inputs_length + targets_length - 2
+    elif name == "prefix_lm":
+      self.raw_length = prefix_lm_raw_length(inputs_length, targets_length)
 
   def examples(self, tokens: Sequence[np.ndarray], seed: Sequence[int], skip: int = 0) -> list[Example]:
     """Examples of one document (one array; two for seq2seq), skipping the first `skip`.

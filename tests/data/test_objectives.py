@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from t5x_lite.data import DataError, span_corruption, span_corruption_raw_length
-from t5x_lite.data.objectives import Objective, noise_span_lengths, prefix_lm, seq2seq
+from t5x_lite.data.objectives import (
+    Objective, noise_span_lengths, prefix_lm, prefix_lm_raw_length, seq2seq)
 
 VOCAB = 1100  # Unpadded size: sentinels are 1099, 1098, ...
 
@@ -48,11 +49,21 @@ def test_reconstruction_and_lengths(length):
   for seed in range(20):
     inputs, targets = span_corruption(tokens, vocab_size=VOCAB, seed=(seed, length))
     assert reconstruct(inputs, targets, VOCAB) == tokens.tolist()
-    noise = min(max(round(length * 0.15), 1), length - 1)
+    noise = min(max(int(np.rint(np.float32(length) * np.float32(0.15))), 1), length - 1)
     spans = max(round(noise / 3), 1)
     assert inputs.size == length - noise + spans + 1
     assert targets.size == noise + spans + 1
     assert inputs.dtype == targets.dtype == np.int32
+
+
+def test_noise_counts_round_in_float32_as_t5():
+  """T5 rounds tf.cast(length, tf.float32) * noise_density; float64 differs at 190, 350, 390..."""
+  lengths = np.arange(2, 1025)
+  expected = np.clip(np.rint(lengths.astype(np.float32) * np.float32(0.15)), 1, lengths - 1)
+  noise = [noise_span_lengths(int(n), seed=0)[1::2].sum() for n in lengths]
+  np.testing.assert_array_equal(noise, expected)
+  assert [noise[n - 2] for n in (190, 350, 390)] == [29, 53, 59]
+  assert [round(n * 0.15) for n in (190, 350, 390)] == [28, 52, 58]  # What float64 gives.
 
 
 def test_sentinels_count_down_from_the_top():
@@ -80,6 +91,52 @@ def test_prefix_lm_and_seq2seq():
     assert inputs[-1] == targets[-1] == 1 and inputs.size <= 30 and targets.size <= 30
   inputs, targets = seq2seq(np.arange(3, 20), np.arange(3, 8), inputs_length=8, targets_length=8)
   assert inputs.tolist() == [3, 4, 5, 6, 7, 8, 9, 1] and targets.tolist() == [3, 4, 5, 6, 7, 1]
+
+
+@pytest.mark.parametrize("inputs_length,targets_length,raw,low,high", [
+    (512, 114, 512, 399, 511), (512, 512, 512, 1, 511), (114, 512, 512, 1, 113),
+    (6, 4, 6, 3, 5), (4, 6, 6, 1, 3), (2, 2, 2, 1, 1)])
+def test_prefix_lm_splits_full_chunks_at_random(inputs_length, targets_length, raw, low, high):
+  objective = Objective("prefix_lm", inputs_length=inputs_length, targets_length=targets_length,
+                        sentinel_vocab_size=VOCAB, extra_ids=0)
+  assert objective.raw_length == prefix_lm_raw_length(inputs_length, targets_length) == raw
+  doc = np.random.default_rng(raw).integers(3, 900, size=4 * raw + 1)  # The 1-token tail is dropped.
+  splits = []
+  for seed in range(40):
+    examples = objective.examples([doc], seed=(seed, 0, 7))
+    assert len(examples) == 4
+    assert sum((i.tolist()[:-1] + t.tolist()[:-1] for i, t in examples), []) == doc[:4 * raw].tolist()
+    for inputs, targets in examples:
+      assert inputs[-1] == targets[-1] == 1 and inputs.dtype == targets.dtype == np.int32
+      assert inputs.size <= inputs_length and targets.size <= targets_length
+      splits.append(inputs.size - 1)
+  assert min(splits) >= low and max(splits) <= high
+  if high - low < 10:  # Every allowed split shows up.
+    assert set(splits) == set(range(low, high + 1))
+  else:
+    assert len(set(splits)) > 50
+  assert len(set(splits[::4])) > 1 or low == high  # Across seeds, for the first chunk.
+
+
+def test_prefix_lm_is_deterministic_per_seed_and_example():
+  objective = Objective("prefix_lm", inputs_length=64, targets_length=32,
+                        sentinel_vocab_size=VOCAB, extra_ids=0)
+  doc = np.random.default_rng(0).integers(3, 900, size=5 * 64 + 20)
+  examples = objective.examples([doc], seed=(3, 1, 4))
+  again = objective.examples([doc], seed=(3, 1, 4))
+  later = objective.examples([doc], seed=(3, 1, 4), skip=2)
+  for (a, b), (c, d) in zip(examples, again):
+    assert np.array_equal(a, c) and np.array_equal(b, d)
+  assert all(np.array_equal(a[0], b[0]) for a, b in zip(examples[2:], later))
+  assert len({i.size for i, _ in examples[:5]}) > 1  # The split differs between examples.
+  assert examples[-1][0].size + examples[-1][1].size == 20 + 2  # The short tail, split too.
+
+
+def test_prefix_lm_lengths_too_short():
+  with pytest.raises(ValueError, match="too short for prefix_lm"):
+    Objective("prefix_lm", inputs_length=512, targets_length=1, sentinel_vocab_size=VOCAB, extra_ids=0)
+  with pytest.raises(ValueError, match="cannot split 9 tokens"):
+    prefix_lm(np.arange(3, 12), inputs_length=4, targets_length=4, seed=0)
 
 
 def test_long_documents_are_chunked_not_truncated_and_empty_skipped():
