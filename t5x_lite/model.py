@@ -78,24 +78,29 @@ def relative_position_bucket(relative_position: Array, *, bidirectional: bool,
 
 
 class RelativePositionBias(nn.Module):
-  """One bias table per stack; returns (b|1, h, q, k) float32 attention bias."""
+  """One bias table per stack; returns (1, h, q, k) float32 attention bias.
+
+  Positions are indices in the row, packed or not, as in T5X: inside a packed segment the
+  distance between two tokens is the distance between their indices, and attention across
+  segments is masked, so one bias serves every row (a (b, h, q, k) bias and its gradient
+  would cost gigabytes at T5's batch sizes)."""
 
   config: ModelConfig
   bidirectional: bool
 
   @nn.compact
   def __call__(self, query_positions: Array, key_positions: Array) -> Array:
-    # query_positions: (b|1, q); key_positions: (b|1, k)
+    # query_positions: (1, q); key_positions: (1, k)
     cfg = self.config
     table = _param(self, "rel_embedding", nn.initializers.variance_scaling(1.0, "fan_avg", "uniform"),
                    (cfg.num_heads, cfg.relative_attention_num_buckets), ("heads", "relpos_buckets"),
                    jnp.dtype(cfg.param_dtype))
-    relative = key_positions[:, None, :] - query_positions[:, :, None]  # (b, q, k)
+    relative = key_positions[:, None, :] - query_positions[:, :, None]  # (1, q, k)
     buckets = relative_position_bucket(
         relative, bidirectional=self.bidirectional,
         num_buckets=cfg.relative_attention_num_buckets,
         max_distance=cfg.relative_attention_max_distance)
-    bias = jnp.take(table.astype(jnp.float32), buckets, axis=1)  # (h, b, q, k)
+    bias = jnp.take(table.astype(jnp.float32), buckets, axis=1)  # (h, 1, q, k)
     return jnp.transpose(bias, (1, 0, 2, 3))
 
 
@@ -142,13 +147,16 @@ class Embed(nn.Module):
 
 
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Optional[Array],
-                          mask: Optional[Array], *, impl: str) -> Array:
+                          mask: Optional[Array], *, impl: str,
+                          weights_dropout: Optional[Callable[[Array], Array]] = None) -> Array:
   """Attention without 1/sqrt(d) scaling (T5 folds it into the query init).
 
-  query: (b, q, h, k); key, value: (b, s, h, k); bias: (b|1, h, q, s) float32;
-  mask: (b|1, 1, q, s) bool. Logits and softmax in float32.
+  query: (b, q, h, k); key, value: (b, s, h, k); bias: (1, h, q, s) float32;
+  mask: (b|1, 1, q, s) bool. Logits and softmax in float32. weights_dropout, applied to
+  the (b, h, q, s) attention weights as T5X does, needs them materialised: with it the
+  einsum path runs whatever `impl` says.
   """
-  if impl != "xla":
+  if impl != "xla" and weights_dropout is None:
     implementation = "cudnn" if impl == "cudnn" else None
     if bias is not None:
       bias = bias.astype(query.dtype)
@@ -160,6 +168,8 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Optional
   if mask is not None:
     logits = jnp.where(mask, logits, _NEG_INF)
   weights = jax.nn.softmax(logits, axis=-1).astype(query.dtype)
+  if weights_dropout is not None:
+    weights = weights_dropout(weights)
   return jnp.einsum("bhqs,bshk->bqhk", weights, value)
 
 
@@ -203,9 +213,14 @@ class Attention(nn.Module):
       key, value = project(inputs_kv, wk), project(inputs_kv, wv)
     if decode and self.kind == "self":
       key, value = self._update_cache(key, value, decode_position)
-    out = dot_product_attention(query, key, value, bias, mask, impl=cfg.attention_impl)
+    weights_dropout = None
+    if cfg.dropout_rate > 0 and not deterministic:
+      # T5X's: one keep-mask per (batch, head, key), shared by all queries.
+      weights_dropout = functools.partial(
+          nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,)), deterministic=False)
+    out = dot_product_attention(query, key, value, bias, mask, impl=cfg.attention_impl,
+                                weights_dropout=weights_dropout)
     out = constrain(out, self.sharding, BATCH_LENGTH_HEADS_KV)
-    out = nn.Dropout(cfg.dropout_rate)(out, deterministic=deterministic)
     return jnp.einsum("blhk,hkd->bld", out, wo.reshape(h, k, d).astype(dtype))
 
   def _update_cache(self, key: Array, value: Array, position: Array) -> tuple[Array, Array]:
@@ -338,8 +353,8 @@ def _segment_mask(query_segments: Array, key_segments: Array) -> Array:
   return mask[:, None]
 
 
-def _default_positions(length: int) -> Array:
-  """(1, length): unpacked rows share positions, so the bias is computed once."""
+def _positions(length: int) -> Array:
+  """(1, length) indices: the positions of the relative-position bias, shared by all rows."""
   return jnp.arange(length, dtype=jnp.int32)[None]
 
 
@@ -348,12 +363,12 @@ class Encoder(nn.Module):
   sharding: Optional[ActivationSharding] = None
 
   @nn.compact
-  def __call__(self, embedded: Array, segment_ids: Array, positions: Array, *,
-               deterministic: bool) -> Array:
+  def __call__(self, embedded: Array, segment_ids: Array, *, deterministic: bool) -> Array:
     cfg = self.config
     mask = _segment_mask(segment_ids, segment_ids)
     bias = None
     if cfg.position_scheme == "relative":
+      positions = _positions(embedded.shape[1])
       bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
     x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
     x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
@@ -373,8 +388,7 @@ class Decoder(nn.Module):
 
   @nn.compact
   def __call__(self, embedded: Array, encoded: Array, encoder_segment_ids: Array,
-               segment_ids: Optional[Array], positions: Optional[Array], *,
-               deterministic: bool, decode: bool = False) -> Array:
+               segment_ids: Optional[Array], *, deterministic: bool, decode: bool = False) -> Array:
     cfg = self.config
     length = embedded.shape[1]
     decode_position = None
@@ -383,7 +397,7 @@ class Decoder(nn.Module):
       # target length, which fixes the cache's size.
       is_initialized = self.has_variable("cache", "position")
       position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
-      cache_positions = self.variable("cache", "key_positions", _default_positions, length)
+      cache_positions = self.variable("cache", "key_positions", _positions, length)
       if is_initialized:
         decode_position = position.value
         key_positions = cache_positions.value  # (1, max_length)
@@ -395,9 +409,7 @@ class Decoder(nn.Module):
         self_mask = _causal_mask(length)
       cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
     else:
-      if positions is None:
-        positions = _default_positions(length)
-      query_positions = key_positions = positions
+      query_positions = key_positions = _positions(length)
       self_mask = _causal_mask(length)
       if segment_ids is not None:
         self_mask = self_mask & _segment_mask(segment_ids, segment_ids)
@@ -454,26 +466,23 @@ class Transformer(nn.Module):
           "logits_dense", nn.with_logical_partitioning(_kernel_init(0, 1), ("embed", "vocab")),
           (cfg.d_model, cfg.vocab_size), jnp.dtype(cfg.param_dtype))
 
-  def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None,
-             encoder_positions: Optional[Array] = None, *, deterministic: bool = True) -> Array:
+  def encode(self, encoder_input_tokens: Array, encoder_segment_ids: Optional[Array] = None, *,
+             deterministic: bool = True) -> Array:
     """(b, l_in) tokens -> (b, l_in, d) encodings."""
     if encoder_segment_ids is None:
       encoder_segment_ids = (encoder_input_tokens > 0).astype(jnp.int32)
-    if encoder_positions is None:
-      encoder_positions = _default_positions(encoder_input_tokens.shape[1])
     embedded = self.token_embedder(encoder_input_tokens)
-    return self.encoder(embedded, encoder_segment_ids, encoder_positions, deterministic=deterministic)
+    return self.encoder(embedded, encoder_segment_ids, deterministic=deterministic)
 
   def decode(self, encoded: Array, encoder_input_tokens: Array, decoder_input_tokens: Array,
              encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
-             decoder_positions: Optional[Array] = None, *, deterministic: bool = True,
-             decode: bool = False, return_hidden: bool = False) -> Array:
+             *, deterministic: bool = True, decode: bool = False, return_hidden: bool = False) -> Array:
     """Decoder logits (b, l_tgt, v), or the decoder output (b, l_tgt, d) with
     return_hidden=True. With decode=True, one step with a cache."""
     if encoder_segment_ids is None:
       encoder_segment_ids = (encoder_input_tokens > 0).astype(jnp.int32)
     embedded = self.token_embedder(decoder_input_tokens)
-    x = self.decoder(embedded, encoded, encoder_segment_ids, decoder_segment_ids, decoder_positions,
+    x = self.decoder(embedded, encoded, encoder_segment_ids, decoder_segment_ids,
                      deterministic=deterministic, decode=decode)
     if return_hidden:
       return x
@@ -488,13 +497,12 @@ class Transformer(nn.Module):
 
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
-               encoder_positions: Optional[Array] = None, decoder_positions: Optional[Array] = None,
                *, deterministic: bool = True, return_hidden: bool = False) -> Array:
-    encoded = self.encode(encoder_input_tokens, encoder_segment_ids, encoder_positions,
-                          deterministic=deterministic)
+    """Packed rows need only segment ids: positions restart with each segment, so index
+    distances are position distances wherever attention is allowed."""
+    encoded = self.encode(encoder_input_tokens, encoder_segment_ids, deterministic=deterministic)
     return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids,
-                       decoder_segment_ids, decoder_positions, deterministic=deterministic,
-                       return_hidden=return_hidden)
+                       decoder_segment_ids, deterministic=deterministic, return_hidden=return_hidden)
 
 
 # ----------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_xxl_is_about_eleven_billion():
 def _apply(cfg, params, batch, deterministic=True, rngs=None, return_hidden=False):
   """Jitted forward pass (eager dispatch of every op is far slower on the CPU)."""
   keys = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
-          "decoder_segment_ids", "encoder_positions", "decoder_positions")
+          "decoder_segment_ids")
   args = [batch.get(key) for key in keys]
 
   @jax.jit
@@ -181,7 +181,7 @@ def test_fused_attention_path_matches_reference(impl):
   batch = random_batch(np.random.default_rng(6), 2, 16, 8, cfg.vocab_size)
   cotangent = jax.random.normal(jax.random.key(60), (2, 8, cfg.vocab_size))
   keys = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
-          "decoder_segment_ids", "encoder_positions", "decoder_positions")
+          "decoder_segment_ids")
 
   def logits_and_grads(cfg):
     def score(params):
@@ -225,6 +225,25 @@ def test_dropout_needs_rng_and_changes_outputs():
   again = _apply(cfg, params, batch, deterministic=False, rngs={"dropout": jax.random.key(0)})
   assert not np.allclose(deterministic, noisy)
   np.testing.assert_array_equal(noisy, again)
+
+
+def test_attention_dropout_drops_weights_and_takes_the_einsum_path():
+  """Dropout hits the softmax weights, as in T5X, so the fused kernel (which cannot drop
+  them) steps aside: 'auto' with dropout computes exactly what 'xla' does."""
+  rng = np.random.default_rng(12)
+  query, key, value = (jnp.asarray(rng.normal(size=(2, 5, 3, 4)), jnp.float32) for _ in range(3))
+  keep = jnp.asarray(rng.random((2, 3, 1, 5)) < 0.7, jnp.float32)  # shared by the queries
+  got = model_lib.dot_product_attention(query, key, value, None, None, impl="auto",
+                                        weights_dropout=lambda weights: weights * keep)
+  weights = jax.nn.softmax(np.einsum("bqhk,bshk->bhqs", query, key), axis=-1) * keep
+  np.testing.assert_allclose(got, np.einsum("bhqs,bshk->bqhk", weights, value), rtol=1e-5, atol=1e-6)
+
+  batch = random_batch(np.random.default_rng(12), 2, 16, 8, 128)
+  params = model_lib.init_params(tiny_model(dropout_rate=0.3), jax.random.key(12))
+  noisy = {impl: _apply(tiny_model(dropout_rate=0.3, attention_impl=impl), params, batch,
+                        deterministic=False, rngs={"dropout": jax.random.key(1)})
+           for impl in ("xla", "auto")}
+  np.testing.assert_array_equal(noisy["auto"], noisy["xla"])
 
 
 @pytest.mark.parametrize("tie_logits", [False, True])
