@@ -16,7 +16,7 @@ import sys
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from t5x_lite.fileio import write_atomically
 
@@ -255,6 +255,17 @@ MODEL_PRESETS = {
 # Validation of choices
 # ----------------------------------------------------------------------------
 
+# What data.eval_metrics may ask for (scored by t5x_lite.tasks).
+TEXT_METRICS = ("exact_match", "bleu", "rouge")
+
+
+def check_metric_names(names: Sequence[str]) -> None:
+  unknown = sorted(set(names) - set(TEXT_METRICS))
+  if unknown:
+    raise ConfigError(
+        f"data.eval_metrics has unknown metrics {unknown}; choose from {list(TEXT_METRICS)}.")
+
+
 _CHOICES = {
     "model.ffn_activation": ("relu", "gelu", "gated-gelu", "gated-relu", "swiglu"),
     "model.norm": ("rmsnorm", "layernorm"),
@@ -271,13 +282,15 @@ _CHOICES = {
 
 
 def validate(config: ExperimentConfig) -> ExperimentConfig:
-  """Checks enumerated choices and basic arithmetic; raises ConfigError."""
+  """Checks field types, enumerated choices and basic arithmetic; raises ConfigError."""
   if not isinstance(config, ExperimentConfig):
     raise ConfigError(f"Expected an ExperimentConfig, got {type(config).__name__}.")
+  check_types(config)
   for key, choices in _CHOICES.items():
     value = get_field(config, key)
     if value not in choices:
       raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of {list(choices)}.")
+  check_metric_names(config.data.eval_metrics)  # Else a typo surfaces only at the first eval.
   m, t = config.model, config.train
   positive = {
       "model.d_model": m.d_model, "model.d_ff": m.d_ff, "model.num_heads": m.num_heads,
@@ -384,7 +397,7 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
     if annotation is str:
       return text
     if origin is tuple:
-      return _coerce_tuple(_parse_sequence(text), args)
+      return _coerce(_parse_sequence(text), annotation)
     if annotation is Any:
       return json.loads(text)
   except (ValueError, TypeError, json.JSONDecodeError):
@@ -409,31 +422,49 @@ def _parse_scalar(text: str) -> Any:
     return text
 
 
-def _coerce_tuple(value: Any, args: tuple) -> tuple:
-  if not isinstance(value, (list, tuple)):
-    raise TypeError(value)
-  if len(args) == 2 and args[1] is Ellipsis:
-    element = args[0]
-    if typing.get_origin(element) is tuple:
-      return tuple(_coerce_tuple(v, typing.get_args(element)) for v in value)
-    return tuple(_coerce_scalar(v, element) for v in value)
-  return tuple(_coerce_scalar(v, a) for v, a in zip(value, args, strict=True))
-
-
-def _coerce_scalar(value: Any, annotation: Any) -> Any:
+def _coerce(value: Any, annotation: Any) -> Any:
+  """`value` as a field of type `annotation`: a list becomes a tuple and an int a float;
+  any other mismatch (a bool for an int included) raises TypeError or ValueError."""
+  origin = typing.get_origin(annotation)
+  args = typing.get_args(annotation)
+  if origin in (typing.Union, types.UnionType):
+    if value is None:
+      return None
+    return _coerce(value, next(a for a in args if a is not type(None)))
+  if origin is tuple:
+    if not isinstance(value, (list, tuple)):
+      raise TypeError(value)
+    if len(args) == 2 and args[1] is Ellipsis:
+      return tuple(_coerce(v, args[0]) for v in value)
+    return tuple(_coerce(v, a) for v, a in zip(value, args, strict=True))
   if annotation is Any:
     return tuple(value) if isinstance(value, list) else value
-  if annotation is int and isinstance(value, bool):
-    raise TypeError(value)
-  if annotation in (int, float, str) and not isinstance(value, annotation):
-    if annotation is float and isinstance(value, int):
-      return float(value)
+  if annotation is float and type(value) is int:
+    return float(value)
+  if isinstance(value, bool) != (annotation is bool) or not isinstance(value, annotation):
     raise TypeError(value)
   return value
 
 
+def check_types(config: ExperimentConfig, where: str = "") -> None:
+  """Checks every field against its annotation, converting harmless differences in place (see
+  _coerce): a wrong type would otherwise fail later as a TypeError from deep inside. `where`
+  (" in FILE") says where the values came from."""
+  for key in all_keys(config):
+    section, _, name = key.rpartition(".")
+    owner = getattr(config, section) if section else config
+    value = getattr(owner, name)
+    annotation = _field_types(type(owner))[name]
+    try:
+      setattr(owner, name, _coerce(value, annotation))
+    except (TypeError, ValueError):
+      raise ConfigError(f"{key} = {value!r} ({type(value).__name__}){where} must be of type "
+                        f"{_type_name(annotation)}.") from None
+
+
 def _type_name(annotation: Any) -> str:
-  return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+  """'int', 'Optional[int]', 'tuple[str, ...]': generics' __name__ would drop their arguments."""
+  return annotation.__name__ if isinstance(annotation, type) else str(annotation).replace("typing.", "")
 
 
 def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
@@ -508,6 +539,7 @@ def load_experiment(name_or_path: str, overrides: Optional[list[str]] = None) ->
         "t5x_lite.config.ExperimentConfig.")
   if not config.name:
     config.name = os.path.splitext(os.path.basename(path))[0]
+  check_types(config, f" in {path}")
   apply_overrides(config, overrides or [])
   return validate(config)
 
@@ -525,20 +557,6 @@ def to_json(config: ExperimentConfig) -> str:
   return json.dumps(to_dict(config), indent=2, sort_keys=False)
 
 
-def _from_value(value: Any, annotation: Any) -> Any:
-  origin = typing.get_origin(annotation)
-  if origin in (typing.Union, types.UnionType):
-    if value is None:
-      return None
-    annotation = [a for a in typing.get_args(annotation) if a is not type(None)][0]
-    origin = typing.get_origin(annotation)
-  if origin is tuple:
-    return _coerce_tuple(value, typing.get_args(annotation))
-  if annotation is float and isinstance(value, int):
-    return float(value)
-  return value
-
-
 def from_dict(data: dict) -> ExperimentConfig:
   """Rebuilds an ExperimentConfig from to_dict() output (e.g. a saved config.json)."""
   sections = {}
@@ -554,8 +572,10 @@ def from_dict(data: dict) -> ExperimentConfig:
     unknown = set(values) - set(hints)
     if unknown:
       raise ConfigError(f"Saved configuration has unknown keys in {section.name}: {sorted(unknown)}.")
-    sections[section.name] = cls(**{k: _from_value(v, hints[k]) for k, v in values.items()})
-  return ExperimentConfig(**sections)
+    sections[section.name] = cls(**values)
+  config = ExperimentConfig(**sections)
+  check_types(config, " in the saved configuration")
+  return config
 
 
 def save_json(config: ExperimentConfig, path: str) -> None:

@@ -57,6 +57,15 @@ def _gib(num_bytes: float) -> str:
   return f"{num_bytes / 2**30:.3f} GiB"
 
 
+def _flop(count: float) -> str:
+  """Four significant digits in the largest unit the count is 0.1 of ("0.4259 TFLOP",
+  "0.5123 GFLOP"): a fixed TFLOP scale rounds small models to nothing."""
+  for unit, scale in (("T", 1e12), ("G", 1e9)):
+    if count >= scale / 10:
+      return f"{count / scale:.4g} {unit}FLOP"
+  return f"{count / 1e6:.4g} MFLOP"
+
+
 def describe(experiment: config_lib.ExperimentConfig, num_devices: int) -> dict:
   cfg = dataclasses.replace(experiment.model)
   if cfg.vocab_size is None:
@@ -108,7 +117,7 @@ def format_report(report: dict) -> str:
   for name, count in report["parameters"].items():
     lines.append(f"  {name:<12} {count:>16,}")
   lines.append(f"  {'total':<12} {report['total_parameters']:>16,}")
-  lines.append(f"model FLOPs per training sequence: {report['train_flops_per_sequence'] / 1e12:.4f} TFLOP")
+  lines.append(f"model FLOPs per training sequence: {_flop(report['train_flops_per_sequence'])}")
   mesh = " x ".join(f"{k}={v}" for k, v in report["mesh"].items())
   lines.append(f"mesh: {mesh} (rules: {report['rules_preset']}), "
                f"per-device microbatch {report['per_device_microbatch']}")
@@ -119,6 +128,8 @@ def format_report(report: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+  if args.devices is not None and args.devices < 1:
+    raise config_lib.ConfigError(f"--devices {args.devices}: plan for a positive number of devices.")
   experiment = config_lib.load_experiment(args.experiment, args.overrides)
   num_devices = args.devices or jax.device_count()
   print(format_report(describe(experiment, num_devices)))

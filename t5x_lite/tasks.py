@@ -15,18 +15,10 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from t5x_lite import decoding
-from t5x_lite.config import ConfigError, ExperimentConfig
+from t5x_lite.config import ExperimentConfig, check_metric_names
 from t5x_lite.data import Vocabulary
 
-TEXT_METRICS = ("exact_match", "bleu", "rouge")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-
-
-def check_metric_names(names: Sequence[str]) -> None:
-  unknown = sorted(set(names) - set(TEXT_METRICS))
-  if unknown:
-    raise ConfigError(
-        f"data.eval_metrics has unknown metrics {unknown}; choose from {list(TEXT_METRICS)}.")
 
 
 def text_metrics(predictions: Sequence[str], targets: Sequence[str],

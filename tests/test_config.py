@@ -113,3 +113,75 @@ def test_saved_json_rebuilds_the_run(tmp_path):
   config_lib.save_json(config, path)
   assert config_lib.load_json(path) == config
   assert dataclasses.asdict(config_lib.load_json(path))["model"]["ffn_activation"] == "relu"
+
+
+def _write_experiment(tmp_path, *lines):
+  """An experiment file: the tiny experiment with `lines` applied to its config `c`."""
+  path = tmp_path / "typed.py"
+  path.write_text("\n".join([
+      "from tiny_python_docs import get_config as base", "def get_config():", "  c = base()",
+      *(f"  {line}" for line in lines), "  return c", ""]))
+  return str(path)
+
+
+@pytest.fixture(name="experiments_on_path")
+def _experiments_on_path(monkeypatch):
+  """Lets an experiment file in tmp_path import the shipped tiny experiment."""
+  monkeypatch.syspath_prepend(EXPERIMENTS)
+
+
+@pytest.mark.usefixtures("experiments_on_path")
+@pytest.mark.parametrize("line,expected", [
+    ("c.model.d_model = '128'", r"model.d_model = '128' \(str\) in .* must be of type int."),
+    ("c.train.steps = 10.5", r"train.steps = 10.5 \(float\) .* type int."),
+    ("c.train.steps = True", r"train.steps = True \(bool\) .* type int."),
+    ("c.model.scan_layers = 1", r"model.scan_layers = 1 \(int\) .* type bool."),
+    ("c.data.pack = 'yes'", r"data.pack = 'yes' \(str\) .* type bool."),
+    ("c.optimizer.learning_rate = '1e-3'", r"optimizer.learning_rate = '1e-3' \(str\) .* float."),
+    ("c.optimizer.learning_rate = False", r"learning_rate = False \(bool\) .* type float."),
+    ("c.model.vocab_size = 64.0", r"model.vocab_size = 64.0 \(float\) .* Optional\[int\]."),
+    ("c.mesh.axes = 'data'", r"mesh.axes = 'data' \(str\) .* tuple\[str, ...\]."),
+    ("c.mesh.shape = (-1, '1')", r"mesh.shape = \(-1, '1'\) \(tuple\) .* tuple\[int, ...\]."),
+    ("c.mesh.rules = (('batch',),)", r"mesh.rules = .* tuple\[tuple\[str, Any\], ...\]."),
+    ("c.data.eval_metrics = 'bleu'", r"data.eval_metrics = 'bleu' \(str\)"),
+    ("c.train = {'steps': 3}", r"train = \{'steps': 3\} \(dict\) .* type TrainConfig."),
+])
+def test_wrongly_typed_fields_in_experiment_files(tmp_path, line, expected):
+  """A wrong type names the field, the file and the type, instead of a TypeError later on."""
+  path = _write_experiment(tmp_path, line)
+  with pytest.raises(ConfigError, match=expected) as error:
+    config_lib.load_experiment(path)
+  assert path in str(error.value)
+
+
+@pytest.mark.usefixtures("experiments_on_path")
+def test_harmless_type_differences_are_converted(tmp_path):
+  """Lists for tuples and ints for floats mean the same; the config ends up with the declared types."""
+  config = config_lib.load_experiment(_write_experiment(
+      tmp_path, "c.mesh.shape = [1, -1]", "c.mesh.rules_preset = 'custom'",
+      "c.mesh.rules = [['batch', 'data'], ['mlp', ['model']]]",
+      "c.optimizer.learning_rate = 1", "c.data.eval_metrics = ['bleu']", "c.model.vocab_size = None"))
+  assert config.mesh.shape == (1, -1) and config.mesh.rules == (("batch", "data"), ("mlp", ("model",)))
+  assert config.optimizer.learning_rate == 1.0 and isinstance(config.optimizer.learning_rate, float)
+  assert config.data.eval_metrics == ("bleu",) and config.model.vocab_size is None
+  assert config_lib.from_dict(json.loads(config_lib.to_json(config))) == config
+
+
+def test_validate_checks_types_of_configs_built_in_code():
+  config = config_lib.ExperimentConfig()
+  config.train.batch_size = "8"
+  with pytest.raises(ConfigError, match=r"^train.batch_size = '8' \(str\) must be of type int.$"):
+    config_lib.validate(config)
+
+
+def test_a_saved_configuration_with_a_wrong_type_is_a_config_error():
+  data = config_lib.to_dict(config_lib.ExperimentConfig())
+  data["model"]["d_ff"] = "2048"
+  with pytest.raises(ConfigError, match="model.d_ff = '2048' .* in the saved configuration"):
+    config_lib.from_dict(data)
+
+
+def test_misspelled_eval_metric_fails_before_training():
+  """Caught by validate, not at the first evaluation eval_every steps into the run."""
+  with pytest.raises(ConfigError, match=r"unknown metrics \['blue'\]; choose from .*'bleu'"):
+    config_lib.load_experiment(_experiment("finetune_addition"), ["data.eval_metrics=exact_match,blue"])
