@@ -14,7 +14,7 @@ import sys
 from typing import Callable, Optional
 
 from t5x_lite import xla_flags
-from t5x_lite.config import UserError
+from t5x_lite.config import ConfigError, UserError
 
 # Subcommands: name -> (module, help). Each module has add_arguments(parser)
 # and run(args).
@@ -43,6 +43,13 @@ def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
 def add_override_argument(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a configuration field, e.g. --set model.d_ff=4096 (repeatable)")
+
+
+def check_output_directory(path: str, flag: str = "--output") -> None:
+  """Fails before the work, not after it, when an output file's directory is missing."""
+  directory = os.path.dirname(os.path.abspath(path))
+  if not os.path.isdir(directory):
+    raise ConfigError(f"{flag} {path}: directory {directory} does not exist; create it first.")
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:

@@ -12,6 +12,7 @@ import json
 import os
 from typing import Any, Optional, Sequence
 
+from t5x_lite.cli import check_output_directory
 from t5x_lite.config import ConfigError
 from t5x_lite.metrics import lower_is_better, read_metrics
 
@@ -19,6 +20,9 @@ DEFAULT_PLOT = "compare_runs.png"
 _ABSENT = "-"
 # Validation metrics summarised as final and best.
 _SUMMARIZED = ("loss", "accuracy", "exact_match", "bleu", "rougeL")
+# Keys that may name a file in the run's own workdir (a resumed run's config names its own copy of
+# the vocabulary): such a value is shown relative to the run, so runs do not differ by directory.
+_PER_RUN_PATHS = ("data.vocabulary",)
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
@@ -40,12 +44,18 @@ def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def load_run(workdir: str) -> dict:
-  """{"workdir", "config" (dotted keys), "records" (metrics.jsonl)} of one run directory."""
+  """{"workdir", "config" (dotted keys; its own files as WORKDIR/...), "records" (metrics.jsonl)}
+  of one run directory."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise ConfigError(f"{workdir} has no config.json; pass directories of `t5x-lite train` runs.")
   with open(path) as f:
     config = flatten(json.load(f))
+  own = os.path.realpath(workdir)
+  for key in _PER_RUN_PATHS:
+    value = config.get(key)
+    if value and os.path.realpath(value).startswith(own + os.sep):
+      config[key] = os.path.join("WORKDIR", os.path.relpath(os.path.realpath(value), own))
   return {"workdir": workdir, "config": config, "records": read_metrics(workdir)}
 
 
@@ -132,6 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+  check_output_directory(args.output)  # The plot is written after reading every run.
   print(compare(args.workdirs, args.output))
   print(f"Wrote {args.output}")
   return 0

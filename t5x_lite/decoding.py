@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 from jax.typing import ArrayLike
 
-from t5x_lite.config import ModelConfig
+from t5x_lite.config import ConfigError, ModelConfig
 # PAD_ID is also the first decoder input: T5 starts decoding from pad.
 from t5x_lite.data.vocabulary import EOS_ID, PAD_ID
 from t5x_lite.model import Transformer
@@ -257,28 +257,32 @@ def _compiled(config_items: tuple, method: str, max_decode_length: int,
   return jax.jit(fn)
 
 
-def _check(config: ModelConfig, method: str, max_decode_length: int, rng: Optional[Array],
-           temperature: float, top_k: int, top_p: float, num_beams: int, length_penalty: float) -> None:
+def check_settings(config: ModelConfig, method: str, max_decode_length: int, *, temperature: float,
+                   top_k: int, top_p: float, num_beams: int, length_penalty: float,
+                   name: Callable[[str], str] = lambda arg: arg) -> None:
+  """Raises ConfigError (a ValueError) for settings `decode` cannot use. `name` spells an
+  argument in the message, so the CLI can check its flags before restoring a checkpoint."""
   if method not in METHODS:
-    raise ValueError(f"method={method!r}; choose one of {list(METHODS)}.")
+    raise ConfigError(f"{name('method')}={method!r}; choose one of {list(METHODS)}.")
   if config.vocab_size is None:
-    raise ValueError("config.vocab_size is None; set it from the vocabulary before decoding.")
+    raise ConfigError("config.vocab_size is None; set it from the vocabulary before decoding.")
   if max_decode_length < 1:
-    raise ValueError(f"max_decode_length={max_decode_length} must be at least 1.")
+    raise ConfigError(f"{name('max_decode_length')}={max_decode_length} must be at least 1.")
   if method == "sample":
-    if rng is None:
-      raise ValueError('method="sample" needs rng, e.g. jax.random.key(0).')
     if not temperature > 0:
-      raise ValueError(f"temperature={temperature} must be positive; use method='greedy' for argmax.")
+      raise ConfigError(f"{name('temperature')}={temperature} must be positive; use "
+                        f"{name('method')}=greedy for argmax.")
     if not 0 <= top_k <= config.vocab_size:
-      raise ValueError(f"top_k={top_k} must be in [0, vocab_size={config.vocab_size}] (0 = off).")
+      raise ConfigError(f"{name('top_k')}={top_k} must be in [0, vocab_size={config.vocab_size}] "
+                        "(0 = off).")
     if not 0 < top_p <= 1:
-      raise ValueError(f"top_p={top_p} must be in (0, 1].")
+      raise ConfigError(f"{name('top_p')}={top_p} must be in (0, 1].")
   if method == "beam":
     if num_beams < 1:
-      raise ValueError(f"num_beams={num_beams} must be at least 1.")
+      raise ConfigError(f"{name('num_beams')}={num_beams} must be at least 1.")
     if length_penalty < 0:
-      raise ValueError(f"length_penalty={length_penalty} must be >= 0 (early stopping relies on it).")
+      raise ConfigError(f"{name('length_penalty')}={length_penalty} must be >= 0 (early stopping "
+                        "relies on it).")
 
 
 def decode(params: Any, config: ModelConfig, encoder_input_tokens: ArrayLike, *,
@@ -292,7 +296,10 @@ def decode(params: Any, config: ModelConfig, encoder_input_tokens: ArrayLike, *,
   per (config, method, max_decode_length, num_beams, input shape) and reused;
   the float settings and top_k are traced, so changing them does not recompile.
   """
-  _check(config, method, max_decode_length, rng, temperature, top_k, top_p, num_beams, length_penalty)
+  if method == "sample" and rng is None:
+    raise ValueError('method="sample" needs rng, e.g. jax.random.key(0).')
+  check_settings(config, method, max_decode_length, temperature=temperature, top_k=top_k,
+                 top_p=top_p, num_beams=num_beams, length_penalty=length_penalty)
   config_items = tuple(sorted(dataclasses.asdict(config).items()))
   fn = _compiled(config_items, method, max_decode_length, num_beams if method == "beam" else 0)
   encoder_input_tokens = jnp.asarray(encoder_input_tokens, jnp.int32)

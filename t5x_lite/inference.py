@@ -15,7 +15,8 @@ import jax
 import numpy as np
 
 from t5x_lite import decoding, partitioning
-from t5x_lite.cli import add_override_argument
+from t5x_lite.cli import add_override_argument, check_output_directory
+from t5x_lite.config import ConfigError
 from t5x_lite.data import Vocabulary
 from t5x_lite.evaluation import RestoredRun, load_config, restore_run
 
@@ -48,6 +49,8 @@ def generate(run: RestoredRun, texts: Sequence[str], *, batch_size: int = 32, me
   max_decode_length defaults to data.targets_length.
   """
   config = run.config
+  if max_decode_length is None:
+    max_decode_length = config.data.targets_length
   inputs = encode_inputs(run.vocabulary, texts, config.data.inputs_length)
   ways = partitioning.data_axis_size(run.setup.mesh, run.setup.rules)
   rows = -(-min(batch_size, max(len(inputs), 1)) // ways) * ways
@@ -57,7 +60,7 @@ def generate(run: RestoredRun, texts: Sequence[str], *, batch_size: int = 32, me
     tokens = jax.device_put(pad_batch(chunk, rows), run.setup.batch_sharding)
     out = decoding.decode(
         run.params, config.model, tokens, method=method,
-        max_decode_length=max_decode_length or config.data.targets_length,
+        max_decode_length=max_decode_length,
         rng=jax.random.fold_in(key, index) if method == "sample" else None, **decode_options)
     for ids in np.asarray(jax.device_get(out.tokens))[:len(chunk)]:
       yield run.vocabulary.decode(ids)
@@ -85,23 +88,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_override_argument(parser)
 
 
-def run(args: argparse.Namespace) -> int:
+def _read_inputs(args: argparse.Namespace) -> list[str]:
   if args.input_file:
-    with open(args.input_file, encoding="utf-8") as f:
-      texts = f.read().splitlines()
+    try:
+      with open(args.input_file, encoding="utf-8") as f:
+        texts = f.read().splitlines()
+    except OSError as e:
+      raise ConfigError(f"cannot read --input-file {args.input_file} ({e.strerror}).") from e
   else:
     texts = args.inputs
+  if not any(text.strip() for text in texts):
+    raise ConfigError("no input text; pass --input TEXT or a non-empty --input-file.")
+  return texts
+
+
+def run(args: argparse.Namespace) -> int:
+  # Every flag is checked before the checkpoint is restored, which takes a while.
+  texts = _read_inputs(args)
+  if args.output:
+    check_output_directory(args.output)
+  if args.batch_size < 1:
+    raise ConfigError(f"--batch-size={args.batch_size} must be at least 1.")
   config = load_config(args.workdir, args.overrides)
+  max_decode_length = (config.data.targets_length if args.max_decode_length is None
+                       else args.max_decode_length)
+  options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                 num_beams=args.num_beams, length_penalty=args.length_penalty)
+  decoding.check_settings(config.model, args.method, max_decode_length, **options,
+                          name=lambda arg: "--" + arg.replace("_", "-"))
   restored = restore_run(args.workdir, config, args.step)
   too_long = sum(len(ids) >= config.data.inputs_length for ids in restored.vocabulary.encode_batch(texts))
   if too_long:
     print(f"{too_long} input(s) cut to data.inputs_length={config.data.inputs_length} tokens.",
           file=sys.stderr)
-  outputs = generate(
-      restored, texts, batch_size=args.batch_size, method=args.method,
-      max_decode_length=args.max_decode_length, seed=args.seed, temperature=args.temperature,
-      top_k=args.top_k, top_p=args.top_p, num_beams=args.num_beams,
-      length_penalty=args.length_penalty)
+  outputs = generate(restored, texts, batch_size=args.batch_size, method=args.method,
+                     max_decode_length=max_decode_length, seed=args.seed, **options)
   lines = (text.replace("\n", "\\n") + "\n" for text in outputs)
   if args.output:
     with open(args.output, "w", encoding="utf-8") as f:

@@ -1,6 +1,7 @@
 """`t5x-lite compare` / tools/compare_runs.py on two tiny runs: a table of the configuration keys
 that differ and of final/best metrics, and a PNG of the loss curves."""
 
+import json
 import os
 import re
 import subprocess
@@ -34,6 +35,25 @@ def test_compare_tool_writes_plot_in_current_directory(tiny_run, tmp_path):
                         tiny_run + "/"], cwd=tmp_path, capture_output=True, text=True, check=True)
   assert "final validation loss" in out.stdout
   assert (tmp_path / compare.DEFAULT_PLOT).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_output_directory_must_exist(tmp_path, capsys):
+  missing = tmp_path / "missing"
+  assert cli.main(["compare", str(tmp_path), "--output", str(missing / "x.png")]) == 2
+  assert f"--output {missing}/x.png: directory {missing} does not exist" in capsys.readouterr().err
+
+
+def test_own_vocabulary_copy_is_no_difference(tmp_path):
+  """A resumed run's config names the copy of the vocabulary in its own workdir."""
+  def load(name, vocabulary):
+    (tmp_path / name).mkdir()
+    (tmp_path / name / "config.json").write_text(json.dumps({"data": {"vocabulary": vocabulary}}))
+    return compare.load_run(str(tmp_path / name))["config"]
+  first = load("first", str(tmp_path / "first" / "vocabulary.model"))
+  second = load("second", str(tmp_path / "second" / "vocabulary.model"))
+  finetuned = load("finetuned", str(tmp_path / "first" / "vocabulary.model"))  # Another run's.
+  assert compare.config_differences([first, second]) == []
+  assert compare.config_differences([first, second, finetuned]) == ["data.vocabulary"]
 
 
 def test_summaries_and_differences():

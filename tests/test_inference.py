@@ -2,6 +2,7 @@
 lengths, from --input or --input-file, printed or written; batches padded to a bucket."""
 
 import numpy as np
+import pytest
 
 from t5x_lite import cli, inference
 
@@ -38,6 +39,26 @@ def test_infer_file_to_file_with_beam_and_sampling(tiny_run, tmp_path):
                    str(target), "--method", "sample", "--top-k", "5", "--seed", "1",
                    "--max-decode-length", "4"]) == 0
   assert len(target.read_text().splitlines()) == len(INPUTS)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--input", " "], "no input text; pass --input TEXT or a non-empty --input-file"),
+    (["--input-file", "{tmp}/empty.txt"], "no input text"),
+    (["--input-file", "{tmp}/nothere.txt"], "cannot read --input-file {tmp}/nothere.txt"),
+    (["--input", "x", "--output", "{tmp}/no/out.txt"], "directory {tmp}/no does not exist"),
+    (["--input", "x", "--batch-size", "0"], "--batch-size=0 must be at least 1"),
+    (["--input", "x", "--max-decode-length", "0"], "--max-decode-length=0 must be at least 1"),
+    (["--input", "x", "--method", "sample", "--top-p", "0"], "--top-p=0.0 must be in (0, 1]"),
+    (["--input", "x", "--method", "beam", "--num-beams", "0"], "--num-beams=0 must be at least 1"),
+])
+def test_infer_rejects_bad_flags_before_restoring(tiny_run, tmp_path, monkeypatch, capsys, flags,
+                                                  message):
+  (tmp_path / "empty.txt").write_text("")
+  monkeypatch.setattr(inference, "restore_run", lambda *_: pytest.fail("restored before checking"))
+  flags = [flag.format(tmp=tmp_path) for flag in flags]
+  assert cli.main(["infer", "--workdir", tiny_run, *flags]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("t5x-lite infer: error: ") and message.format(tmp=tmp_path) in err
 
 
 def test_pad_batch_buckets_lengths():

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import re
 import time
 
-from t5x_lite.config import DataConfig
+from t5x_lite.config import ConfigError, DataConfig, ExperimentConfig, UserError, validate
 from t5x_lite.data.loader import Loader
 from t5x_lite.data.packing import packing_efficiency
 from t5x_lite.data.vocabulary import get_vocabulary
@@ -30,7 +32,7 @@ def measure(data_config: DataConfig, *, batch_size: int = 128, batches: int = 50
       "examples_per_row": examples / (batches * batch_size),
       # Batches all have the same shape, so the mean is the fraction over all of them.
       "packing_efficiency": sum(packing_efficiency(b) for b in timed) / batches,
-      "epochs": loader.get_state()["epoch"],
+      "epoch": loader.get_state()["epoch"] + 1,  # The one the timed batches ended in, from 1.
   }
 
 
@@ -51,16 +53,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=2)
 
 
+def _name_flags(error: UserError, flags: set[str]) -> UserError:
+  """The error with each data.FIELD that this command sets by a flag spelled as the flag."""
+  text = re.sub(r"(?<![\w./-])data\.(\w+)",
+                lambda m: "--" + m[1].replace("_", "-") if m[1] in flags else m[0], str(error))
+  return type(error)(text)
+
+
 def run(args: argparse.Namespace) -> int:
-  config = DataConfig(
-      dataset=args.dataset, data_dir=args.data_dir, vocabulary=args.vocabulary,
-      vocab_train_size=args.vocab_train_size, objective=args.objective,
-      inputs_length=args.inputs_length, targets_length=args.targets_length, pack=not args.no_pack,
-      num_workers=args.num_workers)
-  result = measure(config, batch_size=args.batch_size, batches=args.batches)
+  for flag, value in (("--batch-size", args.batch_size), ("--batches", args.batches)):
+    if value < 1:
+      raise ConfigError(f"{flag}={value} must be at least 1.")
+  # Flags named after a DataConfig field set that field (--data-dir sets data_dir).
+  flags = {f.name for f in dataclasses.fields(DataConfig)} & set(vars(args))
+  config = DataConfig(pack=not args.no_pack, **{name: getattr(args, name) for name in flags})
+  try:
+    validate(ExperimentConfig(data=config))  # Checks the objective and lengths like `train`.
+    result = measure(config, batch_size=args.batch_size, batches=args.batches)
+  except UserError as e:
+    raise _name_flags(e, flags) from e
   print(f"{config.dataset} {config.objective} {config.inputs_length}/{config.targets_length} "
         f"pack={config.pack} batch={args.batch_size}: "
         f"{result['examples_per_s']:.0f} examples/s, {result['rows_per_s']:.0f} rows/s, "
         f"{result['examples_per_row']:.2f} examples/row, packing efficiency "
-        f"{result['packing_efficiency']:.3f}, {result['epochs']} epochs read")
+        f"{result['packing_efficiency']:.3f}, ended in epoch {result['epoch']}")
   return 0

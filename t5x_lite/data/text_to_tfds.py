@@ -10,6 +10,7 @@ fraction of the records in "validation" and the rest in "train", the same on eve
 from __future__ import annotations
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -18,10 +19,12 @@ from typing import Callable, Iterator, Optional
 
 import tensorflow_datasets as tfds
 
+from t5x_lite.config import DataConfig
 from t5x_lite.data import sources
 from t5x_lite.data.builders import VERSION, Records, RecordsDataset
 from t5x_lite.data.errors import DataError
 from t5x_lite.data.splits import assign_split
+from t5x_lite.data.vocabulary import vocabulary_cache_path
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
@@ -93,6 +96,14 @@ def read_pairs(path: str, inputs_field: str = "inputs",
     raise DataError(f"Input file {path}: expected a .tsv or .jsonl file of (inputs, targets) pairs.")
 
 
+def _remove_cached_vocabularies(name: str, data_dir: str) -> None:
+  """Vocabularies trained on a dataset are cached next to it (vocabulary_cache_path, named
+  vocab_*.model): one trained on the text this replaces must not be reused."""
+  folder = os.path.dirname(vocabulary_cache_path(DataConfig(dataset=name, data_dir=data_dir)))
+  for path in glob.glob(os.path.join(folder, "vocab_*.model")):
+    os.remove(path)
+
+
 def _convert(inputs: list[str], name: str, data_dir: Optional[str], features: tuple[str, ...],
              read: Callable[[str], Iterator[tuple[str, dict[str, str]]]], kind: str,
              validation_fraction: float, overwrite: bool) -> str:
@@ -116,9 +127,10 @@ def _convert(inputs: list[str], name: str, data_dir: Optional[str], features: tu
   version_dir = os.path.join(data_dir, name, VERSION)
   if os.path.exists(version_dir):
     if not overwrite:
-      raise DataError(f"Dataset {name!r} already exists at {version_dir}; pass overwrite=True "
-                      "(--overwrite) or choose another name.")
+      raise DataError(f"Dataset {name!r} already exists at {version_dir}; pass --overwrite to "
+                      "replace it, or choose another name.")
     shutil.rmtree(version_dir)
+  _remove_cached_vocabularies(name, data_dir)
   RecordsDataset(
       name=name, features=features, records=records, data_dir=data_dir,
       description=f"{kind.capitalize()} from {', '.join(os.path.basename(p) for p in inputs)}.",

@@ -147,12 +147,16 @@ def train_vocabulary(
     max_characters: int = 20_000_000,
     max_sentences: int = 1_000_000,
     num_threads: int = 2,
+    size_name: str = "vocab_size_pieces",
 ) -> str:
   """Trains a unigram SentencePiece model on `texts` and writes `model_prefix`.model.
 
   Reads at most `max_characters` of text (so C4 takes minutes, not hours) in lines of at most
   4 KiB. Writes atomically (temporary file, then rename). Returns the path of the .model file.
+  Errors call the size `size_name`: how the user sets it (a flag or a config key).
   """
+  if vocab_size_pieces < 1:
+    raise DataError(f"{size_name}={vocab_size_pieces} must be positive.")
   path = model_prefix + ".model"
   stream = io.BytesIO()
   try:
@@ -174,13 +178,24 @@ def train_vocabulary(
         minloglevel=2,
     )
   except RuntimeError as e:
-    raise DataError(
-        f"Training a {vocab_size_pieces}-piece SentencePiece vocabulary failed: {e}. If the "
-        "vocabulary is too large for this corpus, lower data.vocab_train_size (the tiny python_docs "
-        "corpus supports about 2000 pieces).") from e
+    raise DataError(_training_error(str(e), vocab_size_pieces, size_name)) from e
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   write_atomically(path, stream.getvalue())
   return path
+
+
+def _training_error(message: str, pieces: int, size_name: str) -> str:
+  """SentencePiece's error in t5x-lite's terms, with the valid bound where SentencePiece gives it."""
+  too_small = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+  if too_small:
+    return (f"{size_name}={pieces} is too small for this text: one piece per distinct character, "
+            f"plus the byte and special pieces, needs at least {too_small[1]}. Raise {size_name} "
+            f"to {too_small[1]} or more.")
+  too_large = re.search(r"Vocabulary size too high \(\d+\)\. Please set it to a value <= (\d+)", message)
+  if too_large:
+    return (f"{size_name}={pieces} is too large for this text: it supports at most {too_large[1]} "
+            f"pieces. Lower {size_name} to {too_large[1]} or less, or train on more text.")
+  return f"Training a {pieces}-piece SentencePiece vocabulary failed: {message}"
 
 
 def _training_lines(texts: Iterable[str | bytes], max_characters: int):
@@ -230,7 +245,8 @@ def get_vocabulary(data_config: DataConfig) -> Vocabulary:
     source = sources.open_source(
         data_config.dataset, data_config.train_split, data_config.data_dir,
         sources.text_features(data_config))
-    train_vocabulary(_shuffled_texts(source), path[:-len(".model")], data_config.vocab_train_size)
+    train_vocabulary(_shuffled_texts(source), path[:-len(".model")], data_config.vocab_train_size,
+                     size_name="data.vocab_train_size")
   return Vocabulary(path, extra_ids=data_config.vocab_extra_ids)
 
 
@@ -249,7 +265,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
   source = sources.open_source(args.dataset, args.split, args.data_dir, (args.text_feature,))
   path = train_vocabulary(_shuffled_texts(source), args.output, args.vocab_size,
-                          max_characters=args.max_characters)
+                          max_characters=args.max_characters, size_name="--vocab-size")
   vocabulary = Vocabulary(path)
   print(f"Wrote {path}: {vocabulary.pieces} pieces, vocab_size {vocabulary.vocab_size} with "
         f"{vocabulary.extra_ids} extra ids. Use it with --set data.vocabulary={path}")

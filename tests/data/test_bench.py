@@ -1,6 +1,9 @@
 import argparse
 import re
 
+import pytest
+
+from t5x_lite import cli
 from t5x_lite.data import bench
 
 from data_helpers import VOCAB_PIECES
@@ -14,5 +17,16 @@ def test_bench_data_reports_throughput_and_packing(base_config, vocab, capsys):
       "--data-dir", base_config.data_dir, "--vocab-train-size", str(VOCAB_PIECES),
       "--inputs-length", "128", "--targets-length", "32", "--batch-size", "4", "--batches", "3"])
   assert bench.run(args) == 0
-  efficiency = float(re.search(r"packing efficiency (\S+),", capsys.readouterr().out).group(1))
-  assert 0.8 < efficiency <= 1.0
+  out = capsys.readouterr().out
+  assert 0.8 < float(re.search(r"packing efficiency (\S+),", out).group(1)) <= 1.0
+  assert out.rstrip().endswith("ended in epoch 1")  # Counted from 1.
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--objective", "spancorr"], "--objective='spancorr' is not a valid choice"),
+    (["--batches", "0"], "--batches=0 must be at least 1"),
+    (["--dataset", "nothere"], "Check --dataset and --data-dir"),
+])
+def test_bench_data_errors_name_its_flags(tmp_path, capsys, flags, message):
+  assert cli.main(["bench-data", "--data-dir", str(tmp_path), *flags]) == 2
+  assert message in capsys.readouterr().err

@@ -1,11 +1,14 @@
 import argparse
 import json
+import os
 
 import pytest
 
+from t5x_lite.config import DataConfig
 from t5x_lite.data import DataError
 from t5x_lite.data import text_to_tfds
 from t5x_lite.data.sources import open_source
+from t5x_lite.data.vocabulary import vocabulary_cache_path
 
 
 def read_all(name, split, data_dir):
@@ -23,10 +26,14 @@ def test_txt_paragraphs(tmp_path):
   train, validation = read_all("my_book", "train", data_dir), read_all("my_book", "validation", data_dir)
   assert sorted(train + validation) == sorted(paragraphs)
   assert validation and not set(train) & set(validation)
-  with pytest.raises(DataError, match="already exists"):
+  with pytest.raises(DataError, match="already exists .*; pass --overwrite to replace it"):
     text_to_tfds.convert_text([str(path)], "my_book", data_dir)
+  cached = vocabulary_cache_path(DataConfig(dataset="my_book", data_dir=data_dir))
+  with open(cached, "wb") as f:  # Stands for a vocabulary trained on the text replaced below.
+    f.write(b"old")
   text_to_tfds.convert_text([str(path)], "my_book", data_dir, validation_fraction=0.2, overwrite=True)
   assert read_all("my_book", "validation", data_dir) == validation  # Deterministic.
+  assert not os.path.exists(cached)
 
 
 def test_jsonl_field_and_cli_helpers(tmp_path, capsys):

@@ -75,6 +75,20 @@ def test_explicit_path_and_missing_path(base_config, vocab, tmp_path):
     Vocabulary(str(tmp_path / "missing.model"))
 
 
-def test_too_large_vocabulary_is_a_clear_error(tmp_path):
-  with pytest.raises(DataError, match="lower data.vocab_train_size"):
-    train_vocabulary(["a tiny corpus of a few words"] * 5, str(tmp_path / "v"), 5000)
+@pytest.mark.parametrize("texts, pieces, message", [
+    (["a tiny corpus of a few words"] * 5, 5000,
+     r"--vocab-size=5000 is too large for this text: it supports at most (\d+) pieces. Lower "
+     r"--vocab-size to \1 or less"),
+    (["".join(map(chr, range(0x4E00, 0x4E00 + 300)))] * 3, 200,
+     r"--vocab-size=200 is too small for this text: .* needs at least (\d+). Raise --vocab-size to "
+     r"\1 or more"),
+    (["text"], 0, "--vocab-size=0 must be positive"),
+])
+def test_vocabulary_size_errors_give_the_valid_range(tmp_path, texts, pieces, message):
+  with pytest.raises(DataError, match=message):
+    train_vocabulary(texts, str(tmp_path / "v"), pieces, size_name="--vocab-size")
+
+
+def test_too_small_vocabulary_for_training_names_the_config_key(base_config):
+  with pytest.raises(DataError, match="data.vocab_train_size=100 is too small"):
+    get_vocabulary(dataclasses.replace(base_config, vocab_train_size=100))
