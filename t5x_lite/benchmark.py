@@ -30,18 +30,13 @@ import flax
 import jax
 import numpy as np
 
-from t5x_lite import distributed, flops
+from t5x_lite import distributed, flops, info
 from t5x_lite import model as model_lib
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
 
 if TYPE_CHECKING:  # The data pipeline is imported only where it is used (see benchmark).
   from t5x_lite.data import Vocabulary
-
-# Used when the experiment leaves model.vocab_size to a vocabulary and the
-# benchmark resolves none (--data synthetic): T5's vocabulary has this size
-# (docs/reference.md).
-DEFAULT_VOCAB_SIZE = 32128
 
 # The model's shape in each record; both tools report these.
 MODEL_FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
@@ -207,8 +202,8 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
   from t5x_lite import trainer  # pylint: disable=import-outside-toplevel
   if steps < 1 or warmup < 0:
     raise ConfigError(f"--steps must be at least 1 and --warmup at least 0 (got {steps}, {warmup}).")
-  if config.model.vocab_size is None:
-    config.model.vocab_size = DEFAULT_VOCAB_SIZE
+  if config.model.vocab_size is None:  # The size train would give it, as `info` reports.
+    config.model.vocab_size = info.resolved_vocab_size(config.data)
   data, model_cfg = config.data, config.model
   setup = trainer.make_setup(config)
   state = trainer.init_state(setup, config.train.seed)

@@ -140,8 +140,9 @@ def _resolve_step(manager: ocp.CheckpointManager, step: Optional[int]) -> int:
     unfinished = [p.name for p in manager.directory.iterdir() if _UNFINISHED in p.name]
     detail = f" (only unfinished saves: {', '.join(sorted(unfinished))})" if unfinished else ""
     raise CheckpointError(
-        f"No finished checkpoint in {manager.directory}{detail}. Check the path, or start "
-        "without restoring.")
+        f"No finished checkpoint in {manager.directory}{detail}: the run has saved none yet. "
+        "Check the path, or train it first (checkpoints are saved every "
+        "checkpoint.every_steps steps and at the end).")
   if step is None:
     return steps[-1]
   if step not in steps:
@@ -287,6 +288,11 @@ class Checkpointer:
     self.directory = _absolute(workdir) / CHECKPOINTS_DIRNAME
     self._manager = ocp.CheckpointManager(
         self.directory, options=_writer_options(config), handler_registry=_handler_registry())
+    # Orbax deletes unfinished saves in a background thread; a process that stops early (a
+    # configuration error found next) must not exit under it.
+    cleanup = getattr(self._manager, "_cleanup_tmp_directory_future", None)
+    if cleanup is not None:
+      cleanup.result()
     self._best_metric = config.keep_best_metric
 
   def latest_step(self) -> Optional[int]:

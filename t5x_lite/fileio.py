@@ -6,12 +6,24 @@ import os
 import tempfile
 
 
+def _umask() -> int:
+  umask = os.umask(0)  # Reading it means setting it: done once, at import, before any thread.
+  os.umask(umask)
+  return umask
+
+
+# The mode open() gives a new file; mkstemp's are private (0600), which would hide runs
+# from collaborators in a shared directory.
+_FILE_MODE = 0o666 & ~_umask()
+
+
 def write_atomically(path: str, data: bytes | str) -> None:
   """Readers see the old file or the new one, never a mix."""
   directory = os.path.dirname(os.path.abspath(path))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=os.path.basename(path) + ".", suffix=".tmp")
   try:
+    os.chmod(fd, _FILE_MODE)
     with os.fdopen(fd, "wb") as f:
       f.write(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)

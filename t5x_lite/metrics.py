@@ -71,11 +71,14 @@ class ProgressBar:
                                      smoothing=0.1) if enabled else None
     self._position = initial
 
-  def update(self, step: int, metrics: dict) -> None:
+  def update(self, step: int, metrics: Optional[dict] = None) -> None:
+    """Moves to `step`; with metrics (log steps), also shows loss, seq/s and MFU."""
     if self._bar is None:
       return
     self._bar.update(step - self._position)
     self._position = step
+    if metrics is None:
+      return
     postfix = {"loss": f"{metrics['loss']:.4f}", "seq/s": f"{metrics['seq_per_s']:.1f}"}
     if "mfu" in metrics:
       postfix["mfu"] = f"{100 * metrics['mfu']:.1f}%"

@@ -40,6 +40,10 @@ from t5x_lite.train_state import TrainState, train_state_logical_axes
 Batch = dict[str, Any]
 
 
+# Exit status of a run stopped by SIGTERM after saving: 128 + SIGTERM, as if killed by it.
+PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
+
+
 class TrainingError(UserError, RuntimeError):
   """The run cannot go on (a NaN loss, ...); the message names the step."""
 
@@ -125,8 +129,7 @@ def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_
   variables = {"params": params}
   forward = functools.partial(
       model.apply, variables, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-      batch["encoder_segment_ids"], batch["decoder_segment_ids"], batch["encoder_positions"],
-      batch["decoder_positions"], deterministic=deterministic,
+      batch["encoder_segment_ids"], batch["decoder_segment_ids"], deterministic=deterministic,
       rngs=None if deterministic else {"dropout": dropout_rng})
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
   if loss_chunk_size:
@@ -302,18 +305,40 @@ class _Preemption:
 _TRAINING_TIME_FIELDS = ("dropout_rate", "remat_policy", "dtype", "attention_impl")
 
 
+def _architecture_differences(saved: ModelConfig, model: ModelConfig) -> list[str]:
+  """Architecture fields where `model` differs from a checkpoint's; an unresolved
+  vocab_size (None: from the vocabulary) is no difference."""
+  return [f.name for f in dataclasses.fields(ModelConfig)
+          if f.name not in _TRAINING_TIME_FIELDS and getattr(saved, f.name) != getattr(model, f.name)
+          and not (f.name == "vocab_size" and model.vocab_size is None)]
+
+
 def inherit_architecture(config: ExperimentConfig, source: str, step: Optional[int] = None) -> None:
-  """The model of a run that starts from (or resumes) a checkpoint is the checkpoint's: its
-  saved architecture replaces the experiment's, keeping only training-time settings."""
+  """The model of a run that starts from a checkpoint (checkpoint.init_from) is the
+  checkpoint's: its saved architecture replaces the experiment's, keeping only
+  training-time settings."""
   saved = checkpoints.read_config(source, step).model
-  changes = {name: getattr(config.model, name) for name in _TRAINING_TIME_FIELDS}
-  differing = [f.name for f in dataclasses.fields(ModelConfig)
-               if f.name not in changes and getattr(saved, f.name) != getattr(config.model, f.name)
-               and not (f.name == "vocab_size" and config.model.vocab_size is None)]
+  differing = _architecture_differences(saved, config.model)
   if differing and jax.process_index() == 0:
     print(f"Starting from {source}: using its architecture for "
           f"{', '.join(f'model.{name}' for name in differing)}.")
-  config.model = dataclasses.replace(saved, **changes)
+  config.model = dataclasses.replace(
+      saved, **{name: getattr(config.model, name) for name in _TRAINING_TIME_FIELDS})
+
+
+def check_resumable(config: ExperimentConfig, workdir: str, step: int) -> None:
+  """A resumed run keeps its architecture: continuing a checkpoint as another model
+  (say gated-GELU weights run as SwiGLU) would silently train something else."""
+  saved = checkpoints.read_config(workdir, step).model
+  differing = _architecture_differences(saved, config.model)
+  if differing:
+    changes = "; ".join(f"model.{name}: saved {getattr(saved, name)!r}, now "
+                        f"{getattr(config.model, name)!r}" for name in differing)
+    raise ConfigError(
+        f"{workdir} holds a run of another architecture at step {step} ({changes}). Resume "
+        "it with the architecture it was trained with (drop those --set overrides), or "
+        "train the new one in a new --workdir (checkpoint.init_from=" + workdir + " to start "
+        "from its weights).")
 
 
 def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
@@ -368,8 +393,14 @@ def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None
     start_step = ckpt.latest_step()
     if start_step is not None and config.checkpoint.init_from:
       inherit_architecture(config, workdir, start_step)
+    elif start_step is not None:
+      check_resumable(config, workdir, start_step)
     elif config.checkpoint.init_from:
-      inherit_architecture(config, config.checkpoint.init_from, config.checkpoint.init_from_step)
+      try:
+        inherit_architecture(config, config.checkpoint.init_from, config.checkpoint.init_from_step)
+      except checkpoints.CheckpointError as e:  # Say which setting pointed there.
+        raise checkpoints.CheckpointError(
+            f"checkpoint.init_from={config.checkpoint.init_from!r}: {e}") from None
     # Process 0 builds the dataset and trains the vocabulary; the others then read them.
     vocabulary = distributed.on_main_process_first(
         functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
@@ -410,6 +441,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
   last_eval: dict = {}
   window = _Window()
   batches = iter(train_loader)
+  first_step = step + 1
   while step < total:
     local_batch = next(batches)
     window.add(local_batch)
@@ -423,8 +455,13 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
       writer.write(step, "train", last_train)
       progress.update(step, last_train)
       window.reset()
-    elif saving:  # Never save a state whose loss went non-finite.
-      _check_finite(step, float(metrics["loss"]))
+    else:
+      progress.update(step)
+      if saving:  # Never save a state whose loss went non-finite.
+        _check_finite(step, float(metrics["loss"]))
+    if step == first_step:  # Mostly compilation: not training throughput.
+      jax.block_until_ready(metrics)
+      window.reset()
     evaluated = step % config.train.eval_every == 0 or step == total
     if evaluated:
       eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
@@ -442,7 +479,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
       progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
                      "run the same command to resume.")
       break
-  return {"step": step, "train": last_train, "validation": last_eval}
+  return {"step": step, "train": last_train, "validation": last_eval, "preempted": step < total}
 
 
 # ----------------------------------------------------------------------------
@@ -460,6 +497,8 @@ def run(args: argparse.Namespace) -> int:
   distributed.initialize(args)
   config = load_experiment(args.experiment, args.overrides)
   result = train(config, args.workdir)
+  if result["preempted"]:  # Saved, not finished: a scheduler must not count the job done.
+    return PREEMPTED_EXIT_STATUS
   if jax.process_index() != 0:
     return 0
   if not result["validation"]:  # Resumed at the last step: nothing left to do.

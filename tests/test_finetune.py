@@ -5,8 +5,10 @@ import json
 import os
 
 import jax
+import pytest
 
 from t5x_lite import cli, trainer
+from t5x_lite.checkpoints import CheckpointError
 from t5x_lite.config import load_experiment
 from t5x_lite.data import addition
 from t5x_lite.data.splits import assign_split
@@ -44,3 +46,10 @@ def test_finetuned_addition_learns(tiny_run, tmp_path, capsys):
   sample = record["samples"][0]
   a, b = (int(word) for word in sample["inputs"].split()[1::2])
   assert sample["target"] == str(a + b)
+
+
+def test_init_from_a_missing_run_names_the_setting(tmp_path):
+  missing = str(tmp_path / "nowhere")
+  config = load_experiment(EXPERIMENT, [f"checkpoint.init_from={missing}", *SETTINGS])
+  with pytest.raises(CheckpointError, match=r"^checkpoint\.init_from='.*nowhere': .* does not exist"):
+    trainer.train(config, str(tmp_path / "run"), devices=jax.devices()[:1])

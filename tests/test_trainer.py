@@ -1,6 +1,9 @@
-"""The training loop: gradient accumulation, the chunked loss, learning, determinism, NaN handling."""
+"""The training loop: gradient accumulation, the chunked loss, learning, determinism, NaN handling,
+resuming."""
 
 import functools
+import os
+import shutil
 
 import jax
 import numpy as np
@@ -11,7 +14,8 @@ from t5x_lite import config as config_lib
 from t5x_lite import metrics as metrics_lib
 from t5x_lite import model as model_lib
 from t5x_lite import trainer
-from helpers import random_batch, relative_difference, tiny_model
+from helpers import (TINY_EXPERIMENT, TINY_SETTINGS, TINY_STEPS, random_batch, relative_difference,
+                     tiny_model)
 
 
 def _step_config(**train_changes) -> config_lib.ExperimentConfig:
@@ -60,6 +64,20 @@ def _tiny_run(workdir, *overrides):
       "data.inputs_length=64", "data.targets_length=16", "data.vocab_train_size=500",
       "data.max_eval_examples=8", "checkpoint.every_steps=30", *overrides])
   return trainer.train(config, str(workdir), devices=jax.devices()[:1])
+
+
+def test_resuming_as_another_architecture_is_refused(tiny_run, tmp_path):
+  """Resuming with --set model.X changed would train the checkpoint as another model."""
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run, workdir)
+  saved_config = open(os.path.join(workdir, "config.json")).read()
+  config = config_lib.load_experiment(TINY_EXPERIMENT, [
+      *TINY_SETTINGS, f"train.steps={TINY_STEPS + 10}", "model.ffn_activation=swiglu",
+      "model.dropout_rate=0.2"])  # A training-time setting: free to change.
+  with pytest.raises(config_lib.ConfigError,
+                     match=r"model\.ffn_activation: saved '[\w-]+', now 'swiglu'\)"):
+    trainer.train(config, workdir, devices=jax.devices()[:1])
+  assert open(os.path.join(workdir, "config.json")).read() == saved_config
 
 
 def _train_losses(workdir):

@@ -29,9 +29,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=wrong-import-position
 from t5x_lite import config as config_lib
 from t5x_lite import flops, hf_interop
-from t5x_lite.benchmark import DEFAULT_VOCAB_SIZE, MODEL_FIELDS, synthetic_batch, throughput_fields
+from t5x_lite.benchmark import MODEL_FIELDS, synthetic_batch, throughput_fields
 
 SIZES = ("tiny", "small", "base", "large", "xl")
+T5_VOCAB_SIZE = 32128  # T5's SentencePiece vocabulary with its extra ids, padded (docs/reference.md)
 
 
 def model_config(size: str, vocab_size: int) -> config_lib.ModelConfig:
@@ -145,7 +146,7 @@ def benchmark(args: argparse.Namespace) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--size", choices=SIZES, default="base", help="T5.1.1 size (tiny: CPU test model)")
-  parser.add_argument("--vocab-size", type=int, default=DEFAULT_VOCAB_SIZE)
+  parser.add_argument("--vocab-size", type=int, default=T5_VOCAB_SIZE)
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--inputs-length", type=int, default=512)
   parser.add_argument("--targets-length", type=int, default=114)
