@@ -385,6 +385,10 @@ def _check_finite(step: int, loss: float) -> None:
 def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None) -> dict:
   """Trains (or resumes) the experiment in `workdir` on `devices` (default: all of them, in
   every process); returns the final metrics."""
+  # Mesh and batch first: the dataset build and vocabulary training can take long, and a
+  # configuration that cannot run must fail before them and before writing anything.
+  check_batch_divides(config, partitioning.make_mesh(config.mesh, devices),
+                      partitioning.logical_rules(config.mesh))
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   with contextlib.ExitStack() as cleanup:  # Also on errors: saves in flight finish first.
@@ -418,7 +422,9 @@ def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None
         state = state.replace(params=params)
       start_step = 0
     state = jax.block_until_ready(state)  # Start stepping once set-up work has finished.
-    if is_main:  # Only once the state is in hand: a failed restore leaves the workdir as it was.
+    # Only once the state is in hand (a failed restore leaves the workdir as it was), and
+    # only if it trains: a run already at train.steps keeps the configuration it ran with.
+    if is_main and start_step < config.train.steps:
       save_json(config, os.path.join(workdir, "config.json"))
     writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
     cleanup.callback(writer.close)

@@ -80,6 +80,26 @@ def test_resuming_as_another_architecture_is_refused(tiny_run, tmp_path):
   assert open(os.path.join(workdir, "config.json")).read() == saved_config
 
 
+def test_a_run_already_done_keeps_its_configuration(tiny_run, tmp_path):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run, workdir)
+  saved_config = open(os.path.join(workdir, "config.json")).read()
+  config = config_lib.load_experiment(TINY_EXPERIMENT, [*TINY_SETTINGS, "train.steps=5"])
+  result = trainer.train(config, workdir, devices=jax.devices()[:1])
+  assert result["step"] == TINY_STEPS and not result["validation"] and not result["preempted"]
+  assert open(os.path.join(workdir, "config.json")).read() == saved_config
+
+
+def test_a_mesh_that_cannot_run_fails_before_any_data_work(tmp_path):
+  """The dataset build and vocabulary training (long for C4) come after the mesh check."""
+  data_dir, workdir = tmp_path / "tfds", tmp_path / "run"
+  config = config_lib.load_experiment(TINY_EXPERIMENT, [
+      *TINY_SETTINGS, "mesh.shape=(3, 1)", f"data.data_dir={data_dir}"])
+  with pytest.raises(config_lib.ConfigError, match="mesh"):
+    trainer.train(config, str(workdir), devices=jax.devices()[:2])
+  assert not data_dir.exists() and not workdir.exists()
+
+
 def _train_losses(workdir):
   return [r["loss"] for r in metrics_lib.read_metrics(str(workdir)) if r["split"] == "train"]
 
