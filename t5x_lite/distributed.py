@@ -22,7 +22,7 @@ HANDSHAKE_TIMEOUT_S = 300
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   group = parser.add_argument_group("multi-process (not needed on TPU VMs or under SLURM)")
-  group.add_argument("--coordinator", default=os.environ.get("T5X_LITE_COORDINATOR"),
+  group.add_argument("--coordinator", default=os.environ.get("T5X_LITE_COORDINATOR") or None,
                      help="HOST:PORT of process 0 (env T5X_LITE_COORDINATOR)")
   group.add_argument("--num-processes", type=int, default=_env_int("T5X_LITE_NUM_PROCESSES"),
                      help="number of processes (env T5X_LITE_NUM_PROCESSES)")

@@ -30,7 +30,9 @@ def text_metrics(predictions: Sequence[str], targets: Sequence[str],
   metrics = {"exact_match": sum(p.strip() == t.strip() for p, t in zip(predictions, targets)) / count}
   if "bleu" in names:
     import sacrebleu  # pylint: disable=import-outside-toplevel  (only tasks that ask for it)
-    metrics["bleu"] = float(sacrebleu.corpus_bleu(list(predictions), [list(targets)]).score)
+    # sacrebleu fails on an empty corpus; no example scores 0, as for the other metrics.
+    metrics["bleu"] = float(sacrebleu.corpus_bleu(list(predictions), [list(targets)]).score
+                            if targets else 0.0)
   if "rouge" in names:
     from rouge_score import rouge_scorer  # pylint: disable=import-outside-toplevel
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=True)
