@@ -27,8 +27,8 @@ from t5x_lite import checkpoints, distributed, flops, losses, model as model_lib
 from t5x_lite import partitioning, tasks
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.checkpoints import VOCABULARY_FILE
-from t5x_lite.config import (ConfigError, ExperimentConfig, ModelConfig, UserError, load_experiment,
-                             save_json)
+from t5x_lite.config import (ConfigError, ExperimentConfig, ModelConfig, UserError, all_keys,
+                             get_field, load_experiment, save_json)
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
 from t5x_lite.data import sources
 from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
@@ -328,8 +328,17 @@ def inherit_architecture(config: ExperimentConfig, source: str, step: Optional[i
 
 def check_resumable(config: ExperimentConfig, workdir: str, step: int) -> None:
   """A resumed run keeps its architecture: continuing a checkpoint as another model
-  (say gated-GELU weights run as SwiGLU) would silently train something else."""
-  saved = checkpoints.read_config(workdir, step).model
+  (say gated-GELU weights run as SwiGLU) would silently train something else. Other
+  settings may change (a larger train.steps, another batch size); they are listed."""
+  saved_config = checkpoints.read_config(workdir, step)
+  saved = saved_config.model
+  changed = [f"{key} {get_field(saved_config, key)!r} -> {get_field(config, key)!r}"
+             for key in all_keys(config)
+             if get_field(config, key) not in (None, "")  # Resolved later (vocabulary, ...).
+             and not key.startswith("model.") and key != "name"
+             and get_field(config, key) != get_field(saved_config, key)]
+  if changed and jax.process_index() == 0:
+    print(f"Resuming {workdir} at step {step} with changed settings: {'; '.join(changed)}.")
   differing = _architecture_differences(saved, config.model)
   if differing:
     changes = "; ".join(f"model.{name}: saved {getattr(saved, name)!r}, now "

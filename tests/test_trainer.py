@@ -80,7 +80,7 @@ def test_resuming_as_another_architecture_is_refused(tiny_run, tmp_path):
   assert open(os.path.join(workdir, "config.json")).read() == saved_config
 
 
-def test_a_run_already_done_keeps_its_configuration(tiny_run, tmp_path):
+def test_a_run_already_done_keeps_its_configuration(tiny_run, tmp_path, capsys):
   workdir = str(tmp_path / "run")
   shutil.copytree(tiny_run, workdir)
   saved_config = open(os.path.join(workdir, "config.json")).read()
@@ -88,6 +88,8 @@ def test_a_run_already_done_keeps_its_configuration(tiny_run, tmp_path):
   result = trainer.train(config, workdir, devices=jax.devices()[:1])
   assert result["step"] == TINY_STEPS and not result["validation"] and not result["preempted"]
   assert open(os.path.join(workdir, "config.json")).read() == saved_config
+  # Settings other than the architecture may change on resume; they are listed.
+  assert f"with changed settings: train.steps {TINY_STEPS} -> 5." in capsys.readouterr().out
 
 
 def test_a_mesh_that_cannot_run_fails_before_any_data_work(tmp_path):
