@@ -95,9 +95,7 @@ def _decays(param: Any, spec: Optional[PartitionSpec]) -> bool:
 
 def weight_decay_mask(params: Any, params_logical_axes: Optional[Any] = None) -> Any:
   """Pytree of bools matching ``params``: True where weight decay applies."""
-  if params_logical_axes is None:
-    return jax.tree.map(lambda p: _decays(p, None), params)
-  return jax.tree.map(_decays, params, params_logical_axes)
+  return _map_with_specs(_decays, params_logical_axes, params)
 
 
 def _block_rms(x: jax.Array, spec: Optional[PartitionSpec]) -> jax.Array:

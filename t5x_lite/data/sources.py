@@ -18,7 +18,6 @@ from t5x_lite.data.errors import DataError
 
 _VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 _INFO = "dataset_info.json"
-# Datasets generated here: name -> build(data_dir), which prepares them once.
 # Datasets built on first use: name -> the module whose build(data_dir) makes them. Imported
 # only when needed, like tensorflow_datasets itself, so that importing the data package
 # (the trainer, the benchmark) works on machines without tensorflow-datasets.

@@ -29,13 +29,13 @@ PAD_ID = 0
 EOS_ID = 1
 UNK_ID = 2
 PAD_TO_MULTIPLE = 128
+# Sentences longer than this many bytes are cut before training (SentencePiece skips them).
+_MAX_SENTENCE_BYTES = 4096
 
 
 def padded_size(ids: int) -> int:
   """`ids` rounded up to a multiple of 128, the embedding size T5 uses (32100 -> 32128)."""
   return -(-ids // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
-# Sentences longer than this many bytes are cut before training (SentencePiece skips them).
-_MAX_SENTENCE_BYTES = 4096
 
 
 class Vocabulary:
