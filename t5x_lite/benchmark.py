@@ -2,7 +2,10 @@
 
 The step is trainer.make_train_step on the experiment's model, optimizer and
 shardings; the batch is synthetic (random tokens, no padding), so the timed
-figures measure the model, optimizer and compiler, not the input pipeline. FLOPs
+figures measure the model, optimizer and compiler, not the input pipeline. The step
+is the one `train` would run, packed rows' masks included when data.pack is set
+(`--set data.pack=false` times the unpacked step, whose fused attention masks by
+lengths: the synthetic rows hold one example each, so both are exact). FLOPs
 are counted as docs/reference.md says (flops.train_flops_per_sequence), the same
 formula tools/bench_hf_t5.py uses for the PyTorch peer, so the two compare.
 With --data real, the record also has an "input" section: the same compiled
@@ -262,6 +265,7 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
           "optimizer": config.optimizer.name,
           "grad_accum_steps": config.train.grad_accum_steps,
           "loss_chunk_size": config.train.loss_chunk_size,
+          "pack": data.pack,
           "mesh": dict(setup.mesh.shape),
           "rules_preset": config.mesh.rules_preset,
           "xla_flags": os.environ.get("XLA_FLAGS"),

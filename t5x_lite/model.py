@@ -14,6 +14,7 @@ import functools
 from typing import Any, Callable, Optional
 
 import flax.linen as nn
+import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -146,27 +147,75 @@ class Embed(nn.Module):
     return jnp.take(self.embedding, tokens, axis=0).astype(activation_dtype(self.config))
 
 
+@flax.struct.dataclass
+class AttentionMask:
+  """Which keys each query may attend to, kept compact so that each implementation builds
+  what it needs: the einsum path a boolean (b|1, 1, q|1, k) mask, cuDNN lengths and a
+  causal flag.
+
+  key_segment_ids (b|1, k): 0 marks padding keys. query_segment_ids (b|1, q), given for
+  packed rows, lets a query see only the keys of its own segment. Without it a row is one
+  sequence whose padding comes last, which cuDNN takes as lengths; a packed row's mask can
+  only reach cuDNN as an additive (b, h, q, k) bias. causal: a query sees keys at its index
+  or before.
+  """
+  key_segment_ids: Optional[Array] = None
+  query_segment_ids: Optional[Array] = None
+  causal: bool = flax.struct.field(pytree_node=False, default=False)
+
+  @property
+  def packed(self) -> bool:
+    return self.query_segment_ids is not None
+
+  def dense(self, query_length: int, key_length: int) -> Optional[Array]:
+    """(b|1, 1, q|1, k) bool, or None when every query sees every key."""
+    mask = None
+    if self.key_segment_ids is not None:
+      keys = self.key_segment_ids[:, None, :] > 0  # (b, 1, k)
+      if self.packed:
+        keys = keys & (self.query_segment_ids[:, :, None] == self.key_segment_ids[:, None, :])
+      mask = keys[:, None]
+    if self.causal:
+      causal = (jnp.arange(key_length)[None, :] <= jnp.arange(query_length)[:, None])[None, None]
+      mask = causal if mask is None else mask & causal
+    return mask
+
+  def key_lengths(self, batch_size: int) -> Optional[Array]:
+    """(b,) int32 count of non-padding keys of unpacked rows, at least 1: a row of padding
+    alone (eval's filler rows) then attends to its first key instead of dividing by zero."""
+    if self.key_segment_ids is None:
+      return None
+    lengths = jnp.sum(self.key_segment_ids > 0, axis=-1, dtype=jnp.int32)
+    return jnp.broadcast_to(jnp.maximum(lengths, 1), (batch_size,))
+
+
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Optional[Array],
-                          mask: Optional[Array], *, impl: str,
+                          mask: AttentionMask, *, impl: str,
                           weights_dropout: Optional[Callable[[Array], Array]] = None) -> Array:
   """Attention without 1/sqrt(d) scaling (T5 folds it into the query init).
 
-  query: (b, q, h, k); key, value: (b, s, h, k); bias: (1, h, q, s) float32;
-  mask: (b|1, 1, q, s) bool. Logits and softmax in float32. weights_dropout, applied to
-  the (b, h, q, s) attention weights as T5X does, needs them materialised: with it the
-  einsum path runs whatever `impl` says.
+  query: (b, q, h, k); key, value: (b, s, h, k); bias: (1, h, q, s) float32. Logits and
+  softmax in float32. weights_dropout, applied to the (b, h, q, s) attention weights as T5X
+  does, needs them materialised: with it the einsum path runs whatever `impl` says.
   """
+  query_length, key_length = query.shape[1], key.shape[1]
   if impl != "xla" and weights_dropout is None:
     implementation = "cudnn" if impl == "cudnn" else None
     if bias is not None:
       bias = bias.astype(query.dtype)
-    return jax.nn.dot_product_attention(query, key, value, bias=bias, mask=mask, scale=1.0,
-                                        implementation=implementation)
+    if mask.packed:
+      return jax.nn.dot_product_attention(
+          query, key, value, bias=bias, mask=mask.dense(query_length, key_length), scale=1.0,
+          implementation=implementation)
+    return jax.nn.dot_product_attention(
+        query, key, value, bias=bias, scale=1.0, is_causal=mask.causal,
+        key_value_seq_lengths=mask.key_lengths(query.shape[0]), implementation=implementation)
   logits = jnp.einsum("bqhk,bshk->bhqs", query, key, preferred_element_type=jnp.float32)
   if bias is not None:
     logits = logits + bias
-  if mask is not None:
-    logits = jnp.where(mask, logits, _NEG_INF)
+  dense = mask.dense(query_length, key_length)
+  if dense is not None:
+    logits = jnp.where(dense, logits, _NEG_INF)
   weights = jax.nn.softmax(logits, axis=-1).astype(query.dtype)
   if weights_dropout is not None:
     weights = weights_dropout(weights)
@@ -182,7 +231,7 @@ class Attention(nn.Module):
   kind: str = "self"
 
   @nn.compact
-  def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Optional[Array], mask: Optional[Array],
+  def __call__(self, inputs_q: Array, inputs_kv: Array, bias: Optional[Array], mask: AttentionMask,
                *, deterministic: bool, decode: bool = False,
                decode_position: Optional[Array] = None) -> Array:
     cfg = self.config
@@ -286,7 +335,7 @@ class EncoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, bias: Optional[Array], mask: Array) -> tuple[Array, None]:
+  def __call__(self, x: Array, bias: Optional[Array], mask: AttentionMask) -> tuple[Array, None]:
     cfg = self.config
     dropout = nn.Dropout(cfg.dropout_rate)
     y = Norm(cfg, name="pre_attention_layer_norm")(x)
@@ -305,8 +354,8 @@ class DecoderLayer(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, bias: Optional[Array], self_mask: Array,
-               cross_mask: Array, decode_position: Optional[Array]) -> tuple[Array, None]:
+  def __call__(self, x: Array, encoded: Array, bias: Optional[Array], self_mask: AttentionMask,
+               cross_mask: AttentionMask, decode_position: Optional[Array]) -> tuple[Array, None]:
     cfg = self.config
     dropout = nn.Dropout(cfg.dropout_rate)
     det = self.deterministic
@@ -347,12 +396,6 @@ def _stack(layer_cls: type, config: ModelConfig, num_layers: int, num_args: int,
   return layer_cls
 
 
-def _segment_mask(query_segments: Array, key_segments: Array) -> Array:
-  """(b, q), (b, k) -> (b, 1, q, k): same segment, and the key is not padding."""
-  mask = (query_segments[:, :, None] == key_segments[:, None, :]) & (key_segments[:, None, :] > 0)
-  return mask[:, None]
-
-
 def _positions(length: int) -> Array:
   """(1, length) indices: the positions of the relative-position bias, shared by all rows."""
   return jnp.arange(length, dtype=jnp.int32)[None]
@@ -363,9 +406,8 @@ class Encoder(nn.Module):
   sharding: Optional[ActivationSharding] = None
 
   @nn.compact
-  def __call__(self, embedded: Array, segment_ids: Array, *, deterministic: bool) -> Array:
+  def __call__(self, embedded: Array, mask: AttentionMask, *, deterministic: bool) -> Array:
     cfg = self.config
-    mask = _segment_mask(segment_ids, segment_ids)
     bias = None
     if cfg.position_scheme == "relative":
       positions = _positions(embedded.shape[1])
@@ -389,6 +431,7 @@ class Decoder(nn.Module):
   @nn.compact
   def __call__(self, embedded: Array, encoded: Array, encoder_segment_ids: Array,
                segment_ids: Optional[Array], *, deterministic: bool, decode: bool = False) -> Array:
+    """segment_ids (b, l) for packed rows (then encoder_segment_ids are packed too), else None."""
     cfg = self.config
     length = embedded.shape[1]
     decode_position = None
@@ -402,20 +445,16 @@ class Decoder(nn.Module):
         decode_position = position.value
         key_positions = cache_positions.value  # (1, max_length)
         query_positions = decode_position[None, None]  # (1, 1)
-        self_mask = (key_positions <= decode_position)[:, None, None, :]
+        # The cache is a sequence whose first decode_position + 1 entries are filled.
+        self_mask = AttentionMask((key_positions <= decode_position).astype(jnp.int32))
         position.value = decode_position + 1
       else:
         query_positions = key_positions = cache_positions.value
-        self_mask = _causal_mask(length)
-      cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
+        self_mask = AttentionMask(causal=True)
     else:
       query_positions = key_positions = _positions(length)
-      self_mask = _causal_mask(length)
-      if segment_ids is not None:
-        self_mask = self_mask & _segment_mask(segment_ids, segment_ids)
-        cross_mask = _segment_mask(segment_ids, encoder_segment_ids)
-      else:
-        cross_mask = (encoder_segment_ids > 0)[:, None, None, :]
+      self_mask = AttentionMask(segment_ids, segment_ids, causal=True)
+    cross_mask = AttentionMask(encoder_segment_ids, segment_ids)
     bias = None
     if cfg.position_scheme == "relative":
       bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(
@@ -433,11 +472,6 @@ class Decoder(nn.Module):
     return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
 
 
-def _causal_mask(length: int) -> Array:
-  idx = jnp.arange(length)
-  return (idx[None, :] <= idx[:, None])[None, None]
-
-
 def project_logits(x: Array, kernel: Array, scale: float,
                    sharding: Optional[ActivationSharding] = None) -> Array:
   """(b, l, d) decoder output -> (b, l, v) logits, with kernel (d, v) and scale from
@@ -447,6 +481,11 @@ def project_logits(x: Array, kernel: Array, scale: float,
   if scale != 1.0:
     logits = logits * scale
   return constrain(logits, sharding, BATCH_LENGTH_VOCAB)
+
+
+def _unpacked_segment_ids(tokens: Array) -> Array:
+  """(b, l) segment ids of unpacked rows: 1 for tokens, 0 for padding."""
+  return (tokens > 0).astype(jnp.int32)
 
 
 class Transformer(nn.Module):
@@ -470,9 +509,11 @@ class Transformer(nn.Module):
              deterministic: bool = True) -> Array:
     """(b, l_in) tokens -> (b, l_in, d) encodings."""
     if encoder_segment_ids is None:
-      encoder_segment_ids = (encoder_input_tokens > 0).astype(jnp.int32)
+      mask = AttentionMask(_unpacked_segment_ids(encoder_input_tokens))
+    else:
+      mask = AttentionMask(encoder_segment_ids, encoder_segment_ids)
     embedded = self.token_embedder(encoder_input_tokens)
-    return self.encoder(embedded, encoder_segment_ids, deterministic=deterministic)
+    return self.encoder(embedded, mask, deterministic=deterministic)
 
   def decode(self, encoded: Array, encoder_input_tokens: Array, decoder_input_tokens: Array,
              encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
@@ -480,7 +521,7 @@ class Transformer(nn.Module):
     """Decoder logits (b, l_tgt, v), or the decoder output (b, l_tgt, d) with
     return_hidden=True. With decode=True, one step with a cache."""
     if encoder_segment_ids is None:
-      encoder_segment_ids = (encoder_input_tokens > 0).astype(jnp.int32)
+      encoder_segment_ids = _unpacked_segment_ids(encoder_input_tokens)
     embedded = self.token_embedder(decoder_input_tokens)
     x = self.decoder(embedded, encoded, encoder_segment_ids, decoder_segment_ids,
                      deterministic=deterministic, decode=decode)
@@ -499,7 +540,9 @@ class Transformer(nn.Module):
                encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
                *, deterministic: bool = True, return_hidden: bool = False) -> Array:
     """Packed rows need only segment ids: positions restart with each segment, so index
-    distances are position distances wherever attention is allowed."""
+    distances are position distances wherever attention is allowed. Without segment ids a
+    row is one example with its padding (token 0) last, which fused attention takes as
+    lengths rather than as a dense mask."""
     encoded = self.encode(encoder_input_tokens, encoder_segment_ids, deterministic=deterministic)
     return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids,
                        decoder_segment_ids, deterministic=deterministic, return_hidden=return_hidden)

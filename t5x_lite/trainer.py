@@ -119,17 +119,21 @@ def init_state(setup: Setup, seed: int) -> TrainState:
 
 def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_loss: float,
                   label_smoothing: float, dropout_rng: Optional[jax.Array],
-                  loss_chunk_size: int) -> tuple[jax.Array, dict]:
+                  loss_chunk_size: int, packed: bool = True) -> tuple[jax.Array, dict]:
   """Loss sum to differentiate, and metric sums (loss, z-loss, accuracy, tokens).
 
   loss_chunk_size > 0 (train.loss_chunk_size) computes the same sums chunk by chunk
   from the decoder output, never holding the full logits (losses.chunked_output_sums).
+  packed=False (data.pack=False: one example per row) leaves the segment ids out, so
+  fused attention masks by lengths instead of a dense mask; the sums are the same.
   """
   deterministic = dropout_rng is None
   variables = {"params": params}
+  segment_ids = ((batch["encoder_segment_ids"], batch["decoder_segment_ids"]) if packed
+                 else (None, None))
   forward = functools.partial(
       model.apply, variables, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-      batch["encoder_segment_ids"], batch["decoder_segment_ids"], deterministic=deterministic,
+      *segment_ids, deterministic=deterministic,
       rngs=None if deterministic else {"dropout": dropout_rng})
   targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
   if loss_chunk_size:
@@ -156,7 +160,8 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainSt
   grad_fn = jax.grad(
       functools.partial(_forward_sums, setup.model, z_loss=cfg.train.z_loss,
                         label_smoothing=cfg.train.label_smoothing,
-                        loss_chunk_size=cfg.train.loss_chunk_size), has_aux=True)
+                        loss_chunk_size=cfg.train.loss_chunk_size, packed=cfg.data.pack),
+      has_aux=True)
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     # Dropout noise is a function of the step, so a resumed run repeats it.
@@ -203,7 +208,7 @@ def make_eval_step(setup: Setup) -> Callable[[Any, Batch], dict]:
   def step(params, batch):
     _, sums = _forward_sums(setup.model, params, batch, z_loss=cfg.train.z_loss,
                             label_smoothing=0.0, dropout_rng=None,
-                            loss_chunk_size=cfg.train.loss_chunk_size)
+                            loss_chunk_size=cfg.train.loss_chunk_size, packed=cfg.data.pack)
     return sums
 
   batch_shardings = {key: setup.batch_sharding for key in BATCH_KEYS}

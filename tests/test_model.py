@@ -166,35 +166,63 @@ def test_remat_keeps_values_and_gradients(policy):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("packed", [True, False])
 @pytest.mark.parametrize("impl", [
     "auto",
     pytest.param("cudnn", marks=pytest.mark.skipif(jax.default_backend() != "gpu",
                                                    reason="cuDNN attention needs a GPU")),
 ])
-def test_fused_attention_path_matches_reference(impl):
+def test_fused_attention_path_matches_reference(impl, packed):
   """attention_impl='auto' (jax.nn.dot_product_attention: XLA here, cuDNN on GPU) and
-  'cudnn' compute the same function and gradients as the einsum reference, on packed rows
-  (segment masks) with the relative-position bias, whose gradient must survive the fused
-  kernel (cuDNN returns a bias gradient only in some layouts)."""
+  'cudnn' compute the same function and gradients as the einsum reference with the
+  relative-position bias, whose gradient must survive the fused kernel (cuDNN returns a
+  bias gradient only in some layouts): on packed rows (segment masks) and on unpacked rows
+  (lengths and a causal flag), including a row of padding alone, whose outputs nothing
+  reads."""
   cfg = tiny_model(dtype="bfloat16")
   params = model_lib.init_params(cfg, jax.random.key(6))
-  batch = random_batch(np.random.default_rng(6), 2, 16, 8, cfg.vocab_size)
-  cotangent = jax.random.normal(jax.random.key(60), (2, 8, cfg.vocab_size))
+  batch = random_batch(np.random.default_rng(6), 3, 16, 8, cfg.vocab_size, segments=2 if packed else 1)
   keys = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
           "decoder_segment_ids")
+  args = [batch[key] for key in keys] if packed else [batch[key] for key in keys[:2]]
+  if not packed:
+    args[0][2] = 0  # A filler row, as the last partial batch of an evaluation has.
+  live_rows = np.array([1.0, 1.0, 0.0 if not packed else 1.0])[:, None, None]
+  cotangent = jax.random.normal(jax.random.key(60), (3, 8, cfg.vocab_size)) * live_rows
 
   def logits_and_grads(cfg):
     def score(params):
-      logits = model_lib.Transformer(cfg).apply({"params": params}, *(batch[k] for k in keys))
+      logits = model_lib.Transformer(cfg).apply({"params": params}, *args)
       return jnp.sum(logits.astype(jnp.float32) * cotangent), logits
     return jax.jit(jax.grad(score, has_aux=True))(params)
 
   reference_grads, reference = logits_and_grads(cfg)
   grads, fused = logits_and_grads(tiny_model(dtype="bfloat16", attention_impl=impl))
-  assert relative_difference(fused, reference) < 2e-2
+  assert bool(jnp.all(jnp.isfinite(fused)))
+  assert relative_difference(fused * live_rows, reference * live_rows) < 2e-2
   flat_reference = flax.traverse_util.flatten_dict(reference_grads, sep="/")
   for name, grad in flax.traverse_util.flatten_dict(grads, sep="/").items():
     assert relative_difference(grad, flat_reference[name]) < 5e-2, name
+
+
+def test_attention_mask_forms():
+  """The dense mask each form stands for, and the lengths the fused path is given."""
+  segments = jnp.array([[1, 1, 2, 0], [1, 1, 1, 1]])
+  packed = model_lib.AttentionMask(segments, segments, causal=True).dense(4, 4)
+  assert packed.shape == (2, 1, 4, 4)
+  np.testing.assert_array_equal(packed[0, 0], [[1, 0, 0, 0], [1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(packed[1, 0], np.tril(np.ones((4, 4))))
+
+  padded = jnp.array([[1, 1, 1, 0], [0, 0, 0, 0]])
+  unpacked = model_lib.AttentionMask(padded)
+  assert not unpacked.packed and unpacked.dense(3, 4).shape == (2, 1, 1, 4)
+  np.testing.assert_array_equal(unpacked.dense(3, 4)[:, 0, 0], padded > 0)
+  np.testing.assert_array_equal(unpacked.key_lengths(2), [3, 1])  # never 0: no 0/0 in softmax
+  np.testing.assert_array_equal(model_lib.AttentionMask(padded[:1]).key_lengths(4), [3] * 4)
+
+  causal = model_lib.AttentionMask(causal=True)
+  np.testing.assert_array_equal(causal.dense(3, 3)[0, 0], np.tril(np.ones((3, 3))))
+  assert causal.key_lengths(2) is None and model_lib.AttentionMask().dense(3, 3) is None
 
 
 @pytest.mark.parametrize("changes", [
@@ -233,7 +261,7 @@ def test_attention_dropout_drops_weights_and_takes_the_einsum_path():
   rng = np.random.default_rng(12)
   query, key, value = (jnp.asarray(rng.normal(size=(2, 5, 3, 4)), jnp.float32) for _ in range(3))
   keep = jnp.asarray(rng.random((2, 3, 1, 5)) < 0.7, jnp.float32)  # shared by the queries
-  got = model_lib.dot_product_attention(query, key, value, None, None, impl="auto",
+  got = model_lib.dot_product_attention(query, key, value, None, model_lib.AttentionMask(), impl="auto",
                                         weights_dropout=lambda weights: weights * keep)
   weights = jax.nn.softmax(np.einsum("bqhk,bshk->bhqs", query, key), axis=-1) * keep
   np.testing.assert_allclose(got, np.einsum("bhqs,bshk->bqhk", weights, value), rtol=1e-5, atol=1e-6)

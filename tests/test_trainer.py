@@ -133,9 +133,9 @@ def test_nan_loss_stops_with_the_step(tmp_path):
   assert checkpoints.latest_step(str(tmp_path)) == 1
 
 
-def _forward_sums_and_grads(model, params, batch, loss_chunk_size):
+def _forward_sums_and_grads(model, params, batch, loss_chunk_size, packed=True):
   forward = functools.partial(trainer._forward_sums, model, z_loss=1e-2, label_smoothing=0.1,
-                              dropout_rng=None, loss_chunk_size=loss_chunk_size)
+                              dropout_rng=None, loss_chunk_size=loss_chunk_size, packed=packed)
   grads, sums = jax.jit(jax.grad(forward, has_aux=True))(params, batch)
   return jax.device_get(sums), jax.device_get(grads)
 
@@ -159,6 +159,18 @@ def test_chunked_loss_matches_plain_train_sums(tie_logits):
   model = model_lib.Transformer(cfg)
   _assert_same_sums_and_grads(_forward_sums_and_grads(model, params, batch, 2),
                               _forward_sums_and_grads(model, params, batch, 0))
+
+
+@pytest.mark.parametrize("impl", ["xla", "auto"])
+def test_unpacked_rows_give_the_packed_sums(impl):
+  """data.pack=False leaves segment ids out of the model call (masks become lengths and a
+  causal flag); on rows of one example each, loss sums and gradients do not change."""
+  cfg = tiny_model(attention_impl=impl)
+  params = model_lib.init_params(cfg, jax.random.key(13))
+  batch = random_batch(np.random.default_rng(13), 4, 16, 8, cfg.vocab_size, segments=1)
+  model = model_lib.Transformer(cfg)
+  _assert_same_sums_and_grads(_forward_sums_and_grads(model, params, batch, 0, packed=False),
+                              _forward_sums_and_grads(model, params, batch, 0, packed=True))
 
 
 def test_chunked_loss_matches_plain_when_sharded():

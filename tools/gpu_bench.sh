@@ -15,6 +15,10 @@
 #   ablate base b128, one switch each against t5x-base: t5x-base-noscan,
 #          t5x-base-chunked (train.loss_chunk_size=38), t5x-base-dots (remat),
 #          t5x-base-noflags (XLA_FLAGS=""): which optimisations to keep
+#   packing the packed step (segment masks, as training on packed data runs it)
+#          with XLA and cuDNN attention: t5x-base-packed, t5x-base-cudnn-packed
+# The speed runs time full rows of one example (data.pack=false, the peers'
+# workload); the packed and real-data runs set data.pack=true.
 #   input  t5x-base-real: b128 fed by the real loader (python_docs) against the
 #          same loop on synthetic batches (the data issue's <= 5% slowdown)
 # A run that fails (out of memory, ...) falls back to its next alternative;
@@ -23,7 +27,7 @@
 # Output: one JSON line per attempt in $OUT/bench.jsonl (failures carry
 # "error"), each run's stderr in $OUT/logs/, and a summary table at the end.
 # Environment: OUT (default runs/bench), PYTHON (python3), STEPS (20),
-# WARMUP (3), RUN_TIMEOUT seconds per attempt (420). XLA_FLAGS, if set (even
+# WARMUP (3), RUN_TIMEOUT seconds per attempt (420), GPU_TESTS (1; 0 skips the gate). XLA_FLAGS, if set (even
 # empty), replaces t5x_lite.xla_flags.GPU_FLAGS.
 set -u -o pipefail
 cd "$(dirname "$0")/.."
@@ -76,9 +80,11 @@ t5x() {  # NAME EXPERIMENT "ARGS ALTERNATIVE" ... : first alternative that runs
     return 1
   fi
   for alternative in "$@"; do
+    # Full rows of one example, as the peers run (no packing masks); a run that
+    # names data.pack=true after this gets the packed step.
     # shellcheck disable=SC2086  # each alternative is a list of arguments
     attempt "$name" "$PY" -m t5x_lite benchmark "$experiment" --steps "$STEPS" --warmup "$WARMUP" \
-      $alternative && return 0
+      --set data.pack=false $alternative && return 0
   done
   return 1
 }
@@ -99,8 +105,9 @@ preflight() {
     return
   fi
   # The fast paths must compute what the reference computes on this GPU too (cuDNN
-  # attention cannot run in the CPU suite): recorded as run "gpu-tests".
-  attempt gpu-tests env JAX_PLATFORMS=cuda "$PY" -m pytest -q -p no:cacheprovider \
+  # attention cannot run in the CPU suite): recorded as run "gpu-tests". GPU_TESTS=0
+  # skips it, for a later call on a machine where it passed already.
+  [ "${GPU_TESTS:-1}" = 0 ] || attempt gpu-tests env JAX_PLATFORMS=cuda "$PY" -m pytest -q -p no:cacheprovider \
     tests/test_model.py::test_fused_attention_path_matches_reference
   # XLA aborts on flags it does not know: probe ours once, drop them if refused.
   if [ -z "${XLA_FLAGS+set}" ] && ! "$PY" -c "
@@ -133,14 +140,19 @@ run_one() {
     t5x-base-dots) t5x t5x-base-dots experiments/t5_1_1_base.py \
         "--batch 128 --set model.remat_policy=dots" ;;
     t5x-base-noflags) XLA_FLAGS="" t5x t5x-base-noflags experiments/t5_1_1_base.py "--batch 128" ;;
+    t5x-base-packed) t5x t5x-base-packed experiments/t5_1_1_base.py \
+        "--batch 128 --set data.pack=true" ;;
+    t5x-base-cudnn-packed) t5x t5x-base-cudnn-packed experiments/t5_1_1_base.py \
+        "--batch 128 --set data.pack=true --set model.attention_impl=cudnn" ;;
     t5x-base-real) t5x t5x-base-real experiments/t5_1_1_base.py "--batch 128 --steps 50 --data real \
-        --set data.dataset=python_docs --set data.vocab_train_size=2000" ;;
+        --set data.pack=true --set data.dataset=python_docs --set data.vocab_train_size=2000" ;;
     base) run_one t5x-base; run_one hf-base; run_one t5x-base-cudnn ;;
     small) run_one t5x-small; run_one hf-small ;;
     large) run_one t5x-large ;;
     xl) run_one t5x-xl ;;
     ablate) run_one t5x-base-noscan; run_one t5x-base-chunked; run_one t5x-base-dots
         run_one t5x-base-noflags ;;
+    packing) run_one t5x-base-packed; run_one t5x-base-cudnn-packed ;;
     input) run_one t5x-base-real ;;
     all) run_one base; run_one small; run_one large; run_one xl ;;
   esac
@@ -166,6 +178,7 @@ for r in records:
   memory = f"{r['peak_memory_bytes'] / 2**30:.1f}" if r["peak_memory_bytes"] else "-"
   detail = (f"{s['dtype']} attn={s['attention_impl']} remat={s.get('remat_policy', '-')} "
             f"scan={s.get('scan_layers', '-')} chunk={s.get('loss_chunk_size', '-')} "
+            f"pack={s.get('pack', '-')} "
             f"flags={'default' if s.get('xla_flags') is None else repr(s.get('xla_flags'))[:12]} "
             f"compile={s.get('torch_compile', '-')}")
   if r.get("compiled_memory", {}).get("temp_bytes") is not None:
@@ -190,7 +203,8 @@ if "t5x-base-real" in best:
   slowdown = best["t5x-base-real"]["input"]["slowdown"]
   print(f"target t5x-base-real: real data within 5% of synthetic: {'met' if slowdown <= 0.05 else 'NOT met'}")
 if "t5x-base" in best:
-  for run in ("t5x-base-noscan", "t5x-base-chunked", "t5x-base-dots", "t5x-base-noflags"):
+  for run in ("t5x-base-noscan", "t5x-base-chunked", "t5x-base-dots", "t5x-base-noflags",
+              "t5x-base-packed", "t5x-base-cudnn-packed"):
     if run in best:
       print(f"{run} / t5x-base = {best[run]['seq_per_s'] / best['t5x-base']['seq_per_s']:.3f}x seq/s, "
             f"compile {best[run]['compile_s']:.0f} s vs {best['t5x-base']['compile_s']:.0f} s")
@@ -209,7 +223,8 @@ for item in "$@"; do  # a typo must not cost a device call's worth of runs
   case $item in
     t5x-base|t5x-base-cudnn|hf-base|t5x-small|hf-small|t5x-large|t5x-xl|t5x-base-noscan) ;;
     t5x-base-chunked|t5x-base-dots|t5x-base-noflags|t5x-base-real) ;;
-    base|small|large|xl|ablate|input|all) ;;
+    t5x-base-packed|t5x-base-cudnn-packed) ;;
+    base|small|large|xl|ablate|packing|input|all) ;;
     *) echo "unknown run or group: $item (see the header of $0)" >&2; exit 2 ;;
   esac
 done
