@@ -33,7 +33,7 @@ import flax
 import jax
 import numpy as np
 
-from t5x_lite import distributed, flops, info
+from t5x_lite import aot, distributed, flops, info
 from t5x_lite import model as model_lib
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
@@ -75,17 +75,6 @@ def peak_memory_bytes() -> Optional[int]:
     if "peak_bytes_in_use" in stats:
       peaks.append(int(stats["peak_bytes_in_use"]))
   return max(peaks) if peaks else None
-
-
-def compiled_memory_bytes(compiled) -> dict[str, Optional[int]]:
-  """XLA's own accounting of the compiled step, per device: state and batch in
-  (arguments), new state out, and the scratch (activations kept for the backward pass,
-  logits, ...) that rematerialisation and the chunked loss shrink. Known before running,
-  on any backend, so memory settings can be compared even where they do not fit."""
-  stats = compiled.memory_analysis()
-  fields = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes")
-  return {name.replace("_size_in", ""): None if stats is None else int(getattr(stats, name))
-          for name in fields}
 
 
 def _version(package: str) -> Optional[str]:
@@ -250,7 +239,7 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
                                                          data.targets_length), peak),
       "compile_s": compile_s,
       "peak_memory_bytes": peak_memory_bytes(),
-      "compiled_memory": compiled_memory_bytes(step),
+      "compiled_memory": aot.memory_bytes(step),
       "loss": loss,
       "parameters": model_lib.count_params(model_cfg),
       "device_kind": jax.devices()[0].device_kind,

@@ -61,7 +61,9 @@ class ModelConfig:
   dropout_rate: float = 0.0
   # Stack layers with nn.scan: one compiled layer, stacked parameters.
   scan_layers: bool = False
-  # none | full | dots | dots_no_batch  (what the backward pass may keep)
+  # What the backward pass keeps: none (everything autodiff saves) | minimal (all but the
+  # norms' and activation functions' intermediates, recomputed: no matmul) | dots (matmul
+  # outputs) | dots_no_batch (weight matmuls' outputs) | full (layer inputs only)
   remat_policy: str = "none"
   # Activation dtype: auto = bfloat16 on GPU/TPU, float32 on CPU.
   dtype: str = "auto"
@@ -270,7 +272,7 @@ _CHOICES = {
     "model.ffn_activation": ("relu", "gelu", "gated-gelu", "gated-relu", "swiglu"),
     "model.norm": ("rmsnorm", "layernorm"),
     "model.position_scheme": ("relative", "none"),
-    "model.remat_policy": ("none", "full", "dots", "dots_no_batch"),
+    "model.remat_policy": ("none", "minimal", "dots", "dots_no_batch", "full"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.attention_impl": ("xla", "cudnn", "auto"),

@@ -1,9 +1,15 @@
-"""`t5x-lite info`: what a configuration costs before anything is allocated."""
+"""`t5x-lite info`: what a configuration costs before anything is allocated.
+
+By default from counts and a rough activation estimate; with --target, from XLA's own
+accounting of the train step compiled for that device (t5x_lite.aot: a GPU need not be
+present), which settles whether a batch, remat policy and attention implementation fit.
+"""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 
 import jax
 import numpy as np
@@ -16,7 +22,13 @@ from t5x_lite.cli import add_experiment_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_experiment_arguments(parser)
   parser.add_argument("--devices", type=int, default=None,
-                      help="plan memory for this many devices (default: the devices present)")
+                      help="plan memory for this many devices (default: the devices present, "
+                           "1 with a GPU --target)")
+  parser.add_argument("--target", default=None,
+                      help="also compile the train step for this device and report XLA's memory "
+                           "accounting: h100, h200, a100 (needs jax's CUDA plugin, not a GPU) or "
+                           "cpu (this machine)")
+  parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
 def parameter_breakdown(params) -> dict[str, int]:
@@ -45,7 +57,7 @@ def activation_bytes_estimate(cfg: config_lib.ModelConfig, batch: int, inputs_le
                + cfg.num_heads * (targets_length + inputs_length) * 6)
   per_layer = {"encoder": batch * inputs_length * enc_token, "decoder": batch * targets_length * dec_token}
   logits = batch * targets_length * cfg.vocab_size * (itemsize + 4)
-  if cfg.remat_policy == "none":
+  if cfg.remat_policy in ("none", "minimal"):  # "minimal" saves less; an upper bound
     layers = cfg.num_encoder_layers * per_layer["encoder"] + cfg.num_decoder_layers * per_layer["decoder"]
   else:
     inputs_kept = batch * (cfg.num_encoder_layers * inputs_length + cfg.num_decoder_layers * targets_length)
@@ -124,13 +136,47 @@ def format_report(report: dict) -> str:
   lines.append("training memory per device:")
   for name, value in report["memory_per_device_bytes"].items():
     lines.append(f"  {name:<22} {_gib(value):>14}")
+  if "compiled" in report:
+    lines.extend(_format_compiled(report["compiled"]))
   return "\n".join(lines)
+
+
+def _format_compiled(compiled: dict) -> list[str]:
+  lines = [f"compiled train step per device, {compiled['devices']} x {compiled['device_kind']} "
+           f"({compiled['compile_s']:.1f} s to compile on this machine):"]
+  for name, value in compiled["memory_per_device_bytes"].items():
+    lines.append(f"  {name:<22} {_gib(value):>14}")
+  lines.append(f"  {'fused attention calls':<22} {compiled['fused_attention_calls']:>14}")
+  if "fits" in compiled:
+    usable = compiled["memory_fraction"] * compiled["device_memory_bytes"]
+    budget = (f"the {_gib(usable)} jax may use ({compiled['memory_fraction']:.0%} of "
+              f"{_gib(compiled['device_memory_bytes'])}, XLA_PYTHON_CLIENT_MEM_FRACTION)")
+    if compiled["fits"]:
+      lines.append(f"  fits in {budget}")
+    else:
+      needed = compiled["needed_fraction"]
+      remedy = f"XLA_PYTHON_CLIENT_MEM_FRACTION={needed + 0.02:.2f}, or " if needed <= 0.93 else ""
+      lines.append(f"  does NOT fit in {budget}; try {remedy}model.remat_policy=dots or full, "
+                   f"model.attention_impl=cudnn, a smaller batch or more devices")
+  return lines
 
 
 def run(args: argparse.Namespace) -> int:
   if args.devices is not None and args.devices < 1:
     raise config_lib.ConfigError(f"--devices {args.devices}: plan for a positive number of devices.")
   experiment = config_lib.load_experiment(args.experiment, args.overrides)
-  num_devices = args.devices or jax.device_count()
-  print(format_report(describe(experiment, num_devices)))
+  compiled = None
+  if args.target is not None:
+    from t5x_lite import aot  # pylint: disable=import-outside-toplevel  (imports the trainer)
+    devices = aot.compile_only_devices(args.target, args.devices or 1)
+    if experiment.model.vocab_size is None:
+      experiment.model.vocab_size = resolved_vocab_size(experiment.data)
+    compiled = aot.compiled_report(*aot.compile_train_step(experiment, devices), args.target, devices)
+    num_devices = len(devices)
+  else:
+    num_devices = args.devices or jax.device_count()
+  report = describe(experiment, num_devices)
+  if compiled is not None:
+    report["compiled"] = compiled
+  print(json.dumps(report) if args.json else format_report(report))
   return 0

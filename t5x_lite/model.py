@@ -118,18 +118,36 @@ class Norm(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     cfg = self.config
-    dtype = activation_dtype(cfg)
     param_dtype = jnp.dtype(cfg.param_dtype)
-    x32 = x.astype(jnp.float32)
-    if cfg.norm == "layernorm":
-      x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
-    variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
-    y = x32 * jax.lax.rsqrt(variance + cfg.norm_eps)
     scale = _param(self, "scale", nn.initializers.ones, (x.shape[-1],), ("embed",), param_dtype)
-    y = y * scale.astype(jnp.float32)
+    bias = None
     if cfg.norm == "layernorm":
-      y = y + _param(self, "bias", nn.initializers.zeros, (x.shape[-1],), ("embed",), param_dtype)
-    return y.astype(dtype)
+      bias = _param(self, "bias", nn.initializers.zeros, (x.shape[-1],), ("embed",), param_dtype)
+    normalize = functools.partial(_normalize, layernorm=cfg.norm == "layernorm", eps=cfg.norm_eps,
+                                  dtype=activation_dtype(cfg))
+    return _recomputed_if_minimal(cfg, normalize)(x, scale, bias)
+
+
+def _normalize(x: Array, scale: Array, bias: Optional[Array], *, layernorm: bool, eps: float,
+               dtype) -> Array:
+  """(..., d) -> (..., d) in `dtype`, computed in float32."""
+  x32 = x.astype(jnp.float32)
+  if layernorm:
+    x32 = x32 - jnp.mean(x32, axis=-1, keepdims=True)
+  variance = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+  y = x32 * jax.lax.rsqrt(variance + eps) * scale.astype(jnp.float32)
+  if bias is not None:
+    y = y + bias.astype(jnp.float32)
+  return y.astype(dtype)
+
+
+def _recomputed_if_minimal(cfg: ModelConfig, fn: Callable) -> Callable:
+  """remat_policy='minimal': `fn` (elementwise work, no matmul) is recomputed from its
+  inputs in the backward pass instead of keeping its float32 and activation-function
+  intermediates, which are most of a layer's saved activations at T5's sizes."""
+  if cfg.remat_policy == "minimal":
+    return jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable)
+  return fn
 
 
 class Embed(nn.Module):
@@ -316,9 +334,10 @@ class MLP(nn.Module):
       return constrain(jnp.einsum("bld,df->blf", x, w.astype(dtype)), self.sharding, BATCH_LENGTH_MLP)
 
     if cfg.gated_ffn:
-      hidden = activation(up("wi_0")) * up("wi_1")
+      hidden = _recomputed_if_minimal(cfg, lambda gate, linear: activation(gate) * linear)(
+          up("wi_0"), up("wi_1"))
     else:
-      hidden = activation(up("wi"))
+      hidden = _recomputed_if_minimal(cfg, activation)(up("wi"))
     hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=deterministic)
     wo = _param(self, "wo", out_init, (cfg.d_ff, cfg.d_model), ("mlp", "embed"), param_dtype)
     return jnp.einsum("blf,fd->bld", hidden, wo.astype(dtype))
@@ -374,6 +393,8 @@ class DecoderLayer(nn.Module):
 
 
 _REMAT_POLICIES = {
+    # "none" and "minimal" have no layer-level remat; "minimal" recomputes only norms and
+    # activation functions (_recomputed_if_minimal).
     "full": None,  # Save nothing: recompute the whole layer.
     "dots": jax.checkpoint_policies.checkpoint_dots,
     "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
@@ -382,7 +403,7 @@ _REMAT_POLICIES = {
 
 def _stack(layer_cls: type, config: ModelConfig, num_layers: int, num_args: int, cache_axis: int):
   """Wraps a layer class with rematerialisation and, optionally, nn.scan."""
-  if config.remat_policy != "none":
+  if config.remat_policy in _REMAT_POLICIES:
     layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[config.remat_policy],
                          prevent_cse=not config.scan_layers)
   if config.scan_layers:

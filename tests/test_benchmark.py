@@ -54,7 +54,8 @@ def test_benchmark_command_prints_one_json_record(capsys):
   assert record["mfu"] == pytest.approx(record["tflops_per_s"] / record["peak_tflops"])
   assert record["peak_memory_bytes"] is None  # the CPU backend reports none
   memory = record["compiled_memory"]  # XLA's accounting is there on every backend
-  assert memory["argument_bytes"] > 4 * record["parameters"] and memory["temp_bytes"] > 0
+  assert memory["arguments"] > 4 * record["parameters"] and memory["temp"] > 0
+  assert memory["total"] == memory["arguments"] + memory["outputs_not_aliased"] + memory["temp"]
   assert record["settings"]["dtype"] == "float32"
   assert {"scan_layers", "remat_policy", "attention_impl", "loss_chunk_size"} <= set(record["settings"])
   assert set(record["versions"]) == {"jax", "jaxlib", "flax"}

@@ -146,24 +146,45 @@ def test_scan_matches_unrolled_layers():
   np.testing.assert_allclose(unrolled, scanned, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
-def test_remat_keeps_values_and_gradients(policy):
-  cfg = tiny_model()
+def _remat_loss(cfg, batch):
+  def loss(params):
+    logits = model_lib.Transformer(cfg).apply({"params": params}, batch["encoder_input_tokens"],
+                                              batch["decoder_input_tokens"])
+    return jnp.mean(logits ** 2)
+  return loss
+
+
+@pytest.mark.parametrize("policy, changes", [
+    ("full", {}), ("dots", {}), ("dots_no_batch", {}), ("minimal", {}),
+    ("minimal", {"norm": "layernorm", "ffn_activation": "relu", "scan_layers": True}),
+])
+def test_remat_keeps_values_and_gradients(policy, changes):
+  cfg = tiny_model(**changes)
   params = model_lib.init_params(cfg, jax.random.key(5))
   batch = random_batch(np.random.default_rng(5), 2, 16, 8, cfg.vocab_size)
 
   def grads_for(c):
-    def loss(p):
-      logits = model_lib.Transformer(c).apply({"params": p}, batch["encoder_input_tokens"],
-                                              batch["decoder_input_tokens"])
-      return jnp.mean(logits ** 2)
-    return jax.jit(jax.grad(loss))(params)
+    return jax.jit(jax.grad(_remat_loss(c, batch)))(params)
 
   grads = grads_for(cfg)
-  remat_grads = grads_for(tiny_model(remat_policy=policy))
+  remat_grads = grads_for(tiny_model(remat_policy=policy, **changes))
   assert relative_difference(jax.tree.leaves(remat_grads)[0], jax.tree.leaves(grads)[0]) < 1e-5
   for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_minimal_remat_keeps_less_for_the_backward_pass():
+  """'minimal' drops the norms' float32 and the activation's intermediates from what the
+  backward pass keeps (XLA's accounting of the compiled gradient; no matmul is redone)."""
+  batch = random_batch(np.random.default_rng(14), 16, 64, 16, 128)
+
+  def scratch_bytes(policy):
+    cfg = tiny_model(remat_policy=policy, scan_layers=True, dtype="bfloat16")
+    params = model_lib.init_params(cfg, jax.random.key(14))
+    compiled = jax.jit(jax.grad(_remat_loss(cfg, batch))).lower(params).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  assert scratch_bytes("minimal") < 0.9 * scratch_bytes("none")  # 0.75 with jax 0.10.2
 
 
 @pytest.mark.parametrize("packed", [True, False])

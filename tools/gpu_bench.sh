@@ -6,6 +6,7 @@
 # installs them there; preflight below runs it when tensorflow_datasets is missing).
 #
 #   tools/gpu_bench.sh [RUN_OR_GROUP ...]      default: all
+#   tools/gpu_bench.sh summary FILE...         one table over several calls' bench.jsonl
 #
 # Groups (each holds what its comparison needs, so a group fits one call):
 #   base   t5x-base (b128) hf-base (b128) t5x-base-cudnn
@@ -14,7 +15,9 @@
 #   xl     t5x-xl: the largest of b64, b32 that runs
 #   ablate base b128, one switch each against t5x-base: t5x-base-noscan,
 #          t5x-base-chunked (train.loss_chunk_size=38), t5x-base-dots (remat),
-#          t5x-base-noflags (XLA_FLAGS=""): which optimisations to keep
+#          t5x-base-noflags (XLA_FLAGS=""); and t5x-base-cudnn-none (remat
+#          none, which fits only with cuDNN) against t5x-base-cudnn (minimal):
+#          which optimisations to keep
 #   packing the packed step (segment masks, as training on packed data runs it)
 #          with XLA and cuDNN attention: t5x-base-packed, t5x-base-cudnn-packed
 # The speed runs time full rows of one example (data.pack=false, the peers'
@@ -123,13 +126,13 @@ jax.numpy.zeros(1).block_until_ready()" >>"$OUT/logs/preflight.log" 2>&1; then
 run_one() {
   case $1 in
     t5x-base) t5x t5x-base experiments/t5_1_1_base.py "--batch 128" \
-        "--batch 128 --set model.remat_policy=dots" ;;
+        "--batch 128 --set model.remat_policy=dots_no_batch" ;;
     t5x-base-cudnn) t5x t5x-base-cudnn experiments/t5_1_1_base.py \
         "--batch 128 --set model.attention_impl=cudnn" \
         "--batch 128 --set model.attention_impl=cudnn --set model.remat_policy=dots" ;;
     hf-base) hf hf-base base 128 ;;
     t5x-small) t5x t5x-small experiments/t5_1_1_small.py "--batch 256" \
-        "--batch 256 --set model.remat_policy=dots" ;;
+        "--batch 256 --set model.remat_policy=dots_no_batch" ;;
     hf-small) hf hf-small small 256 ;;
     t5x-large) t5x t5x-large experiments/t5_1_1_large.py "--batch 128" "--batch 64" "--batch 32" ;;
     t5x-xl) t5x t5x-xl experiments/t5_1_1_xl.py "--batch 64" "--batch 32" ;;
@@ -137,6 +140,8 @@ run_one() {
         "--batch 128 --set model.scan_layers=false" ;;
     t5x-base-chunked) t5x t5x-base-chunked experiments/t5_1_1_base.py \
         "--batch 128 --set train.loss_chunk_size=38" ;;
+    t5x-base-cudnn-none) t5x t5x-base-cudnn-none experiments/t5_1_1_base.py \
+        "--batch 128 --set model.attention_impl=cudnn --set model.remat_policy=none" ;;
     t5x-base-dots) t5x t5x-base-dots experiments/t5_1_1_base.py \
         "--batch 128 --set model.remat_policy=dots" ;;
     t5x-base-noflags) XLA_FLAGS="" t5x t5x-base-noflags experiments/t5_1_1_base.py "--batch 128" ;;
@@ -151,6 +156,7 @@ run_one() {
     large) run_one t5x-large ;;
     xl) run_one t5x-xl ;;
     ablate) run_one t5x-base-noscan; run_one t5x-base-chunked; run_one t5x-base-dots
+        run_one t5x-base-cudnn-none
         run_one t5x-base-noflags ;;
     packing) run_one t5x-base-packed; run_one t5x-base-cudnn-packed ;;
     input) run_one t5x-base-real ;;
@@ -158,20 +164,20 @@ run_one() {
   esac
 }
 
-summary() {
-  "$PY" - "$JSONL" <<'EOF'
+summary() {  # FILE... : one table over the records of every file (e.g. several calls')
+  "$PY" - "$@" <<'EOF'
 import json, sys
-records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
-head = f"{'run':<16}{'batch':>6}{'seq/s':>9}{'TFLOP/s':>9}{'MFU':>7}{'compile s':>10}{'peak GiB':>9}  settings / error"
+records = [json.loads(line) for path in sys.argv[1:] for line in open(path) if line.strip()]
+head = f"{'run':<22}{'batch':>6}{'seq/s':>9}{'TFLOP/s':>9}{'MFU':>7}{'compile s':>10}{'peak GiB':>9}  settings / error"
 print(head)
 print("-" * len(head))
 best = {}  # per run, its first success: the largest batch that ran
 for r in records:
   if r["run"] == "gpu-tests":
-    print(f"{'gpu-tests':<16}{'':>50}  {r.get('error', 'passed (cuDNN attention = reference)')}")
+    print(f"{'gpu-tests':<22}{'':>50}  {r.get('error', 'passed (cuDNN attention = reference)')}")
     continue
   if "error" in r:
-    print(f"{r['run']:<16}{'':>50}  {r['args']}: {r['error'][:160]}")
+    print(f"{r['run']:<22}{'':>50}  {r['args']}: {r['error'][:160]}")
     continue
   s = r["settings"]
   mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
@@ -181,13 +187,13 @@ for r in records:
             f"pack={s.get('pack', '-')} "
             f"flags={'default' if s.get('xla_flags') is None else repr(s.get('xla_flags'))[:12]} "
             f"compile={s.get('torch_compile', '-')}")
-  if r.get("compiled_memory", {}).get("temp_bytes") is not None:
-    detail += f" xla-temp={r['compiled_memory']['temp_bytes'] / 2**30:.1f}GiB"
+  if r.get("compiled_memory", {}).get("temp") is not None:
+    detail += f" xla-temp={r['compiled_memory']['temp'] / 2**30:.1f}GiB"
   if "input" in r:
     detail += (f" | real data {r['input']['real_step_s']:.4f} s/step vs synthetic "
                f"{r['input']['synthetic_step_s']:.4f}: {100 * r['input']['slowdown']:+.1f}% "
                f"(packing {r['input']['packing_efficiency']:.2f})")
-  print(f"{r['run']:<16}{r['batch']:>6}{r['seq_per_s']:>9.1f}{r['tflops_per_s']:>9.1f}{mfu:>7}"
+  print(f"{r['run']:<22}{r['batch']:>6}{r['seq_per_s']:>9.1f}{r['tflops_per_s']:>9.1f}{mfu:>7}"
         f"{r['compile_s']:>10.1f}{memory:>9}  {detail}")
   best.setdefault(r["run"], r)
 print(f"device: {next((r['device_kind'] for r in records if 'device_kind' in r), 'none ran')}")
@@ -202,12 +208,15 @@ for run, text, check in targets:
 if "t5x-base-real" in best:
   slowdown = best["t5x-base-real"]["input"]["slowdown"]
   print(f"target t5x-base-real: real data within 5% of synthetic: {'met' if slowdown <= 0.05 else 'NOT met'}")
-if "t5x-base" in best:
-  for run in ("t5x-base-noscan", "t5x-base-chunked", "t5x-base-dots", "t5x-base-noflags",
-              "t5x-base-packed", "t5x-base-cudnn-packed"):
-    if run in best:
-      print(f"{run} / t5x-base = {best[run]['seq_per_s'] / best['t5x-base']['seq_per_s']:.3f}x seq/s, "
-            f"compile {best[run]['compile_s']:.0f} s vs {best['t5x-base']['compile_s']:.0f} s")
+# Each ablation against the run it changes one switch of.
+baselines = {"t5x-base-noscan": "t5x-base", "t5x-base-chunked": "t5x-base",
+             "t5x-base-dots": "t5x-base", "t5x-base-noflags": "t5x-base",
+             "t5x-base-packed": "t5x-base", "t5x-base-cudnn-packed": "t5x-base-cudnn",
+             "t5x-base-cudnn-none": "t5x-base-cudnn"}
+for run, baseline in baselines.items():
+  if run in best and baseline in best:
+    print(f"{run} / {baseline} = {best[run]['seq_per_s'] / best[baseline]['seq_per_s']:.3f}x seq/s, "
+          f"compile {best[run]['compile_s']:.0f} s vs {best[baseline]['compile_s']:.0f} s")
 for size in ("base", "small"):
   ours = [best[k] for k in (f"t5x-{size}", f"t5x-{size}-cudnn") if k in best]
   if ours and f"hf-{size}" in best:
@@ -218,11 +227,16 @@ for size in ("base", "small"):
 EOF
 }
 
+if [ "${1:-}" = summary ]; then  # tools/gpu_bench.sh summary CALL1/bench.jsonl CALL2/bench.jsonl ...
+  shift
+  summary "$@"
+  exit
+fi
 [ $# -eq 0 ] && set -- all
 for item in "$@"; do  # a typo must not cost a device call's worth of runs
   case $item in
     t5x-base|t5x-base-cudnn|hf-base|t5x-small|hf-small|t5x-large|t5x-xl|t5x-base-noscan) ;;
-    t5x-base-chunked|t5x-base-dots|t5x-base-noflags|t5x-base-real) ;;
+    t5x-base-chunked|t5x-base-dots|t5x-base-noflags|t5x-base-real|t5x-base-cudnn-none) ;;
     t5x-base-packed|t5x-base-cudnn-packed) ;;
     base|small|large|xl|ablate|packing|input|all) ;;
     *) echo "unknown run or group: $item (see the header of $0)" >&2; exit 2 ;;
@@ -232,4 +246,4 @@ preflight
 for item in "$@"; do
   run_one "$item"
 done
-summary
+summary "$JSONL"

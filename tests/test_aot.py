@@ -1,0 +1,74 @@
+"""Ahead-of-time compilation (`t5x-lite info --target`): XLA's memory accounting of the
+train step for a device that is described, not present."""
+
+import importlib.metadata
+import json
+
+import pytest
+
+from t5x_lite import aot, cli
+from helpers import TINY_EXPERIMENT
+
+HAS_CUDA_PLUGIN = any((dist.metadata["Name"] or "").lower().replace("_", "-") == "jax-cuda12-plugin"
+                      for dist in importlib.metadata.distributions())
+
+
+def _info(capsys, *args) -> dict:
+  status = cli.main(["info", TINY_EXPERIMENT, "--json", *args])
+  out = capsys.readouterr().out
+  assert status == 0, out
+  return json.loads(out)
+
+
+def test_cpu_target_reports_the_compiled_step_per_device(capsys):
+  one = _info(capsys, "--target", "cpu")["compiled"]
+  assert one["target"] == "cpu" and one["devices"] == 1 and one["compile_s"] > 0
+  memory = one["memory_per_device_bytes"]
+  assert memory["arguments"] > 0 and memory["temp"] > 0
+  assert memory["total"] == memory["arguments"] + memory["outputs_not_aliased"] + memory["temp"]
+  assert one["fused_attention_calls"] == 0 and "fits" not in one  # no device memory to compare
+  # Data parallel over 8 devices: each holds an eighth of the batch's activations.
+  eight = _info(capsys, "--target", "cpu", "--devices", "8")["compiled"]
+  assert eight["devices"] == 8 and eight["memory_per_device_bytes"]["temp"] < memory["temp"]
+
+
+def test_human_report_has_the_compiled_section(capsys):
+  assert cli.main(["info", TINY_EXPERIMENT, "--target", "cpu"]) == 0
+  out = capsys.readouterr().out
+  assert "compiled train step per device, 1 x cpu" in out and "fused attention calls" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--target", "tpu9"], "--target tpu9: unknown; choose cpu or one of h100, h200, a100"),
+    (["--target", "cpu", "--devices", "9"], "--xla_force_host_platform_device_count=9"),
+    (["--target", "cpu", "--devices", "0"], "--devices 0"),
+])
+def test_bad_targets_are_one_clear_error(capsys, args, message):
+  assert cli.main(["info", TINY_EXPERIMENT, *args]) == 2
+  assert message in capsys.readouterr().err
+
+
+@pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="jax's CUDA plugin is installed here")
+def test_gpu_target_without_the_plugin_says_how_to_get_it(capsys):
+  assert cli.main(["info", TINY_EXPERIMENT, "--target", "h100"]) == 2
+  assert 'pip install "jax[cuda12]==' in capsys.readouterr().err
+
+
+def test_target_config_describes_the_device():
+  h100 = aot.target_config(aot.TARGETS["h100"])
+  assert "core_count: 132" in h100 and f"device_memory_size: {81559 * 2**20}" in h100
+  assert "cuda_compute_capability { major: 9 minor: 0 }" in h100
+  assert 'device_description_str: "NVIDIA H100 80GB HBM3"' in h100
+
+
+@pytest.mark.skipif(not HAS_CUDA_PLUGIN, reason="needs jax's CUDA plugin (jax[cuda12]); no GPU needed")
+def test_h100_target_compiles_cudnn_attention_without_a_gpu(capsys, monkeypatch):
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
+  sets = ["--set", "model.dtype=bfloat16", "--set", "data.pack=false"]
+  fused = _info(capsys, "--target", "h100", *sets, "--set", "model.attention_impl=cudnn")["compiled"]
+  assert fused["device_kind"] == "NVIDIA H100 80GB HBM3" and fused["fits"]
+  assert fused["memory_fraction"] == 0.9
+  # Encoder self, decoder self and cross attention, forward and backward.
+  assert fused["fused_attention_calls"] >= 6
+  plain = _info(capsys, "--target", "h100", *sets)["compiled"]
+  assert plain["fused_attention_calls"] == 0
