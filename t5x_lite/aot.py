@@ -109,6 +109,13 @@ def compile_only_devices(target: str, count: int) -> list:
   return list(topology.devices)
 
 
+def resolve_auto_dtype(config: ExperimentConfig, target: str) -> None:
+  """model.dtype='auto' as it resolves on the target (bfloat16 on a GPU), not on the CPU
+  this compiles on."""
+  if config.model.dtype == "auto" and target != "cpu":
+    config.model.dtype = "bfloat16"
+
+
 def abstract_batch(config: ExperimentConfig, sharding) -> dict[str, jax.ShapeDtypeStruct]:
   """The global batch's shapes and dtypes, as the loader makes it."""
   from t5x_lite.data.packing import KEYS  # pylint: disable=import-outside-toplevel

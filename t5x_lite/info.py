@@ -112,6 +112,7 @@ def describe(experiment: config_lib.ExperimentConfig, num_devices: int) -> dict:
           "total_estimate": 2 * param_bytes + opt_bytes + activations,
       },
       "per_device_microbatch": per_device_batch,
+      "activation_dtype": np.dtype(model.activation_dtype(cfg)).name,
   }
 
 
@@ -133,7 +134,7 @@ def format_report(report: dict) -> str:
   mesh = " x ".join(f"{k}={v}" for k, v in report["mesh"].items())
   lines.append(f"mesh: {mesh} (rules: {report['rules_preset']}), "
                f"per-device microbatch {report['per_device_microbatch']}")
-  lines.append("training memory per device:")
+  lines.append(f"training memory per device (activations in {report['activation_dtype']}):")
   for name, value in report["memory_per_device_bytes"].items():
     lines.append(f"  {name:<22} {_gib(value):>14}")
   if "compiled" in report:
@@ -169,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
   if args.target is not None:
     from t5x_lite import aot  # pylint: disable=import-outside-toplevel  (imports the trainer)
     devices = aot.compile_only_devices(args.target, args.devices or 1)
+    aot.resolve_auto_dtype(experiment, args.target)
     if experiment.model.vocab_size is None:
       experiment.model.vocab_size = resolved_vocab_size(experiment.data)
     compiled = aot.compiled_report(*aot.compile_train_step(experiment, devices), args.target, devices)

@@ -21,7 +21,9 @@ def _info(capsys, *args) -> dict:
 
 
 def test_cpu_target_reports_the_compiled_step_per_device(capsys):
-  one = _info(capsys, "--target", "cpu")["compiled"]
+  report = _info(capsys, "--target", "cpu")
+  assert report["activation_dtype"] == "float32"
+  one = report["compiled"]
   assert one["target"] == "cpu" and one["devices"] == 1 and one["compile_s"] > 0
   memory = one["memory_per_device_bytes"]
   assert memory["arguments"] > 0 and memory["temp"] > 0
@@ -64,8 +66,10 @@ def test_target_config_describes_the_device():
 @pytest.mark.skipif(not HAS_CUDA_PLUGIN, reason="needs jax's CUDA plugin (jax[cuda12]); no GPU needed")
 def test_h100_target_compiles_cudnn_attention_without_a_gpu(capsys, monkeypatch):
   monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
-  sets = ["--set", "model.dtype=bfloat16", "--set", "data.pack=false"]
-  fused = _info(capsys, "--target", "h100", *sets, "--set", "model.attention_impl=cudnn")["compiled"]
+  sets = ["--set", "data.pack=false", "--set", "model.dtype=auto"]
+  report = _info(capsys, "--target", "h100", *sets, "--set", "model.attention_impl=cudnn")
+  assert report["activation_dtype"] == "bfloat16"  # model.dtype='auto' as on the GPU
+  fused = report["compiled"]
   assert fused["device_kind"] == "NVIDIA H100 80GB HBM3" and fused["fits"]
   assert fused["memory_fraction"] == 0.9
   # Encoder self, decoder self and cross attention, forward and backward.

@@ -11,8 +11,11 @@
 # Groups (each holds what its comparison needs, so a group fits one call):
 #   base   t5x-base (b128) hf-base (b128) t5x-base-cudnn
 #   small  t5x-small (b256) hf-small (b256)
-#   large  t5x-large: the largest of b128, b64, b32 that runs
-#   xl     t5x-xl: the largest of b64, b32 that runs
+#   large  t5x-large: b128 (remat dots_no_batch, 52 GiB compiled for an H100),
+#          else b128 remat full, else b64
+#   xl     t5x-xl: b64 remat dots_no_batch (68 GiB with state), else b64 full,
+#          else b32 full
+# (Alternatives ordered by `t5x-lite info --target h100`: docs/performance.md.)
 #   ablate base b128, one switch each against t5x-base: t5x-base-noscan,
 #          t5x-base-chunked (train.loss_chunk_size=38), t5x-base-dots (remat),
 #          t5x-base-noflags (XLA_FLAGS=""); and t5x-base-cudnn-none (remat
@@ -134,8 +137,10 @@ run_one() {
     t5x-small) t5x t5x-small experiments/t5_1_1_small.py "--batch 256" \
         "--batch 256 --set model.remat_policy=dots_no_batch" ;;
     hf-small) hf hf-small small 256 ;;
-    t5x-large) t5x t5x-large experiments/t5_1_1_large.py "--batch 128" "--batch 64" "--batch 32" ;;
-    t5x-xl) t5x t5x-xl experiments/t5_1_1_xl.py "--batch 64" "--batch 32" ;;
+    t5x-large) t5x t5x-large experiments/t5_1_1_large.py "--batch 128" \
+        "--batch 128 --set model.remat_policy=full" "--batch 64" ;;
+    t5x-xl) t5x t5x-xl experiments/t5_1_1_xl.py "--batch 64 --set model.remat_policy=dots_no_batch" \
+        "--batch 64" "--batch 32" ;;
     t5x-base-noscan) t5x t5x-base-noscan experiments/t5_1_1_base.py \
         "--batch 128 --set model.scan_layers=false" ;;
     t5x-base-chunked) t5x t5x-base-chunked experiments/t5_1_1_base.py \
