@@ -1,17 +1,19 @@
 """Ahead-of-time compilation of an experiment's train step for a device that need not be here.
 
-XLA compiles for a described GPU ("deviceless" compilation through jax's CUDA plugin), so
-whether a model, batch, rematerialisation policy and attention implementation fit an H100
-is known on a laptop before any GPU time is spent: `t5x-lite info EXPERIMENT --target h100`
-reports XLA's own memory accounting of the step that `train` and `benchmark` would run.
-The plugin comes with `pip install "jax[cuda12]"` (it runs without a GPU); `--target cpu`
-compiles for this machine's CPU devices instead.
+XLA compiles for a described GPU ("deviceless" compilation through jax's CUDA plugin) or TPU
+slice (through libtpu), so whether a model, batch, rematerialisation policy and attention
+implementation fit an H100 or a v5e slice is known on a laptop before any accelerator time
+is spent: `t5x-lite info EXPERIMENT --target h100` (or `--target v5e:2x2`) reports XLA's own
+memory accounting of the step that `train` and `benchmark` would run. The compilers come
+with `pip install "jax[cuda12]"` and `pip install "jax[tpu]"` (both run without the
+hardware); `--target cpu` compiles for this machine's CPU devices instead.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import time
 from typing import Optional
 
@@ -47,6 +49,14 @@ TARGETS: dict[str, GpuDescription] = {
 }
 # The share of device memory jax's allocator takes when XLA_PYTHON_CLIENT_MEM_FRACTION is unset.
 DEFAULT_MEMORY_FRACTION = 0.75
+# A TPU slice as jax names its topologies, e.g. v5e:2x2, v5p:2x2x1, v6e:4x4: generations where
+# jax has one device per chip (v4's topologies list each of a chip's two cores).
+TPU_TARGET = re.compile(r"^(v5e|v5p|v6e):\d+(x\d+)*$")
+TARGET_HELP = "cpu, h100, h200, a100, or a TPU slice such as v5e:2x2, v5p:2x2x1, v6e:2x4"
+
+
+def is_tpu(target: str) -> bool:
+  return bool(TPU_TARGET.match(target))
 
 
 def target_config(gpu: GpuDescription) -> str:
@@ -80,9 +90,16 @@ device_description_str: "{gpu.name}"
 """
 
 
-def compile_only_devices(target: str, count: int) -> list:
-  """`count` devices of `target` ("cpu" or a TARGETS key) to compile for; GPU ones are
-  descriptions, not hardware. Call before anything starts a jax backend."""
+def compile_only_devices(target: str, count: Optional[int]) -> list:
+  """The devices of `target` to compile for (`count` of them, default 1; a TPU slice has its
+  own); GPU and TPU ones are descriptions, not hardware. Call before anything starts a jax
+  backend."""
+  if is_tpu(target):
+    if count is not None:
+      raise ConfigError(f"--devices {count}: a TPU target's topology ({target}) sets the device "
+                        f"count; leave --devices out.")
+    return _tpu_devices(target)
+  count = 1 if count is None else count
   if count < 1:
     raise ConfigError(f"--devices {count}: compile for a positive number of devices.")
   if target == "cpu":
@@ -93,7 +110,7 @@ def compile_only_devices(target: str, count: int) -> list:
           f"--xla_force_host_platform_device_count={count} to compile for more.")
     return devices[:count]
   if target not in TARGETS:
-    raise ConfigError(f"--target {target}: unknown; choose cpu or one of {', '.join(TARGETS)}.")
+    raise ConfigError(f"--target {target}: unknown; choose {TARGET_HELP}.")
   from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
   # The host's own backend stays the CPU: the GPU exists only as a description (and
   # initialising the CUDA backend on a machine without one would fail).
@@ -106,6 +123,20 @@ def compile_only_devices(target: str, count: int) -> list:
         f"--target {target} needs jax's CUDA plugin to compile for a GPU (no GPU needed): "
         f"pip install \"jax[cuda12]=={jax.__version__}\" (about 3 GB), or use --target cpu. "
         f"({type(e).__name__}: {e})") from e
+  return list(topology.devices)
+
+
+def _tpu_devices(target: str) -> list:
+  from jax.experimental import topologies  # pylint: disable=import-outside-toplevel
+  jax.config.update("jax_platforms", "cpu")  # As for a GPU target: nothing of it is here.
+  try:
+    topology = topologies.get_topology_desc(topology_name=target, platform="tpu")
+  except RuntimeError as e:  # libtpu missing (JaxRuntimeError, a subclass, is handled below)
+    if isinstance(e, jax.errors.JaxRuntimeError):
+      raise ConfigError(f"--target {target}: not a TPU topology libtpu knows ({e}).") from e
+    raise UserError(
+        f"--target {target} needs libtpu to compile for a TPU (no TPU needed): pip install "
+        f"\"jax[tpu]=={jax.__version__}\", or use --target cpu. ({e})") from e
   return list(topology.devices)
 
 
@@ -127,9 +158,14 @@ def abstract_batch(config: ExperimentConfig, sharding) -> dict[str, jax.ShapeDty
   return {key: one(key) for key in KEYS}
 
 
+class OutOfMemory(Exception):
+  """The compiler itself refused the step for lack of device memory (TPU compilers do)."""
+
+
 def compile_train_step(config: ExperimentConfig, devices: list) -> tuple[object, float]:
   """(compiled train step, seconds to lower and compile) on `devices`, with nothing
-  allocated: state and batch are shapes. config.model.vocab_size must be resolved."""
+  allocated: state and batch are shapes. config.model.vocab_size must be resolved.
+  Raises OutOfMemory when the compiler finds the step does not fit."""
   from t5x_lite import trainer  # pylint: disable=import-outside-toplevel  (the data pipeline)
   setup = trainer.make_setup(config, devices)
   start = time.perf_counter()
@@ -138,6 +174,8 @@ def compile_train_step(config: ExperimentConfig, devices: list) -> tuple[object,
         setup.abstract_state, abstract_batch(config, setup.batch_sharding))
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:
+    if str(e).startswith("RESOURCE_EXHAUSTED"):
+      raise OutOfMemory(str(e).splitlines()[0]) from e
     if "tile sizes" in str(e) and "triton_gemm=false" not in os.environ.get("XLA_FLAGS", ""):
       raise UserError(
           "XLA could not compile Triton GEMMs without a GPU to autotune them on; keep "
@@ -165,26 +203,26 @@ def memory_bytes(compiled) -> dict[str, Optional[int]]:
           "total": stats.argument_size_in_bytes + outputs + stats.temp_size_in_bytes}
 
 
-def compiled_report(compiled, compile_seconds: float, target: str, devices: list) -> dict:
-  """Per-device memory of the compiled step, and on a GPU target whether it fits."""
-  memory = memory_bytes(compiled)
-  total = memory["total"]
-  gpu = TARGETS.get(target)
-  report = {
-      "target": target,
-      "device_kind": devices[0].device_kind,
-      "devices": len(devices),
-      "compile_s": compile_seconds,
-      "memory_per_device_bytes": memory,
-      # cuDNN's fused attention calls in the program: 0 means attention runs as XLA ops.
-      "fused_attention_calls": compiled.as_text().count('custom_call_target="__cudnn$fmha'),
-  }
-  if gpu is not None:
-    fraction = memory_fraction()
+def compile_report(config: ExperimentConfig, target: str, devices: list) -> dict:
+  """The step compiled for `devices`: per-device memory by XLA's accounting and, on GPU and
+  TPU targets, whether it fits (a TPU compiler refuses a step that does not: then the
+  report carries its message instead of the memory)."""
+  report = {"target": target, "device_kind": devices[0].device_kind, "devices": len(devices)}
+  try:
+    compiled, report["compile_s"] = compile_train_step(config, devices)
+  except OutOfMemory as e:
+    return {**report, "fits": False, "compiler_message": str(e)}
+  memory = report["memory_per_device_bytes"] = memory_bytes(compiled)
+  # cuDNN's fused attention calls in the program: 0 means attention runs as XLA ops.
+  report["fused_attention_calls"] = compiled.as_text().count('custom_call_target="__cudnn$fmha')
+  if is_tpu(target):
+    report["fits"] = True  # The TPU compiler checked it against the chip's memory.
+  elif target in TARGETS:
+    gpu, fraction = TARGETS[target], memory_fraction()
     report.update({
         "device_memory_bytes": gpu.memory_bytes,
         "memory_fraction": fraction,
-        "needed_fraction": total / gpu.memory_bytes,
-        "fits": total <= fraction * gpu.memory_bytes,
+        "needed_fraction": memory["total"] / gpu.memory_bytes,
+        "fits": memory["total"] <= fraction * gpu.memory_bytes,
     })
   return report

@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "1 with a GPU --target)")
   parser.add_argument("--target", default=None,
                       help="also compile the train step for this device and report XLA's memory "
-                           "accounting: h100, h200, a100 (needs jax's CUDA plugin, not a GPU) or "
+                           "accounting: h100, h200, a100 (needs jax's CUDA plugin, not a GPU), a "
+                           "TPU slice such as v5e:2x2 or v5p:2x2x1 (needs libtpu, not a TPU), or "
                            "cpu (this machine)")
   parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
@@ -143,12 +144,15 @@ def format_report(report: dict) -> str:
 
 
 def _format_compiled(compiled: dict) -> list[str]:
-  lines = [f"compiled train step per device, {compiled['devices']} x {compiled['device_kind']} "
+  where = f"{compiled['devices']} x {compiled['device_kind']}"
+  if "compiler_message" in compiled:
+    return [f"compiled train step for {where}: does NOT fit: {compiled['compiler_message']}"]
+  lines = [f"compiled train step per device, {where} "
            f"({compiled['compile_s']:.1f} s to compile on this machine):"]
   for name, value in compiled["memory_per_device_bytes"].items():
     lines.append(f"  {name:<22} {_gib(value):>14}")
   lines.append(f"  {'fused attention calls':<22} {compiled['fused_attention_calls']:>14}")
-  if "fits" in compiled:
+  if "device_memory_bytes" in compiled:
     usable = compiled["memory_fraction"] * compiled["device_memory_bytes"]
     budget = (f"the {_gib(usable)} jax may use ({compiled['memory_fraction']:.0%} of "
               f"{_gib(compiled['device_memory_bytes'])}, XLA_PYTHON_CLIENT_MEM_FRACTION)")
@@ -159,6 +163,8 @@ def _format_compiled(compiled: dict) -> list[str]:
       remedy = f"XLA_PYTHON_CLIENT_MEM_FRACTION={needed + 0.02:.2f}, or " if needed <= 0.93 else ""
       lines.append(f"  does NOT fit in {budget}; try {remedy}model.remat_policy=dots or full, "
                    f"model.attention_impl=cudnn, a smaller batch or more devices")
+  elif compiled.get("fits"):
+    lines.append("  fits (the TPU compiler checked it against the chip's memory)")
   return lines
 
 
@@ -169,11 +175,11 @@ def run(args: argparse.Namespace) -> int:
   compiled = None
   if args.target is not None:
     from t5x_lite import aot  # pylint: disable=import-outside-toplevel  (imports the trainer)
-    devices = aot.compile_only_devices(args.target, args.devices or 1)
+    devices = aot.compile_only_devices(args.target, args.devices)
     aot.resolve_auto_dtype(experiment, args.target)
     if experiment.model.vocab_size is None:
       experiment.model.vocab_size = resolved_vocab_size(experiment.data)
-    compiled = aot.compiled_report(*aot.compile_train_step(experiment, devices), args.target, devices)
+    compiled = aot.compile_report(experiment, args.target, devices)
     num_devices = len(devices)
   else:
     num_devices = args.devices or jax.device_count()

@@ -7,10 +7,12 @@ import json
 import pytest
 
 from t5x_lite import aot, cli
-from helpers import TINY_EXPERIMENT
+from helpers import REPO, TINY_EXPERIMENT
 
-HAS_CUDA_PLUGIN = any((dist.metadata["Name"] or "").lower().replace("_", "-") == "jax-cuda12-plugin"
-                      for dist in importlib.metadata.distributions())
+INSTALLED = {(dist.metadata["Name"] or "").lower().replace("_", "-")
+             for dist in importlib.metadata.distributions()}
+HAS_CUDA_PLUGIN = "jax-cuda12-plugin" in INSTALLED
+HAS_LIBTPU = "libtpu" in INSTALLED
 
 
 def _info(capsys, *args) -> dict:
@@ -41,7 +43,9 @@ def test_human_report_has_the_compiled_section(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--target", "tpu9"], "--target tpu9: unknown; choose cpu or one of h100, h200, a100"),
+    (["--target", "tpu9"], "--target tpu9: unknown; choose cpu, h100, h200, a100, or a TPU slice"),
+    (["--target", "v4:2x2x1"], "--target v4:2x2x1: unknown"),
+    (["--target", "v5e:2x2", "--devices", "4"], "a TPU target's topology (v5e:2x2) sets the device count"),
     (["--target", "cpu", "--devices", "9"], "--xla_force_host_platform_device_count=9"),
     (["--target", "cpu", "--devices", "0"], "--devices 0"),
 ])
@@ -54,6 +58,26 @@ def test_bad_targets_are_one_clear_error(capsys, args, message):
 def test_gpu_target_without_the_plugin_says_how_to_get_it(capsys):
   assert cli.main(["info", TINY_EXPERIMENT, "--target", "h100"]) == 2
   assert 'pip install "jax[cuda12]==' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(HAS_LIBTPU, reason="libtpu is installed here")
+def test_tpu_target_without_libtpu_says_how_to_get_it(capsys):
+  assert cli.main(["info", TINY_EXPERIMENT, "--target", "v5e:2x2"]) == 2
+  assert 'pip install "jax[tpu]==' in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu (jax[tpu]); no TPU needed")
+def test_tpu_target_compiles_or_reports_what_does_not_fit(capsys):
+  fits = _info(capsys, "--target", "v5e:2x2")
+  assert fits["activation_dtype"] == "float32"  # the tiny preset fixes it; 'auto' would be bf16
+  assert fits["compiled"]["devices"] == 4 and fits["compiled"]["fits"]
+  assert fits["compiled"]["device_kind"].startswith("TPU v5")
+  # T5.1.1-base at its batch of 256 over four 16 GB chips: the TPU compiler refuses it.
+  status = cli.main(["info", f"{REPO}/experiments/t5_1_1_base.py", "--target", "v5e:2x2", "--json"])
+  too_big = json.loads(capsys.readouterr().out)["compiled"]
+  assert status == 0 and not too_big["fits"] and "RESOURCE_EXHAUSTED" in too_big["compiler_message"]
+  assert cli.main(["info", TINY_EXPERIMENT, "--target", "v5e:7x3"]) == 2
+  assert "not a TPU topology libtpu knows" in capsys.readouterr().err
 
 
 def test_target_config_describes_the_device():
