@@ -18,7 +18,6 @@ import time
 from typing import Optional
 
 import jax
-import jax.numpy as jnp
 
 from t5x_lite.config import ConfigError, ExperimentConfig, UserError
 
@@ -99,9 +98,7 @@ def compile_only_devices(target: str, count: Optional[int]) -> list:
       raise ConfigError(f"--devices {count}: a TPU target's topology ({target}) sets the device "
                         f"count; leave --devices out.")
     return _tpu_devices(target)
-  count = 1 if count is None else count
-  if count < 1:
-    raise ConfigError(f"--devices {count}: compile for a positive number of devices.")
+  count = 1 if count is None else count  # `info` has refused counts below 1.
   if target == "cpu":
     devices = jax.devices("cpu")
     if count > len(devices):
@@ -148,14 +145,13 @@ def resolve_auto_dtype(config: ExperimentConfig, target: str) -> None:
 
 
 def abstract_batch(config: ExperimentConfig, sharding) -> dict[str, jax.ShapeDtypeStruct]:
-  """The global batch's shapes and dtypes, as the loader makes it."""
-  from t5x_lite.data.packing import KEYS  # pylint: disable=import-outside-toplevel
-
-  def one(key: str) -> jax.ShapeDtypeStruct:
-    length = config.data.inputs_length if key.startswith("encoder") else config.data.targets_length
-    dtype = jnp.float32 if key == "decoder_loss_weights" else jnp.int32
-    return jax.ShapeDtypeStruct((config.train.batch_size, length), dtype, sharding=sharding)
-  return {key: one(key) for key in KEYS}
+  """The global batch's shapes and dtypes: those of the packer's rows (one row's worth is
+  built to read them), config.train.batch_size of them."""
+  from t5x_lite.data.packing import empty_batch  # pylint: disable=import-outside-toplevel
+  row = empty_batch(1, config.data.inputs_length, config.data.targets_length)
+  return {key: jax.ShapeDtypeStruct((config.train.batch_size,) + value.shape[1:], value.dtype,
+                                    sharding=sharding)
+          for key, value in row.items()}
 
 
 class OutOfMemory(Exception):

@@ -22,8 +22,8 @@ from t5x_lite.cli import add_experiment_arguments
 def add_arguments(parser: argparse.ArgumentParser) -> None:
   add_experiment_arguments(parser)
   parser.add_argument("--devices", type=int, default=None,
-                      help="plan memory for this many devices (default: the devices present, "
-                           "1 with a GPU --target)")
+                      help="plan memory for this many devices (default: the devices present; "
+                           "1 with --target, where a TPU slice sets its own)")
   parser.add_argument("--target", default=None,
                       help="also compile the train step for this device and report XLA's memory "
                            "accounting: h100, h200, a100 (needs jax's CUDA plugin, not a GPU), a "
