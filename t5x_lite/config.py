@@ -58,7 +58,8 @@ class ModelConfig:
   position_scheme: str = "relative"
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128
-  dropout_rate: float = 0.0
+  # None: 0.1 when fine-tuning (checkpoint.init_from set), else 0.0 as in T5.1.1 pretraining.
+  dropout_rate: Optional[float] = None
   # Stack layers with nn.scan: one compiled layer, stacked parameters.
   scan_layers: bool = False
   # What the backward pass keeps: none (everything autodiff saves) | minimal (all but the
@@ -259,6 +260,19 @@ MODEL_PRESETS = {
 
 # What data.eval_metrics may ask for (scored by t5x_lite.tasks).
 TEXT_METRICS = ("exact_match", "bleu", "rouge")
+ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
+# What every evaluation reports (t5x_lite.trainer.evaluate).
+EVAL_METRICS = ("loss", "z_loss", "accuracy", "perplexity")
+
+
+def validation_metric_names(config: ExperimentConfig) -> list[str]:
+  """The metrics an evaluation of this experiment reports: what keep_best_metric may name."""
+  names = list(EVAL_METRICS)
+  if config.data.objective == "seq2seq":
+    names.append("exact_match")
+    names += ["bleu"] if "bleu" in config.data.eval_metrics else []
+    names += list(ROUGE_TYPES) if "rouge" in config.data.eval_metrics else []
+  return names
 
 
 def check_metric_names(names: Sequence[str]) -> None:
@@ -288,6 +302,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
   if not isinstance(config, ExperimentConfig):
     raise ConfigError(f"Expected an ExperimentConfig, got {type(config).__name__}.")
   check_types(config)
+  resolve_dropout(config)
   for key, choices in _CHOICES.items():
     value = get_field(config, key)
     if value not in choices:
@@ -308,6 +323,15 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
       raise ConfigError(f"{key}={value} must be positive.")
   if m.num_encoder_layers < 1 or m.num_decoder_layers < 1:
     raise ConfigError("model.num_encoder_layers and model.num_decoder_layers must be at least 1.")
+  if m.vocab_size is not None and m.vocab_size <= 0:
+    raise ConfigError(f"model.vocab_size={m.vocab_size} must be positive, or None to take it "
+                      "from the vocabulary.")
+  if not 0.0 <= m.dropout_rate < 1.0:
+    raise ConfigError(f"model.dropout_rate={m.dropout_rate} must be in [0, 1).")
+  if m.position_scheme == "relative":
+    _check_relative_buckets(m)
+  if t.seed < 0:
+    raise ConfigError(f"train.seed={t.seed} must be >= 0.")
   if t.batch_size % t.grad_accum_steps:
     raise ConfigError(
         f"train.batch_size={t.batch_size} does not divide into "
@@ -334,7 +358,41 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         f"data.targets_length={targets_length}: one of {divisors}.")
   if config.mesh.rules_preset == "custom" and not config.mesh.rules:
     raise ConfigError('mesh.rules_preset="custom" needs mesh.rules, e.g. (("batch", "data"),).')
+  if config.mesh.rules and config.mesh.rules_preset != "custom":
+    raise ConfigError(
+        f"mesh.rules is set but mesh.rules_preset={config.mesh.rules_preset!r} ignores it; set "
+        'mesh.rules_preset="custom" to use your rules, or drop mesh.rules.')
+  best = config.checkpoint.keep_best_metric
+  if best and best not in validation_metric_names(config):
+    raise ConfigError(
+        f"checkpoint.keep_best_metric={best!r} is not a metric evaluation reports here; choose "
+        f"one of {validation_metric_names(config)}.")
+  if best and config.checkpoint.every_steps % t.eval_every:
+    raise ConfigError(
+        f"checkpoint.keep_best_metric needs an evaluation at every save: make "
+        f"checkpoint.every_steps ({config.checkpoint.every_steps}) a multiple of "
+        f"train.eval_every ({t.eval_every}).")
+  if len(set(config.mesh.axes)) != len(config.mesh.axes):
+    raise ConfigError(f"mesh.axes {config.mesh.axes} names an axis twice; give each axis its own name.")
   return config
+
+
+def resolve_dropout(config: ExperimentConfig) -> None:
+  """An unset model.dropout_rate becomes T5's choice for the run: 0.1 when fine-tuning from
+  checkpoint.init_from, 0.0 when pretraining."""
+  if config.model.dropout_rate is None:
+    config.model.dropout_rate = 0.1 if config.checkpoint.init_from else 0.0
+
+
+def _check_relative_buckets(m: ModelConfig) -> None:
+  """The bucketing needs at least one exact bucket per direction (num_buckets // 4 in the
+  encoder) and a max_distance beyond the decoder's exact range (num_buckets // 2)."""
+  buckets, distance = m.relative_attention_num_buckets, m.relative_attention_max_distance
+  if buckets < 4 or distance <= buckets // 2:
+    raise ConfigError(
+        f"model.relative_attention_num_buckets={buckets} and relative_attention_max_distance="
+        f"{distance}: T5's bucketing needs at least 4 buckets and a max distance above half "
+        f"of them (T5: 32 and 128).")
 
 
 # ----------------------------------------------------------------------------
@@ -365,14 +423,14 @@ def get_field(config: ExperimentConfig, key: str) -> Any:
   return obj
 
 
-def _unknown_key_error(config: ExperimentConfig, key: str) -> ConfigError:
+def _unknown_key_error(config: ExperimentConfig, key: str, where: str = "") -> ConfigError:
   keys = all_keys(config)
   close = difflib.get_close_matches(key, keys, n=3, cutoff=0.5)
   section = key.split(".")[0]
   nearby = [k for k in keys if k.startswith(section + ".")] or sorted({k.split(".")[0] for k in keys})
   hint = f" Did you mean {', '.join(close)}?" if close else ""
   return ConfigError(
-      f"Unknown configuration key {key!r}.{hint} Valid keys here: {', '.join(nearby)}.")
+      f"Unknown configuration key {key!r}{where}.{hint} Valid keys here: {', '.join(nearby)}.")
 
 
 def _parse_value(text: str, annotation: Any, key: str) -> Any:
@@ -409,12 +467,24 @@ def _parse_value(text: str, annotation: Any, key: str) -> Any:
 
 
 def _parse_sequence(text: str) -> list:
-  """'4,2', '[4, 2]', '(4, 2)' or '[["batch", "data"]]' -> a list."""
+  """'4,2', '[4, 2]', '(4, 2)', '[data, model]', '[["batch", "data"]]' or
+  '(("batch", None),)' -> a list: JSON or Python spelling, words quoted or bare."""
   stripped = text.strip()
   if not stripped.startswith(("[", "(")):
     return [_parse_scalar(item.strip()) for item in stripped.split(",") if item.strip()]
   stripped = stripped.replace("(", "[").replace(")", "]").replace("'", '"')
+  stripped = re.sub(r'"[^"]*"|(?<![\w.])[A-Za-z_][\w\-./]*', _word_as_json, stripped)
   return json.loads(re.sub(r",\s*]", "]", stripped))
+
+
+_JSON_WORDS = {"None": "null", "True": "true", "False": "false",
+               "null": "null", "true": "true", "false": "false"}
+
+
+def _word_as_json(match: re.Match) -> str:
+  """A quoted string as it is; a bare word as JSON's constant or as a string."""
+  word = match.group(0)
+  return word if word.startswith('"') else _JSON_WORDS.get(word, json.dumps(word))
 
 
 def _parse_scalar(text: str) -> Any:
@@ -452,6 +522,7 @@ def check_types(config: ExperimentConfig, where: str = "") -> None:
   """Checks every field against its annotation, converting harmless differences in place (see
   _coerce): a wrong type would otherwise fail later as a TypeError from deep inside. `where`
   (" in FILE") says where the values came from."""
+  _check_sections(config, where)
   for key in all_keys(config):
     section, _, name = key.rpartition(".")
     owner = getattr(config, section) if section else config
@@ -462,6 +533,25 @@ def check_types(config: ExperimentConfig, where: str = "") -> None:
     except (TypeError, ValueError):
       raise ConfigError(f"{key} = {value!r} ({type(value).__name__}){where} must be of type "
                         f"{_type_name(annotation)}.") from None
+
+
+def _check_sections(config: ExperimentConfig, where: str) -> None:
+  """Each section is of its declared class and holds only its fields: an experiment file
+  that sets a misspelt field (config.model.tie_logit = True) would otherwise run without it."""
+  hints = _field_types(ExperimentConfig)
+  owners = [("", config)]
+  for section in dataclasses.fields(ExperimentConfig):
+    value, expected = getattr(config, section.name), hints[section.name]
+    if dataclasses.is_dataclass(expected):
+      if not isinstance(value, expected):
+        shown = f"{type(value).__name__}(...)" if dataclasses.is_dataclass(value) else repr(value)
+        raise ConfigError(f"{section.name} = {shown} ({type(value).__name__}){where} must be of "
+                          f"type {expected.__name__}.")
+      owners.append((section.name + ".", value))
+  for prefix, owner in owners:
+    unknown = sorted(set(vars(owner)) - {f.name for f in dataclasses.fields(owner)})
+    if unknown:
+      raise _unknown_key_error(config, prefix + unknown[0], where)
 
 
 def _type_name(annotation: Any) -> str:
@@ -497,7 +587,8 @@ def apply_overrides(config: ExperimentConfig, overrides: list[str]) -> Experimen
 
 
 def resolve_experiment_path(name_or_path: str) -> str:
-  """Accepts a path to a .py file or a bare name found in ./experiments."""
+  """Accepts a path to a .py file or a run's config.json, or a bare name found in
+  ./experiments."""
   candidates = [name_or_path]
   if not name_or_path.endswith(".py"):
     candidates += [name_or_path + ".py", os.path.join("experiments", name_or_path + ".py")]
@@ -511,8 +602,34 @@ def resolve_experiment_path(name_or_path: str) -> str:
 
 
 def load_experiment(name_or_path: str, overrides: Optional[list[str]] = None) -> ExperimentConfig:
-  """Runs an experiment file's get_config(), applies overrides and validates."""
+  """Runs an experiment file's get_config() (or reads a run's config.json, which rebuilds
+  that run), applies overrides and validates."""
   path = resolve_experiment_path(name_or_path)
+  if path.endswith(".json"):
+    config = _read_saved_config(path)
+  elif path.endswith(".py"):
+    config = _run_experiment_file(path)
+  else:
+    raise ConfigError(
+        f"{path} is not an experiment: give a Python experiment file (.py) defining "
+        "get_config(), or a run's config.json.")
+  check_types(config, f" in {path}")
+  apply_overrides(config, overrides or [])
+  return validate(config)
+
+
+def _read_saved_config(path: str) -> ExperimentConfig:
+  try:
+    with open(path) as f:
+      data = json.load(f)
+  except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    raise ConfigError(f"{path} is not a readable config.json ({e}).") from None
+  if not isinstance(data, dict):
+    raise ConfigError(f"{path} holds a JSON {type(data).__name__}, not a saved configuration.")
+  return from_dict(data, where=f" in {path}")
+
+
+def _run_experiment_file(path: str) -> ExperimentConfig:
   directory = os.path.dirname(path)
   module_name = "_t5x_lite_experiment_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(module_name, path)
@@ -541,9 +658,7 @@ def load_experiment(name_or_path: str, overrides: Optional[list[str]] = None) ->
         "t5x_lite.config.ExperimentConfig.")
   if not config.name:
     config.name = os.path.splitext(os.path.basename(path))[0]
-  check_types(config, f" in {path}")
-  apply_overrides(config, overrides or [])
-  return validate(config)
+  return config
 
 
 # ----------------------------------------------------------------------------
@@ -559,24 +674,26 @@ def to_json(config: ExperimentConfig) -> str:
   return json.dumps(to_dict(config), indent=2, sort_keys=False)
 
 
-def from_dict(data: dict) -> ExperimentConfig:
+def from_dict(data: dict, where: str = " in the saved configuration") -> ExperimentConfig:
   """Rebuilds an ExperimentConfig from to_dict() output (e.g. a saved config.json)."""
+  fields = {f.name: f for f in dataclasses.fields(ExperimentConfig)}
+  unknown = sorted(set(data) - set(fields))
+  if unknown:
+    raise ConfigError(f"Unknown configuration sections {unknown}{where}; valid: {sorted(fields)}.")
   sections = {}
-  for section in dataclasses.fields(ExperimentConfig):
-    if section.name not in data:
+  for name, values in data.items():
+    cls = fields[name].default_factory
+    if cls is dataclasses.MISSING:  # A plain field (name).
+      sections[name] = values
       continue
-    cls = section.default_factory if section.default_factory is not dataclasses.MISSING else None
-    if cls is None:
-      sections[section.name] = data[section.name]
-      continue
-    hints = _field_types(cls)
-    values = data[section.name]
-    unknown = set(values) - set(hints)
+    if not isinstance(values, dict):
+      raise ConfigError(f"{name}{where} must be a mapping of its fields, not {values!r}.")
+    unknown = sorted(set(values) - set(_field_types(cls)))
     if unknown:
-      raise ConfigError(f"Saved configuration has unknown keys in {section.name}: {sorted(unknown)}.")
-    sections[section.name] = cls(**values)
+      raise ConfigError(f"Unknown keys in {name}{where}: {unknown}.")
+    sections[name] = cls(**values)
   config = ExperimentConfig(**sections)
-  check_types(config, " in the saved configuration")
+  check_types(config, where)
   return config
 
 

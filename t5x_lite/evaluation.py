@@ -69,6 +69,11 @@ def load_config(workdir: str, overrides: Optional[list[str]] = None) -> Experime
     raise ConfigError(f"{workdir} has no config.json; pass the --workdir of a `t5x-lite train` run.")
   config = load_json(path)
   config.data.vocabulary = os.path.join(workdir, trainer.VOCABULARY_FILE)
+  if not os.path.isfile(config.data.vocabulary):
+    raise ConfigError(
+        f"{workdir} has no {trainer.VOCABULARY_FILE}, the vocabulary its model was trained with "
+        "(`t5x-lite train` keeps a copy there); copy that SentencePiece model to "
+        f"{config.data.vocabulary}.")
   return validate(apply_overrides(config, overrides or []))
 
 

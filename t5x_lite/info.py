@@ -183,7 +183,14 @@ def run(args: argparse.Namespace) -> int:
     num_devices = len(devices)
   else:
     num_devices = args.devices or jax.device_count()
-  report = describe(experiment, num_devices)
+  try:
+    report = describe(experiment, num_devices)
+  except config_lib.ConfigError as e:
+    if args.devices is not None or args.target is not None:
+      raise
+    raise config_lib.ConfigError(
+        f"{e} (This machine has {num_devices} device(s); to plan for another, add --devices N.)"
+    ) from None
   if compiled is not None:
     report["compiled"] = compiled
   print(json.dumps(report) if args.json else format_report(report))

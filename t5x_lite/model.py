@@ -281,7 +281,7 @@ class Attention(nn.Module):
     if decode and self.kind == "self":
       key, value = self._update_cache(key, value, decode_position)
     weights_dropout = None
-    if cfg.dropout_rate > 0 and not deterministic:
+    if not deterministic and cfg.dropout_rate > 0:
       # T5X's: one keep-mask per (batch, head, key), shared by all queries.
       weights_dropout = functools.partial(
           nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,)), deterministic=False)

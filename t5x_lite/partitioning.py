@@ -47,8 +47,16 @@ RULE_PRESETS: dict[str, LogicalRules] = {
 }
 
 
+# Every logical axis name the model uses.
+LOGICAL_NAMES = tuple(name for name, _ in RULE_PRESETS["data_parallel"])
+
+
 def logical_rules(mesh_config: MeshConfig) -> LogicalRules:
   if mesh_config.rules_preset == "custom":
+    unknown = sorted({name for name, _ in mesh_config.rules} - set(LOGICAL_NAMES))
+    if unknown:  # A misspelt name would leave what it meant to shard replicated.
+      raise ConfigError(f"mesh.rules name logical axes {unknown} that the model does not have; "
+                        f"its logical axes are {list(LOGICAL_NAMES)}.")
     return tuple((name, _as_mesh_axes(axes)) for name, axes in mesh_config.rules)
   return RULE_PRESETS[mesh_config.rules_preset]
 
@@ -75,7 +83,27 @@ def resolve_mesh_shape(mesh_config: MeshConfig, num_devices: int) -> tuple[int, 
     raise ConfigError(
         f"mesh.shape {tuple(mesh_config.shape)} needs {math.prod(shape)} devices but "
         f"{num_devices} are available. Set e.g. --set mesh.shape=[-1,1] to use them all.")
+  check_rules_use_mesh(mesh_config, dict(zip(mesh_config.axes, shape)))
   return tuple(shape)
+
+
+def check_rules_use_mesh(mesh_config: MeshConfig, axis_sizes: dict[str, int]) -> None:
+  """Custom rules name only axes of the mesh, and a mesh of several devices has some axis
+  the rules name: otherwise (mesh axes misnamed) every device would do the same work."""
+  rules = logical_rules(mesh_config)
+  named = {axis for _, axes in rules for axis in (axes if isinstance(axes, tuple) else (axes,))
+           if axis is not None}
+  absent = sorted(named - set(axis_sizes))
+  if mesh_config.rules_preset == "custom" and absent:
+    raise ConfigError(
+        f"mesh.rules name mesh axes {absent} that mesh.axes {tuple(mesh_config.axes)} does not "
+        "have; use the mesh's axis names in the rules (or add the axes to mesh.axes and mesh.shape).")
+  if math.prod(axis_sizes.values()) > 1 and not named & set(axis_sizes):
+    raise ConfigError(
+        f"mesh.axes {tuple(mesh_config.axes)}: the rules of mesh.rules_preset="
+        f"{mesh_config.rules_preset!r} shard over {sorted(named)}, none of which is an axis of "
+        "this mesh, so every device would repeat the same work. Name the mesh axes as the "
+        "rules do (e.g. mesh.axes=data,model).")
 
 
 def make_mesh(mesh_config: MeshConfig, devices: Optional[Sequence[jax.Device]] = None) -> Mesh:

@@ -15,10 +15,8 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from t5x_lite import decoding
-from t5x_lite.config import ExperimentConfig, check_metric_names
+from t5x_lite.config import ROUGE_TYPES, ExperimentConfig, check_metric_names
 from t5x_lite.data import Vocabulary
-
-ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 
 
 def text_metrics(predictions: Sequence[str], targets: Sequence[str],

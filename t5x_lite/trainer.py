@@ -28,7 +28,7 @@ from t5x_lite import partitioning, tasks
 from t5x_lite.cli import add_experiment_arguments
 from t5x_lite.checkpoints import VOCABULARY_FILE
 from t5x_lite.config import (ConfigError, ExperimentConfig, ModelConfig, UserError, all_keys,
-                             get_field, load_experiment, save_json)
+                             get_field, load_experiment, resolve_dropout, save_json)
 from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
 from t5x_lite.data import sources
 from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
@@ -70,6 +70,7 @@ class Setup:
 
 def make_setup(config: ExperimentConfig, devices: Optional[list] = None) -> Setup:
   """Mesh, model and shardings; config.model.vocab_size must be resolved."""
+  resolve_dropout(config)  # As validate() does, for configurations built in code.
   mesh = partitioning.make_mesh(config.mesh, devices)
   rules = partitioning.logical_rules(config.mesh)
   check_batch_divides(config, mesh, rules)
@@ -372,6 +373,7 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   vocabulary = get_vocabulary(config.data)
   if jax.process_index() == 0 and not os.path.exists(path):
     write_atomically(path, vocabulary.model_proto)
+  config.data.vocabulary = os.path.abspath(path)  # What config.json records: this run's own.
   if config.model.vocab_size is None:
     config.model.vocab_size = vocabulary.vocab_size
   elif config.model.vocab_size < vocabulary.vocab_size:
@@ -419,6 +421,8 @@ def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None
       except checkpoints.CheckpointError as e:  # Say which setting pointed there.
         raise checkpoints.CheckpointError(
             f"checkpoint.init_from={config.checkpoint.init_from!r}: {e}") from None
+    # Recorded in config.json, so that the run can be rebuilt where $TFDS_DATA_DIR differs.
+    config.data.data_dir = sources.resolve_data_dir(config.data.data_dir)
     # Process 0 builds the dataset and trains the vocabulary; the others then read them.
     vocabulary = distributed.on_main_process_first(
         functools.partial(resolve_vocabulary, config, workdir), "vocabulary")

@@ -37,7 +37,7 @@ def model_config(**changes) -> config_lib.ModelConfig:
 def abstract_state(model_cfg, optimizer, mesh_shape, rules="2d") -> TrainState:
   """TrainState of ShapeDtypeStructs with the shardings of `rules` on a mesh of that shape."""
   devices = jax.devices()[:int(np.prod(mesh_shape))]
-  mesh = make_mesh(MeshConfig(axes=("data", "model"), shape=mesh_shape), devices)
+  mesh = make_mesh(MeshConfig(axes=("data", "model"), shape=mesh_shape, rules_preset=rules), devices)
   params_shapes, specs = model_lib.abstract_params(model_cfg)
   shardings = logical_to_sharding(
       train_state_logical_axes(optimizer, specs, params_shapes), mesh, RULE_PRESETS[rules])

@@ -185,3 +185,66 @@ def test_misspelled_eval_metric_fails_before_training():
   """Caught by validate, not at the first evaluation eval_every steps into the run."""
   with pytest.raises(ConfigError, match=r"unknown metrics \['blue'\]; choose from .*'bleu'"):
     config_lib.load_experiment(_experiment("finetune_addition"), ["data.eval_metrics=exact_match,blue"])
+
+
+
+@pytest.mark.parametrize("overrides,expected", [
+    (["mesh.rules=[[batch,data]]"], r"mesh.rules is set but mesh.rules_preset='data_parallel' ignores it"),
+    (["mesh.axes=data,data"], r"mesh.axes \('data', 'data'\) names an axis twice"),
+    (["train.seed=-1"], r"train.seed=-1 must be >= 0"),
+    (["model.vocab_size=0"], r"model.vocab_size=0 must be positive, or None"),
+    (["model.dropout_rate=1.0"], r"model.dropout_rate=1.0 must be in \[0, 1\)"),
+    (["model.relative_attention_num_buckets=2"], r"at least 4 buckets"),
+    (["model.relative_attention_max_distance=16"], r"max distance above half"),
+])
+def test_values_out_of_range(overrides, expected):
+  with pytest.raises(ConfigError, match=expected):
+    config_lib.load_experiment(_experiment("tiny_python_docs"), overrides)
+
+
+@pytest.mark.usefixtures("experiments_on_path")
+@pytest.mark.parametrize("line,expected", [
+    ("c.model.tie_logit = True", r"Unknown configuration key 'model.tie_logit' in .*typed.py. "
+                                 r"Did you mean model.tie_logits"),
+    ("c.nmae = 'x'", r"Unknown configuration key 'nmae' in .*typed.py. Did you mean name"),
+    ("c.model = c.data", r"model = DataConfig\(...\) \(DataConfig\) in .* must be of type ModelConfig."),
+])
+def test_misspelt_fields_and_sections_in_experiment_files(tmp_path, line, expected):
+  """A field the dataclass does not have would otherwise be set and never read."""
+  with pytest.raises(ConfigError, match=expected):
+    config_lib.load_experiment(_write_experiment(tmp_path, line))
+
+
+def test_a_runs_config_json_is_an_experiment(tmp_path):
+  config = config_lib.load_experiment(_experiment("ablation_relu_ffn"))
+  path = tmp_path / "config.json"
+  config_lib.save_json(config, str(path))
+  rebuilt = config_lib.load_experiment(str(path), ["train.steps=7"])
+  assert rebuilt == dataclasses.replace(config, train=dataclasses.replace(config.train, steps=7))
+  path.write_text('{"model": {"d_moddel": 3}}')
+  with pytest.raises(ConfigError, match=r"Unknown keys in model in .*config.json: \['d_moddel'\]"):
+    config_lib.load_experiment(str(path))
+  path.write_text("{not json")
+  with pytest.raises(ConfigError, match=r"config.json is not a readable config.json"):
+    config_lib.load_experiment(str(path))
+  other = tmp_path / "notes.txt"
+  other.write_text("hello")
+  with pytest.raises(ConfigError, match=r"notes.txt is not an experiment: give a Python experiment"):
+    config_lib.load_experiment(str(other))
+
+
+def test_sequences_in_python_or_json_spelling():
+  config = config_lib.load_experiment(_experiment("tiny_python_docs"), [
+      "mesh.axes=[data, model]", "mesh.rules_preset=custom",
+      'mesh.rules=(("batch", "data"), ("mlp", None))', "data.eval_metrics=[bleu]"])
+  assert config.mesh.axes == ("data", "model") and config.data.eval_metrics == ("bleu",)
+  assert config.mesh.rules == (("batch", "data"), ("mlp", None))
+
+
+def test_dropout_is_t5s_choice_for_the_run_unless_set():
+  pretrain = config_lib.load_experiment(_experiment("tiny_python_docs"))
+  finetune = config_lib.load_experiment(_experiment("tiny_python_docs"), ["checkpoint.init_from=runs/x"])
+  chosen = config_lib.load_experiment(_experiment("tiny_python_docs"),
+                                      ["checkpoint.init_from=runs/x", "model.dropout_rate=0.2"])
+  assert (pretrain.model.dropout_rate, finetune.model.dropout_rate, chosen.model.dropout_rate) == (
+      0.0, 0.1, 0.2)

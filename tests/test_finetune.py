@@ -30,10 +30,14 @@ def test_finetuned_addition_learns(tiny_run, tmp_path, capsys):
   config = load_experiment(EXPERIMENT, [f"checkpoint.init_from={tiny_run}", *SETTINGS])
   result = trainer.train(config, workdir, devices=jax.devices()[:1])
   assert result["step"] == STEPS and "exact_match" in result["validation"]
-  # The fine-tuned run took the pretrained run's vocabulary.
+  # The fine-tuned run took the pretrained run's vocabulary; its config.json names its own copy.
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
-  assert saved["data"]["vocabulary"] == os.path.join(tiny_run, trainer.VOCABULARY_FILE)
+  own = os.path.join(workdir, trainer.VOCABULARY_FILE)
+  assert saved["data"]["vocabulary"] == os.path.abspath(own)
+  with open(own, "rb") as copy, open(os.path.join(tiny_run, trainer.VOCABULARY_FILE), "rb") as source:
+    assert copy.read() == source.read()
+  assert saved["model"]["dropout_rate"] == 0.0 and saved["data"]["data_dir"]  # As resolved.
 
   assert cli.main(["eval", "--workdir", workdir]) == 0
   assert "exact_match" in capsys.readouterr().out

@@ -142,3 +142,16 @@ def test_custom_rules_from_the_experiment():
   setup = trainer.make_setup(config, jax.devices())
   assert setup.state_shardings.params["token_embedder"]["embedding"].spec == PartitionSpec("model", None)
   assert setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"].spec == PartitionSpec(None, None)
+
+
+def test_rules_and_mesh_axes_that_do_not_match():
+  # Axes named unlike the presets' (a typo in mesh.axes) would replicate everything.
+  with pytest.raises(ConfigError, match=r"mesh.axes \('foo', 'bar'\): the rules of "
+                                        r"mesh.rules_preset='data_parallel' shard over \['data'\]"):
+    partitioning.make_mesh(MeshConfig(axes=("foo", "bar"), shape=(8, 1)))
+  # Custom rules naming an axis the mesh lacks.
+  with pytest.raises(ConfigError, match=r"mesh.rules name mesh axes \['dta'\] that mesh.axes"):
+    partitioning.make_mesh(MeshConfig(shape=(8, 1), rules_preset="custom", rules=(("batch", "dta"),)))
+  with pytest.raises(ConfigError, match=r"mesh.rules name logical axes \['hedas'\] that the model"):
+    partitioning.make_mesh(MeshConfig(shape=(2, 4), rules_preset="custom",
+                                      rules=(("batch", "data"), ("hedas", "model"))))
