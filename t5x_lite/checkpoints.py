@@ -191,28 +191,53 @@ def _mismatches(item: str, saved: Any, expected: Any) -> list[str]:
   return missing + extra + reshaped
 
 
+@contextlib.contextmanager
+def _reading_step(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
+  """Turns a failure to read a finished step (its files damaged or deleted since) into one
+  message that says how to go on from an earlier step, without deleting anything."""
+  try:
+    yield
+  except CheckpointError:
+    raise
+  except Exception as e:  # Orbax, TensorStore and JSON errors alike.
+    reason = (str(e).strip().splitlines() or [""])[0].split(" See full")[0][:300]
+    earlier = [s for s in sorted(manager.all_steps()) if s < step]
+    fallback = (f"to go on from step {earlier[-1]}, move this one out of the way: mv "
+                f"{manager.directory / str(step)} {manager.directory.parent / f'damaged_step_{step}'}"
+                if earlier else "no earlier step is saved")
+    raise CheckpointError(
+        f"Checkpoint step {step} in {manager.directory} cannot be read, its files are damaged "
+        f"or incomplete ({type(e).__name__}: {reason}); {fallback}.") from e
+
+
 def _check_fits(manager: ocp.CheckpointManager, step: int, expected: dict[str, Any]) -> None:
   """Compares saved shapes (metadata only) with the abstract target, item by item."""
   metadata = manager.item_metadata(step)
   lines = []
   for item, target in expected.items():
     saved = metadata.get(item)
-    if saved is None and item == "opt_state" and "params" in metadata:
+    if saved is None and item == "opt_state" and "params" in metadata and (
+        _read_meta(manager, step).get("loader_state") is None):
       raise CheckpointError(
           f"Checkpoint step {step} in {manager.directory} holds parameters only (e.g. imported "
           "from Hugging Face by `t5x-lite import-hf`), so there is no optimizer state to resume. "
           "To fine-tune from it, train in a new workdir with --set "
           f"checkpoint.init_from={manager.directory.parent}.")
-    if saved is None:
-      raise CheckpointError(f"Checkpoint step {step} in {manager.directory} has no {item!r} item.")
+    if saved is None:  # Deleted since it was saved: _reading_step reports it.
+      raise FileNotFoundError(f"its {item!r} item is missing")
     lines += _mismatches(item, saved, target)
   if lines:
     shown = lines[:_MAX_REPORTED]
     if len(lines) > _MAX_REPORTED:
       shown.append(f"  ... and {len(lines) - _MAX_REPORTED} more")
+    hint = ""
+    if all(line.lstrip().startswith("opt_state/") for line in lines):
+      hint = (" Only the optimizer state differs: resume with the optimizer settings the run was "
+              "trained with (optimizer.name, factored, clipping_threshold, ...; `t5x-lite inspect` "
+              "shows them), or start a new workdir from its weights with checkpoint.init_from.")
     raise CheckpointError(
         f"Checkpoint step {step} in {manager.directory} does not fit the configured model "
-        f"({len(lines)} mismatched arrays):\n" + "\n".join(shown))
+        f"({len(lines)} mismatched arrays).{hint}\n" + "\n".join(shown))
 
 
 def _check_shardings(item: str, abstract: Any) -> None:
@@ -335,9 +360,10 @@ class Checkpointer:
     targets = {"params": abstract_state.params, "opt_state": abstract_state.opt_state}
     for item, tree in targets.items():
       _check_shardings(item, tree)
-    _check_fits(self._manager, step, targets)
-    restored = self._manager.restore(
-        step, args=ocp.args.Composite(**_restore_args(targets), meta=ocp.args.JsonRestore()))
+    with _reading_step(self._manager, step):
+      _check_fits(self._manager, step, targets)
+      restored = self._manager.restore(
+          step, args=ocp.args.Composite(**_restore_args(targets), meta=ocp.args.JsonRestore()))
     meta = dict(restored["meta"])
     state = abstract_state.replace(
         step=_scalar(meta["step"], abstract_state.step),
@@ -402,8 +428,9 @@ def restore_params(path: str, abstract_params: Any, step: Optional[int] = None) 
   _check_shardings("params", abstract_params)
   with _reading(path) as manager:
     step = _resolve_step(manager, step)
-    _check_fits(manager, step, {"params": abstract_params})
-    return manager.restore(step, args=_restore_args({"params": abstract_params}))["params"]
+    with _reading_step(manager, step):
+      _check_fits(manager, step, {"params": abstract_params})
+      return manager.restore(step, args=_restore_args({"params": abstract_params}))["params"]
 
 
 def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
@@ -413,7 +440,9 @@ def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
 def read_meta(path: str, step: Optional[int] = None) -> dict:
   """The JSON meta item: step, loader_state, config, vocabulary, metrics."""
   with _reading(path) as manager:
-    return _read_meta(manager, _resolve_step(manager, step))
+    step = _resolve_step(manager, step)
+    with _reading_step(manager, step):
+      return _read_meta(manager, step)
 
 
 def read_config(path: str, step: Optional[int] = None) -> ExperimentConfig:

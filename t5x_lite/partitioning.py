@@ -180,6 +180,16 @@ def data_axis_size(mesh: Mesh, rules: LogicalRules) -> int:
   return batch_ways(rules, dict(mesh.shape))
 
 
+def processes_share_rows(sharding: jax.sharding.Sharding, batch_size: int) -> bool:
+  """Whether two processes hold the same rows of a (batch, length) array under `sharding`:
+  each process feeds only its own rows, so on such a mesh the processes' different rows
+  would be taken as copies of one smaller batch."""
+  rows: dict[int, set[int]] = {}
+  for device, index in sharding.devices_indices_map((batch_size, 1)).items():
+    rows.setdefault(device.process_index, set()).update(range(*index[0].indices(batch_size)))
+  return sum(map(len, rows.values())) > batch_size
+
+
 def per_device_bytes(abstract_tree: Any, logical_specs: Any, axis_sizes: dict[str, int],
                      rules: LogicalRules) -> int:
   """Bytes one device holds of `abstract_tree` when sharded by `logical_specs`.

@@ -155,3 +155,29 @@ def test_rules_and_mesh_axes_that_do_not_match():
   with pytest.raises(ConfigError, match=r"mesh.rules name logical axes \['hedas'\] that the model"):
     partitioning.make_mesh(MeshConfig(shape=(2, 4), rules_preset="custom",
                                       rules=(("batch", "data"), ("hedas", "model"))))
+
+
+def test_processes_must_hold_their_own_rows():
+  """Two processes of two devices each: a mesh that splits the batch over the devices of one
+  process only would take each process's rows as the same rows."""
+  class Device:
+    def __init__(self, process_index):
+      self.process_index = process_index
+
+  class Sharding:
+    def __init__(self, slices):
+      self.slices = slices
+
+    def devices_indices_map(self, shape):
+      return {Device(i // 2): (slices, slice(None)) for i, slices in enumerate(self.slices)}
+
+  over_processes = Sharding([slice(0, 2), slice(2, 4), slice(4, 6), slice(6, 8)])
+  within_each_process = Sharding([slice(0, 4), slice(4, 8), slice(0, 4), slice(4, 8)])
+  assert not partitioning.processes_share_rows(over_processes, 8)
+  assert partitioning.processes_share_rows(within_each_process, 8)
+  assert not partitioning.processes_share_rows(batch_sharding_on_one_process(), 8)
+
+
+def batch_sharding_on_one_process():
+  mesh = partitioning.make_mesh(MeshConfig(shape=(4, 2), rules_preset="model_parallel"))
+  return partitioning.batch_sharding(mesh, partitioning.RULE_PRESETS["model_parallel"])

@@ -2,6 +2,7 @@
 resuming."""
 
 import functools
+import glob
 import os
 import shutil
 
@@ -123,14 +124,66 @@ def test_short_run_learns_and_is_deterministic(tmp_path):
   assert _train_losses(tmp_path / "b") == losses
 
 
-def test_nan_loss_stops_with_the_step(tmp_path):
-  # The loss of step 1 is that of the initial parameters; the first update ruins them.
-  # Saving every step, the NaN is caught before it is saved, not only at log steps.
-  with pytest.raises(trainer.TrainingError, match=r"loss is nan at step 2"):
-    _tiny_run(tmp_path, "optimizer.learning_rate=1e30", "optimizer.clipping_threshold=0",
-              "checkpoint.every_steps=1")
-  # What was saved before the failure is intact.
-  assert checkpoints.latest_step(str(tmp_path)) == 1
+def test_non_finite_parameters_are_never_saved(tmp_path):
+  """The loss of a step is that of the parameters before its update: the update that ruins
+  them is caught by their norm, before the save (which, keeping one, would delete the last
+  good checkpoint)."""
+  _tiny_run(tmp_path, "train.steps=2", "checkpoint.every_steps=1", "checkpoint.keep=1")
+  with pytest.raises(trainer.TrainingError, match=r"param_norm is (nan|inf) by step 3 .* stopping "
+                                                  r"without saving it"):
+    _tiny_run(tmp_path, "train.steps=4", "checkpoint.every_steps=1", "checkpoint.keep=1",
+              "optimizer.learning_rate=1e39")  # inf in float32
+  assert checkpoints.all_steps(str(tmp_path)) == [2]  # What was saved before is intact.
+
+
+def _resumable_copy(tiny_run, tmp_path, *overrides):
+  workdir = str(tmp_path / "run")
+  shutil.copytree(tiny_run, workdir)
+  return workdir, config_lib.load_experiment(
+      TINY_EXPERIMENT, [*TINY_SETTINGS, f"train.steps={TINY_STEPS + 10}", *overrides])
+
+
+def test_resuming_with_another_number_of_data_shards_is_refused(tiny_run, tmp_path):
+  workdir, config = _resumable_copy(tiny_run, tmp_path, "data.shards=2")
+  with pytest.raises(config_lib.ConfigError, match=r"trained with its data stream in 1 shard\(s\) .* "
+                                                   r"would read 2, .* --set data.shards=1"):
+    trainer.train(config, workdir, devices=jax.devices()[:1])
+
+
+def test_resuming_with_another_vocabulary_is_refused(tmp_path):
+  other = tmp_path / "other.model"
+  other.write_bytes(b"another vocabulary")
+  meta = {"step": 7, "loader_state": {"shards": [{}]},
+          "vocabulary": {"path": "/runs/a/vocabulary.model", "sha256": "0" * 64}}
+  config = config_lib.ExperimentConfig()
+  config.data.vocabulary = str(other)
+  loader = type("OneShard", (), {"shards": 1})()
+  with pytest.raises(config_lib.ConfigError, match=r"other.model is not the vocabulary .* trained "
+                                                   r"with up to step 7 \(it was /runs/a/vocabulary"):
+    trainer.check_same_stream(meta, loader, config, "runs/a")
+
+
+def test_a_second_job_on_the_same_workdir_is_refused(tiny_run, tmp_path):
+  workdir, config = _resumable_copy(tiny_run, tmp_path)
+  with trainer._only_run_in(workdir):  # pylint: disable=protected-access  (the first job)
+    with pytest.raises(config_lib.ConfigError, match=r"run is being trained by another `t5x-lite "
+                                                     r"train` \(pid \d+ on "):
+      trainer.train(config, workdir, devices=jax.devices()[:1])
+
+
+@pytest.mark.parametrize("damage", ["params/*/d/*", "meta", "opt_state"])
+def test_a_damaged_checkpoint_says_how_to_go_on(tiny_run, tmp_path, damage):
+  """Files of the latest step removed after it was saved: one message, nothing deleted."""
+  workdir, config = _resumable_copy(tiny_run, tmp_path)
+  latest = os.path.join(workdir, "checkpoints", str(TINY_STEPS))
+  for path in glob.glob(os.path.join(latest, damage)):
+    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+  with pytest.raises(checkpoints.CheckpointError,
+                     match=rf"Checkpoint step {TINY_STEPS} in .* cannot be read, its files are "
+                           rf"damaged or incomplete .*; to go on from step 10, move this one out "
+                           rf"of the way: mv .*/checkpoints/{TINY_STEPS} .*/damaged_step_{TINY_STEPS}"):
+    trainer.train(config, workdir, devices=jax.devices()[:1])
+  assert checkpoints.all_steps(workdir) == [10, TINY_STEPS]
 
 
 def _forward_sums_and_grads(model, params, batch, loss_chunk_size, packed=True):
