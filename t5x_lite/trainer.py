@@ -37,6 +37,7 @@ from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_e
 from t5x_lite.data import sources
 from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
 from t5x_lite.data.packing import packing_efficiency
+from t5x_lite.data.vocabulary import PAD_TO_MULTIPLE
 from t5x_lite.fileio import write_atomically
 from t5x_lite.metrics import MetricWriter, ProgressBar
 from t5x_lite.train_state import TrainState, train_state_logical_axes
@@ -464,10 +465,16 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
 def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None) -> dict:
   """Trains (or resumes) the experiment in `workdir` on `devices` (default: all of them, in
   every process); returns the final metrics."""
-  # Mesh and batch first: the dataset build and vocabulary training can take long, and a
-  # configuration that cannot run must fail before them and before writing anything.
-  check_batch_divides(config, partitioning.make_mesh(config.mesh, devices),
-                      partitioning.logical_rules(config.mesh))
+  # Mesh, batch and parameter layout first: the dataset build and vocabulary training can
+  # take long, and a configuration that cannot run must fail before them and before writing
+  # anything. (A checkpoint.init_from run takes its architecture from there, later.)
+  if config.checkpoint.init_from:
+    check_batch_divides(config, partitioning.make_mesh(config.mesh, devices),
+                        partitioning.logical_rules(config.mesh))
+  else:
+    # An unknown vocabulary size stands in as a multiple of 128, as every vocabulary's is.
+    make_setup(dataclasses.replace(config, model=dataclasses.replace(
+        config.model, vocab_size=config.model.vocab_size or PAD_TO_MULTIPLE)), devices)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
   with contextlib.ExitStack() as cleanup:  # Also on errors: saves in flight finish first.

@@ -93,12 +93,18 @@ def test_a_run_already_done_keeps_its_configuration(tiny_run, tmp_path, capsys):
   assert f"with changed settings: train.steps {TINY_STEPS} -> 5." in capsys.readouterr().out
 
 
-def test_a_mesh_that_cannot_run_fails_before_any_data_work(tmp_path):
-  """The dataset build and vocabulary training (long for C4) come after the mesh check."""
+@pytest.mark.parametrize("mesh,expected", [
+    (["mesh.shape=(3, 1)"], "mesh"),
+    (["mesh.shape=(1, 2)", "mesh.rules_preset=model_parallel", "model.num_heads=3"],
+     r"dimension 0 \(heads\) of size 3, which .* split 2 ways"),
+])
+def test_a_mesh_that_cannot_run_fails_before_any_data_work(tmp_path, mesh, expected):
+  """The dataset build and vocabulary training (long for C4) come after the mesh, batch and
+  parameter layout checks."""
   data_dir, workdir = tmp_path / "tfds", tmp_path / "run"
   config = config_lib.load_experiment(TINY_EXPERIMENT, [
-      *TINY_SETTINGS, "mesh.shape=(3, 1)", f"data.data_dir={data_dir}"])
-  with pytest.raises(config_lib.ConfigError, match="mesh"):
+      *TINY_SETTINGS, *mesh, f"data.data_dir={data_dir}"])
+  with pytest.raises(config_lib.ConfigError, match=expected):
     trainer.train(config, str(workdir), devices=jax.devices()[:2])
   assert not data_dir.exists() and not workdir.exists()
 
