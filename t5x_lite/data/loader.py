@@ -16,13 +16,17 @@ batches. Its last batch is padded with all-zero rows: padding has segment id 0 a
 
 Speed. A background thread reads blocks of documents, tokenizes them with SentencePiece's own
 threads (data.num_workers), builds examples and packs them; data.prefetch batches wait ready.
+Loaders still running when the interpreter exits are closed first: a daemon thread killed
+inside SentencePiece's threaded encoding aborts the process.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import queue
 import threading
+import weakref
 from typing import Iterator, Optional
 
 import numpy as np
@@ -37,6 +41,17 @@ from t5x_lite.data.vocabulary import Vocabulary
 Batch = dict[str, np.ndarray]
 _BLOCK = 64  # Documents read and tokenized together.
 STATE_KEYS = ("epoch", "document", "example", "batch")
+
+
+# Loaders whose thread may be running; weak, so a dropped loader whose thread ended is freed.
+_running: "weakref.WeakSet[Loader]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_running_loaders() -> None:
+  """Stops every producer thread before the interpreter exits (see the module docstring)."""
+  for loader in list(_running):
+    loader.close()
 
 
 class _End:
@@ -75,6 +90,11 @@ class Loader:
         max_documents, len(self.source))
     if self.num_documents == 0:
       raise DataError(f"{self.source.description} has no documents; check the split name.")
+    if num_epochs is None and self.num_documents < process_count:
+      raise DataError(
+          f"{self.source.description} has {self.num_documents} documents, fewer than the "
+          f"{process_count} training streams reading it (data.shards, or one per process when "
+          "it is 0), so some stream would get none. Lower data.shards, or add data.")
     self.objective = Objective(
         data_config.objective, inputs_length=data_config.inputs_length,
         targets_length=data_config.targets_length, sentinel_vocab_size=vocabulary.unpadded_size,
@@ -170,6 +190,7 @@ class Loader:
       self._thread = threading.Thread(
           target=self._produce, args=(dict(self._state), self._queue, self._stop), daemon=True)
       self._thread.start()
+      _running.add(self)
     item = self._queue.get()
     if isinstance(item, _End):
       self._queue.put(item)  # Later calls end the same way.
@@ -200,6 +221,7 @@ class Loader:
       self._stop.set()
       self._thread.join()
       self._thread = None
+      _running.discard(self)
 
 
 class ShardedLoader:

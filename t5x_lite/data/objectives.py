@@ -43,9 +43,9 @@ def span_corruption_raw_length(
     return length - noise + spans + 1 <= inputs_length and noise + spans + 1 <= targets_length
 
   if not fits(2):
-    raise ValueError(
-        f"inputs_length={inputs_length} / targets_length={targets_length} are too short for span "
-        "corruption; both need room for a sentinel, a token and EOS.")
+    raise DataError(
+        f"data.inputs_length={inputs_length} / data.targets_length={targets_length} are too short "
+        "for span corruption; both need room for a sentinel, a token and EOS (3 or more).")
   length = 2
   while fits(length + 1):
     length += 1
@@ -106,9 +106,9 @@ def prefix_lm_raw_length(inputs_length: int, targets_length: int) -> int:
   512 tokens anywhere in [1, 511], as T5; 512 / 114 splits 512 tokens into 399 to 511 inputs.
   """
   if min(inputs_length, targets_length) < 2:
-    raise ValueError(
-        f"inputs_length={inputs_length} / targets_length={targets_length} are too short for "
-        "prefix_lm; both need room for a token and EOS.")
+    raise DataError(
+        f"data.inputs_length={inputs_length} / data.targets_length={targets_length} are too short "
+        "for prefix_lm; both need room for a token and EOS (2 or more).")
   return max(inputs_length, targets_length)
 
 
@@ -164,11 +164,26 @@ class Objective:
     elif name == "prefix_lm":
       self.raw_length = prefix_lm_raw_length(inputs_length, targets_length)
 
+  def chunks(self, doc: np.ndarray) -> list[np.ndarray]:
+    """`doc` cut into raw_length pieces, dropping no token that can make an example.
+
+    A piece needs 2 tokens: span corruption hides at least one and keeps at least one, prefix LM
+    needs a prefix and a rest. So a 1-token tail takes the last token of the piece before it
+    (every piece of 2 to raw_length tokens fits the lengths), and the pieces stay a pure function
+    of the document. Dropped, as no example can hold them: a 1-token document, and the odd last
+    token when raw_length is 2 (the shortest lengths).
+    """
+    starts = list(range(0, doc.size, self.raw_length))
+    if doc.size % self.raw_length == 1 and len(starts) > 1 and self.raw_length > 2:
+      starts[-1] -= 1
+    pieces = [doc[start:end] for start, end in zip(starts, starts[1:] + [doc.size])]
+    return [piece for piece in pieces if piece.size >= 2]
+
   def examples(self, tokens: Sequence[np.ndarray], seed: Sequence[int], skip: int = 0) -> list[Example]:
     """Examples of one document (one array; two for seq2seq), skipping the first `skip`.
 
-    Chunks shorter than 2 tokens (and empty documents) give no example. Example k uses the
-    seed (*seed, k), so skipping examples does not change the later ones.
+    Long documents give one example per chunk (see chunks); empty ones give none. Example k
+    uses the seed (*seed, k), so skipping examples does not change the later ones.
     """
     if self.name == "seq2seq":
       inputs, targets = tokens
@@ -177,8 +192,7 @@ class Objective:
       return [seq2seq(inputs, targets, inputs_length=self.inputs_length,
                       targets_length=self.targets_length)]
     (doc,) = tokens
-    chunks = [doc[i:i + self.raw_length] for i in range(0, doc.size, self.raw_length)]
-    chunks = [c for c in chunks if c.size >= 2]
+    chunks = self.chunks(doc)
     out = []
     for k in range(skip, len(chunks)):
       if self.name == "span_corruption":

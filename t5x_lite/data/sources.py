@@ -168,11 +168,13 @@ def open_source(
         f"Dataset {name!r} at {version_dir} has no split {split_base!r}; its splits are: "
         f"{', '.join(sorted(info.splits))}. Set data.train_split / data.eval_split accordingly.")
   keys = sorted(info.features.keys())
-  for feature in features:
+  # The features come from text_features: the text, or the inputs and the targets.
+  settings = (("data.text_feature",) if len(features) == 1
+              else ("data.inputs_feature", "data.targets_feature"))
+  for feature, setting in zip(features, settings):
     if feature not in keys:
       raise DataError(
           f"Dataset {name!r} at {version_dir} has no feature {feature!r}; its features are: "
-          f"{', '.join(keys)}. Set data.text_feature (or data.inputs_feature / "
-          "data.targets_feature for seq2seq) to one of them.")
+          f"{', '.join(keys)}. Set {setting} to one of them.")
   source = builder.as_data_source(split=split, file_format="array_record")
   return TextSource(source, features, f"{name} {split} ({version_dir})")

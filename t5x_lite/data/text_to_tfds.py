@@ -5,6 +5,11 @@ object per line, the document in a named field. Pairs (seq2seq fine-tuning, feat
 "targets"): .tsv holds one "inputs<TAB>targets" pair per line; .jsonl one object per line with
 both texts in named fields. A stable hash of (file name, line or paragraph number) puts a
 fraction of the records in "validation" and the rest in "train", the same on every run and machine.
+Where two input files share a name, each is named by the end of its path that tells them apart
+(d1/a.txt, d2/a.txt), so files with distinct names split as they always have.
+
+The dataset is written in a hidden folder next to its final place and moved there once complete,
+so a failed import leaves neither a half-written dataset nor a damaged earlier one.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import json
 import os
 import re
 import shutil
+import tempfile
 from typing import Callable, Iterator, Optional
 
 import tensorflow_datasets as tfds
@@ -29,53 +35,106 @@ from t5x_lite.data.vocabulary import vocabulary_cache_path
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
 PAIR_FEATURES = ("inputs", "targets")
+_FRACTION_FLAG = "--validation-fraction"
+_JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number",
+               float: "a number", type(None): "null"}
+
+
+def _valid_text(text: str) -> str:
+  """`text` with lone surrogates (JSON escapes such as "\\ud800") as "?": they are not
+  Unicode characters, so no UTF-8 file (nor TFDS) can store them."""
+  return text.encode("utf-8", errors="replace").decode("utf-8")
 
 
 def _jsonl_records(path: str, fields: tuple[str, ...], flag: str) -> Iterator[tuple[int, tuple[str, ...]]]:
-  """Yields (line number, the string fields) of each non-blank line; `flag` names the option."""
+  """Yields (line number, the string fields) of each non-blank line; `flag` names the option.
+
+  Bytes that are not UTF-8 become U+FFFD, as in .txt files, rather than ending the import.
+  """
   with open(path, "rb") as f:
     for i, line in enumerate(f):
       if not line.strip():
         continue
+      text = line.decode("utf-8-sig" if i == 0 else "utf-8", errors="replace")
       try:
-        record = json.loads(line)
+        record = json.loads(text)
       except json.JSONDecodeError as e:
         raise DataError(f"{path} line {i + 1} is not valid JSON: {e}.") from e
+      if not isinstance(record, dict):
+        raise DataError(f"{path} line {i + 1} is {_JSON_TYPES[type(record)]}, not "
+                        f"a JSON object with a field {fields[0]!r}.")
       for field in fields:
-        value = record.get(field) if isinstance(record, dict) else None
-        if not isinstance(value, str):
-          names = sorted(record) if isinstance(record, dict) else []
+        if field not in record:
           raise DataError(
               f"{path} line {i + 1} has no string field {field!r}; its fields are: "
-              f"{', '.join(names) or 'none (not an object)'}. Pass {flag} with the right one.")
-      yield i, tuple(record[field] for field in fields)
+              f"{', '.join(sorted(record)) or 'none'}. Pass {flag} with the right one.")
+        if not isinstance(record[field], str):
+          raise DataError(
+              f"{path} line {i + 1}: field {field!r} is {_JSON_TYPES[type(record[field])]}, not a "
+              f"string. Pass {flag} naming a field that holds the text, or store it as a string.")
+      yield i, tuple(_valid_text(record[field]) for field in fields)
 
 
-def read_documents(path: str, text_field: str = "text") -> Iterator[tuple[str, str]]:
-  """Yields (key, text) of the non-empty documents of one .txt or .jsonl file."""
-  base = os.path.basename(path)
-  if not os.path.isfile(path):
-    raise DataError(f"Input file {path} does not exist.")
+def _check_inputs(paths: list[str]) -> None:
+  """Every input is an existing file, given once."""
+  if not paths:
+    raise DataError("No input files given.")
+  seen: dict[tuple[int, int], str] = {}  # (device, inode): links to one file count as one.
+  for path in paths:
+    if os.path.isdir(path):
+      raise DataError(f"Input {path} is a directory; pass the files in it instead, e.g. "
+                      f"{os.path.join(path, '*.txt')}.")
+    if not os.path.isfile(path):
+      raise DataError(f"Input file {path} does not exist.")
+    stat = os.stat(path)
+    file_id = (stat.st_dev, stat.st_ino)
+    if file_id in seen:
+      same = "is given twice" if seen[file_id] == path else f"and {seen[file_id]} are the same file"
+      raise DataError(f"Input file {path} {same}; pass each file once.")
+    seen[file_id] = path
+
+
+def _key_names(paths: list[str]) -> list[str]:
+  """The name in each file's record keys: its file name or, where inputs share one, the
+  shortest end of its path that tells them apart. Keys pick the split (module docstring)."""
+  parts = [os.path.abspath(path).split(os.sep) for path in paths]
+  names = []
+  for i, own in enumerate(parts):
+    depth = 1
+    while any(j != i and other[-depth:] == own[-depth:] for j, other in enumerate(parts)):
+      depth += 1
+    names.append("/".join(own[-depth:]))
+  return names
+
+
+def read_documents(path: str, text_field: str = "text",
+                   name: Optional[str] = None) -> Iterator[tuple[str, str]]:
+  """Yields (key, text) of the non-empty documents of one .txt or .jsonl file.
+
+  Keys are "name:number"; `name` defaults to the file name (see _key_names).
+  """
+  name = name or os.path.basename(path)
   if path.endswith(".txt"):
     with open(path, "rb") as f:
       text = f.read().decode("utf-8", errors="replace")
     for i, paragraph in enumerate(_PARAGRAPH_BREAK.split(text)):
       if paragraph.strip():
-        yield f"{base}:{i}", paragraph.strip("\n")
+        yield f"{name}:{i}", paragraph.strip("\n")
   elif path.endswith(".jsonl"):
     for i, (value,) in _jsonl_records(path, (text_field,), "--text-field"):
       if value.strip():
-        yield f"{base}:{i}", value
+        yield f"{name}:{i}", value
   else:
     raise DataError(f"Input file {path}: expected a .txt or .jsonl file (.tsv holds pairs: --pairs).")
 
 
-def read_pairs(path: str, inputs_field: str = "inputs",
-               targets_field: str = "targets") -> Iterator[tuple[str, dict[str, str]]]:
-  """Yields (key, {"inputs", "targets"}) of every pair of one .tsv or .jsonl file."""
-  base = os.path.basename(path)
-  if not os.path.isfile(path):
-    raise DataError(f"Input file {path} does not exist.")
+def read_pairs(path: str, inputs_field: str = "inputs", targets_field: str = "targets",
+               name: Optional[str] = None) -> Iterator[tuple[str, dict[str, str]]]:
+  """Yields (key, {"inputs", "targets"}) of every pair of one .tsv or .jsonl file.
+
+  Keys are "name:line"; `name` defaults to the file name (see _key_names).
+  """
+  name = name or os.path.basename(path)
   if path.endswith(".tsv"):
     with open(path, "rb") as f:
       for i, line in enumerate(f):
@@ -87,11 +146,11 @@ def read_pairs(path: str, inputs_field: str = "inputs",
           raise DataError(
               f"{path} line {i + 1} has {len(fields)} tab-separated fields; a .tsv pair file needs "
               "exactly two (inputs, targets) per line. Use .jsonl for texts holding tabs.")
-        yield f"{base}:{i}", dict(zip(PAIR_FEATURES, fields))
+        yield f"{name}:{i}", dict(zip(PAIR_FEATURES, fields))
   elif path.endswith(".jsonl"):
     for i, values in _jsonl_records(path, (inputs_field, targets_field),
                                     "--inputs-field / --targets-field"):
-      yield f"{base}:{i}", dict(zip(PAIR_FEATURES, values))
+      yield f"{name}:{i}", dict(zip(PAIR_FEATURES, values))
   else:
     raise DataError(f"Input file {path}: expected a .tsv or .jsonl file of (inputs, targets) pairs.")
 
@@ -105,61 +164,75 @@ def _remove_cached_vocabularies(name: str, data_dir: str) -> None:
 
 
 def _convert(inputs: list[str], name: str, data_dir: Optional[str], features: tuple[str, ...],
-             read: Callable[[str], Iterator[tuple[str, dict[str, str]]]], kind: str,
-             validation_fraction: float, overwrite: bool) -> str:
-  """Builds dataset `name` from the records `read(path)` yields for each file; its version folder."""
+             read: Callable[[str, str], Iterator[tuple[str, dict[str, str]]]], kind: str,
+             validation_fraction: float, overwrite: bool, fraction_name: str) -> str:
+  """Builds dataset `name` from the records `read(path, key name)` yields; its version folder."""
   if not _NAME.match(name):
     raise DataError(f"Dataset name {name!r} must be snake_case (lowercase letters, digits, _).")
-  if not 0.0 <= validation_fraction < 1.0:
-    raise DataError(f"validation_fraction={validation_fraction} must be in [0, 1).")
-  if not inputs:
-    raise DataError("No input files given.")
-  records: Records = lambda: (record for path in inputs for record in read(path))
+  if not 0.0 < validation_fraction < 1.0:
+    raise DataError(
+        f"{fraction_name}={validation_fraction} must be in (0, 1): training evaluates on the "
+        "validation split, which needs records. Use a small fraction such as 0.01.")
+  _check_inputs(inputs)
+  names = _key_names(inputs)
+  records: Records = lambda: (record for path, key_name in zip(inputs, names)
+                              for record in read(path, key_name))
   counts = {"train": 0, "validation": 0}
   for key, _ in records():
     counts[assign_split(key, validation_fraction)] += 1
-  if counts["train"] == 0 or (validation_fraction > 0 and counts["validation"] == 0):
+  if not all(counts.values()):
     raise DataError(
-        f"Splitting {sum(counts.values())} {kind} gives {counts['train']} train and "
-        f"{counts['validation']} validation; both need at least one. Add more or change "
-        "validation_fraction.")
+        f"Splitting {sum(counts.values())} {kind} with {fraction_name}={validation_fraction} "
+        f"gives {counts['train']} train and {counts['validation']} validation; both need at "
+        f"least one. Add more data or change {fraction_name}.")
   data_dir = sources.resolve_data_dir(data_dir)
   version_dir = os.path.join(data_dir, name, VERSION)
-  if os.path.exists(version_dir):
-    if not overwrite:
-      raise DataError(f"Dataset {name!r} already exists at {version_dir}; pass --overwrite to "
-                      "replace it, or choose another name.")
-    shutil.rmtree(version_dir)
+  if os.path.exists(version_dir) and not overwrite:
+    raise DataError(f"Dataset {name!r} already exists at {version_dir}; pass --overwrite to "
+                    "replace it, or choose another name.")
+  os.makedirs(data_dir, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{name}-import-", dir=data_dir)
+  try:
+    RecordsDataset(
+        name=name, features=features, records=records, data_dir=staging,
+        description=f"{kind.capitalize()} from {', '.join(names)}.",
+        validation_fraction=validation_fraction).download_and_prepare()
+    if os.path.exists(version_dir):
+      os.rename(version_dir, os.path.join(staging, "replaced"))
+    os.makedirs(os.path.dirname(version_dir), exist_ok=True)
+    os.rename(os.path.join(staging, name, VERSION), version_dir)
+  finally:
+    shutil.rmtree(staging)
   _remove_cached_vocabularies(name, data_dir)
-  RecordsDataset(
-      name=name, features=features, records=records, data_dir=data_dir,
-      description=f"{kind.capitalize()} from {', '.join(os.path.basename(p) for p in inputs)}.",
-      validation_fraction=validation_fraction).download_and_prepare()
   return version_dir
 
 
 def convert_text(inputs: list[str], name: str, data_dir: Optional[str] = None, *,
                  text_field: str = "text", validation_fraction: float = 0.05,
-                 overwrite: bool = False) -> str:
+                 overwrite: bool = False, fraction_name: str = "validation_fraction") -> str:
   """Builds dataset `name` (splits train/validation, feature "text") from the files.
 
   Returns the folder of the prepared version. Use it with data.dataset=name, data.data_dir=data_dir.
+  Errors call the fraction `fraction_name`: how the user sets it (the CLI passes its flag).
   """
-  read = lambda path: ((key, {"text": text}) for key, text in read_documents(path, text_field))
+  read = lambda path, key_name: ((key, {"text": text})
+                                 for key, text in read_documents(path, text_field, key_name))
   return _convert(inputs, name, data_dir, ("text",), read, "documents", validation_fraction,
-                  overwrite)
+                  overwrite, fraction_name)
 
 
 def convert_pairs(inputs: list[str], name: str, data_dir: Optional[str] = None, *,
                   inputs_field: str = "inputs", targets_field: str = "targets",
-                  validation_fraction: float = 0.05, overwrite: bool = False) -> str:
+                  validation_fraction: float = 0.05, overwrite: bool = False,
+                  fraction_name: str = "validation_fraction") -> str:
   """Builds seq2seq dataset `name` (features "inputs" and "targets") from .tsv / .jsonl pairs.
 
   Returns the folder of the prepared version; train on it with data.objective=seq2seq.
+  Errors call the fraction `fraction_name`, as in convert_text.
   """
-  read = lambda path: read_pairs(path, inputs_field, targets_field)
+  read = lambda path, key_name: read_pairs(path, inputs_field, targets_field, key_name)
   return _convert(inputs, name, data_dir, PAIR_FEATURES, read, "pairs", validation_fraction,
-                  overwrite)
+                  overwrite, fraction_name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -176,8 +249,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="with --pairs: .jsonl inputs field")
   parser.add_argument("--targets-field", "--targets_field", dest="targets_field", default="targets",
                       help="with --pairs: .jsonl targets field")
-  parser.add_argument("--validation-fraction", "--validation_fraction", dest="validation_fraction",
-                      type=float, default=0.05)
+  parser.add_argument(_FRACTION_FLAG, "--validation_fraction", dest="validation_fraction",
+                      type=float, default=0.05, help="share of the records in the validation split")
   parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
 
 
@@ -185,10 +258,12 @@ def run(args: argparse.Namespace) -> int:
   if args.pairs:
     path = convert_pairs(args.inputs, args.name, args.data_dir, inputs_field=args.inputs_field,
                          targets_field=args.targets_field,
-                         validation_fraction=args.validation_fraction, overwrite=args.overwrite)
+                         validation_fraction=args.validation_fraction, overwrite=args.overwrite,
+                         fraction_name=_FRACTION_FLAG)
   else:
     path = convert_text(args.inputs, args.name, args.data_dir, text_field=args.text_field,
-                        validation_fraction=args.validation_fraction, overwrite=args.overwrite)
+                        validation_fraction=args.validation_fraction, overwrite=args.overwrite,
+                        fraction_name=_FRACTION_FLAG)
   info = tfds.builder_from_directory(path).info
   splits = ", ".join(f"{s} {info.splits[s].num_examples}" for s in sorted(info.splits))
   objective = " --set data.objective=seq2seq" if args.pairs else ""

@@ -22,7 +22,7 @@ import sentencepiece as spm
 
 from t5x_lite.config import DataConfig
 from t5x_lite.data import sources
-from t5x_lite.data.errors import DataError
+from t5x_lite.data.errors import DataError, name_flags
 from t5x_lite.fileio import write_atomically
 
 PAD_ID = 0
@@ -43,15 +43,26 @@ class Vocabulary:
 
   def __init__(self, model: str | bytes, extra_ids: int = 100):
     """`model` is a path to a .model file or the serialized model itself."""
+    name = "The model bytes given"
     if isinstance(model, str):
       if not os.path.isfile(model):
         raise DataError(
             f"SentencePiece model {model!r} does not exist. Set data.vocabulary to an existing "
             '.model file, or to "" to train one on the training split.')
+      name = f"File {model!r}"
       with open(model, "rb") as f:
         model = f.read()
+    not_a_model = DataError(
+        f"{name} is not a SentencePiece model. Set data.vocabulary to a .model file that "
+        'SentencePiece wrote (`t5x-lite train-vocab` writes one), or to "" to train one on the '
+        "training split.")
+    if not model:  # SentencePiece takes empty bytes for "no model" and raises nothing.
+      raise not_a_model
     self._model_proto = model
-    self._sp = spm.SentencePieceProcessor(model_proto=model)
+    try:
+      self._sp = spm.SentencePieceProcessor(model_proto=model)
+    except RuntimeError as e:
+      raise not_a_model from e
     if (self._sp.pad_id(), self._sp.eos_id(), self._sp.unk_id()) != (PAD_ID, EOS_ID, UNK_ID):
       raise DataError(
           f"SentencePiece model has pad/eos/unk ids {self._sp.pad_id()}/{self._sp.eos_id()}/"
@@ -262,8 +273,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--output", required=True, help="model prefix; writes PREFIX.model")
 
 
+# The settings data errors name, as train-vocab's flags.
+_FLAGS = {"data.dataset": "--dataset", "data.data_dir": "--data-dir",
+          "data.train_split / data.eval_split": "--split", "data.text_feature": "--text-feature"}
+
+
 def run(args: argparse.Namespace) -> int:
-  source = sources.open_source(args.dataset, args.split, args.data_dir, (args.text_feature,))
+  try:
+    source = sources.open_source(args.dataset, args.split, args.data_dir, (args.text_feature,))
+  except DataError as e:
+    raise name_flags(e, _FLAGS) from e
   path = train_vocabulary(_shuffled_texts(source), args.output, args.vocab_size,
                           max_characters=args.max_characters, size_name="--vocab-size")
   vocabulary = Vocabulary(path)

@@ -1,5 +1,7 @@
 import itertools
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -10,6 +12,7 @@ from t5x_lite.config import ExperimentConfig, TrainConfig
 from t5x_lite.data import BATCH_KEYS, DataError, Loader, Vocabulary, make_eval_loader, make_train_loader
 from t5x_lite.data.loader import ShardedLoader
 from t5x_lite.data.packing import packing_efficiency
+from t5x_lite.data.vocabulary import vocabulary_cache_path
 
 from data_helpers import batches_equal, stream_examples, unpack
 
@@ -179,3 +182,43 @@ def test_sharded_stream_is_the_same_on_any_number_of_processes(config, vocab):
     np.testing.assert_array_equal(a["encoder_input_tokens"], b["encoder_input_tokens"])
   with pytest.raises(DataError, match="multiple of the process count"):
     ShardedLoader(config, vocab, split="train", batch_size=8, seed=0, shards=3, process_count=2)
+
+
+def test_more_shards_than_documents_says_so(config, vocab):
+  with pytest.raises(DataError, match="has 3 documents, fewer than the 4 training streams .*"
+                                      "Lower data.shards, or add data"):
+    Loader(config, vocab, split="train", batch_size=8, seed=0, process_index=3, process_count=4,
+           max_documents=3)
+  # Evaluation builds whole batches on every process, so any count of documents is fine.
+  Loader(config, vocab, split="validation", batch_size=8, seed=0, process_index=3, process_count=4,
+         num_epochs=1, max_documents=3)
+
+
+EXIT_SCRIPT = """
+import atexit, os, sys, threading
+
+def report_producers():  # Registered first, so it runs after the loader module's own hook.
+  producers = [t for t in threading.enumerate() if "_produce" in t.name]
+  os._exit(10 + len(producers) if producers else 0)
+atexit.register(report_producers)
+
+from t5x_lite.config import DataConfig, ExperimentConfig, TrainConfig
+from t5x_lite.data import Vocabulary, make_train_loader
+
+data = DataConfig(data_dir=sys.argv[1], vocabulary=sys.argv[2], inputs_length=128,
+                  targets_length=32)
+loader = make_train_loader(ExperimentConfig(data=data, train=TrainConfig(batch_size=4)),
+                           Vocabulary(sys.argv[2]))
+next(loader)  # Exits without close().
+"""
+
+
+def test_loaders_left_open_are_stopped_before_the_interpreter_exits(base_config, vocab, tmp_path):
+  """Else a producer thread inside SentencePiece's encoding can abort the exit (rc 134)."""
+  del vocab
+  script = tmp_path / "one_batch.py"
+  script.write_text(EXIT_SCRIPT)
+  done = subprocess.run([sys.executable, str(script), base_config.data_dir,
+                         vocabulary_cache_path(base_config)], capture_output=True, text=True,
+                        timeout=120)
+  assert done.returncode == 0, done.stderr[-2000:]

@@ -100,12 +100,12 @@ def test_prefix_lm_splits_full_chunks_at_random(inputs_length, targets_length, r
   objective = Objective("prefix_lm", inputs_length=inputs_length, targets_length=targets_length,
                         sentinel_vocab_size=VOCAB, extra_ids=0)
   assert objective.raw_length == prefix_lm_raw_length(inputs_length, targets_length) == raw
-  doc = np.random.default_rng(raw).integers(3, 900, size=4 * raw + 1)  # The 1-token tail is dropped.
+  doc = np.random.default_rng(raw).integers(3, 900, size=4 * raw)
   splits = []
   for seed in range(40):
     examples = objective.examples([doc], seed=(seed, 0, 7))
     assert len(examples) == 4
-    assert sum((i.tolist()[:-1] + t.tolist()[:-1] for i, t in examples), []) == doc[:4 * raw].tolist()
+    assert sum((i.tolist()[:-1] + t.tolist()[:-1] for i, t in examples), []) == doc.tolist()
     for inputs, targets in examples:
       assert inputs[-1] == targets[-1] == 1 and inputs.dtype == targets.dtype == np.int32
       assert inputs.size <= inputs_length and targets.size <= targets_length
@@ -151,6 +151,48 @@ def test_long_documents_are_chunked_not_truncated_and_empty_skipped():
   assert objective.examples([np.zeros(0, np.int32)], seed=(0, 0, 1)) == []
   later = objective.examples([doc], seed=(0, 0, 5), skip=1)
   assert all(np.array_equal(a[0], b[0]) for a, b in zip(examples[1:], later))
+
+
+@pytest.mark.parametrize("name,inputs_length,targets_length", [
+    ("span_corruption", 512, 114), ("span_corruption", 8, 6), ("prefix_lm", 64, 32),
+    ("prefix_lm", 3, 3)])
+def test_a_one_token_tail_is_kept(name, inputs_length, targets_length):
+  """A 569-token document at 512 / 114 covers all 569 tokens: its last token is not dropped."""
+  objective = Objective(name, inputs_length=inputs_length, targets_length=targets_length,
+                        sentinel_vocab_size=VOCAB, extra_ids=100)
+  raw = objective.raw_length
+  assert raw > 2
+  for chunks in (1, 2, 3):
+    doc = np.random.default_rng(chunks).integers(3, 900, size=chunks * raw + 1)
+    examples = objective.examples([doc], seed=(0, 0, chunks))
+    assert [c.size for c in objective.chunks(doc)] == [raw] * (chunks - 1) + [raw - 1, 2]
+    if name == "span_corruption":
+      rebuilt = sum((reconstruct(i, t, VOCAB) for i, t in examples), [])
+    else:
+      rebuilt = sum((i.tolist()[:-1] + t.tolist()[:-1] for i, t in examples), [])
+    assert rebuilt == doc.tolist()
+    for inputs, targets in examples:
+      assert inputs.size <= inputs_length and targets.size <= targets_length
+
+
+def test_tokens_no_example_can_hold_are_dropped():
+  """One token alone cannot be corrupted or split; with raw_length 2 nothing can take it."""
+  objective = Objective("prefix_lm", inputs_length=2, targets_length=2, sentinel_vocab_size=VOCAB,
+                        extra_ids=0)
+  assert objective.examples([np.array([5], np.int32)], seed=(0, 0, 0)) == []
+  assert [c.tolist() for c in objective.chunks(np.arange(3, 8))] == [[3, 4], [5, 6]]
+  span = Objective("span_corruption", inputs_length=128, targets_length=32,
+                   sentinel_vocab_size=VOCAB, extra_ids=100)
+  assert span.examples([np.array([5], np.int32)], seed=(0, 0, 0)) == []
+
+
+def test_lengths_too_short_are_data_errors_naming_the_config_keys():
+  with pytest.raises(DataError, match=r"data.inputs_length=4 / data.targets_length=2 are too short "
+                                      "for span corruption"):
+    span_corruption_raw_length(4, 2)
+  with pytest.raises(DataError, match=r"data.inputs_length=512 / data.targets_length=1 are too "
+                                      "short for prefix_lm"):
+    prefix_lm_raw_length(512, 1)
 
 
 def test_more_noise_spans_than_sentinels_is_an_error():

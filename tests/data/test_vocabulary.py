@@ -1,9 +1,11 @@
 import dataclasses
 import os
+import re
 
 import numpy as np
 import pytest
 
+from t5x_lite import cli
 from t5x_lite.data import DataError, Vocabulary, get_vocabulary, train_vocabulary
 from t5x_lite.data.vocabulary import vocabulary_cache_path
 
@@ -92,3 +94,32 @@ def test_vocabulary_size_errors_give_the_valid_range(tmp_path, texts, pieces, me
 def test_too_small_vocabulary_for_training_names_the_config_key(base_config):
   with pytest.raises(DataError, match="data.vocab_train_size=100 is too small"):
     get_vocabulary(dataclasses.replace(base_config, vocab_train_size=100))
+
+
+def test_a_file_that_is_not_a_model(tmp_path):
+  path = tmp_path / "script.py"
+  path.write_text("print('not a model')\n")
+  with pytest.raises(DataError, match=r"File '.*script.py' is not a SentencePiece model\. Set "
+                                      "data.vocabulary to a .model file"):
+    Vocabulary(str(path))
+  path.write_bytes(b"")
+  with pytest.raises(DataError, match="is not a SentencePiece model"):
+    Vocabulary(str(path))
+  with pytest.raises(DataError, match="The model bytes given is not a SentencePiece model"):
+    Vocabulary(b"garbage")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--text-feature", "body"], "has no feature 'body'; its features are: text. Set --text-feature "
+                                 "to one of them."),
+    (["--split", "tset"], "has no split 'tset'; its splits are: train, validation. Set --split "
+                          "accordingly."),
+    (["--dataset", "nothere"], "Check --dataset and --data-dir"),
+])
+def test_train_vocab_errors_name_its_flags(corpus_dir, vocab, tmp_path, capsys, flags, message):
+  del vocab  # python_docs is built in corpus_dir.
+  argv = ["train-vocab", "--data-dir", corpus_dir, "--output", str(tmp_path / "v"), *flags]
+  assert cli.main(argv) == 2
+  err = capsys.readouterr().err
+  assert message in err
+  assert not re.search(r"\bdata\.(dataset|data_dir|train_split|eval_split|text_feature)\b", err)
