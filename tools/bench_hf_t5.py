@@ -36,11 +36,10 @@ T5_VOCAB_SIZE = 32128  # T5's SentencePiece vocabulary with its extra ids, padde
 
 
 def model_config(size: str, vocab_size: int) -> config_lib.ModelConfig:
-  """The t5x-lite preset of that size (tiny: the CPU test model)."""
-  if size == "tiny":
-    return config_lib.tiny(vocab_size)
-  config = config_lib.t5_1_1(size)
-  config.vocab_size = vocab_size
+  """The t5x-lite preset of that size (tiny: the CPU test model), without dropout as in
+  T5.1.1 pretraining."""
+  config = config_lib.tiny(vocab_size) if size == "tiny" else config_lib.t5_1_1(size)
+  config.vocab_size, config.dropout_rate = vocab_size, 0.0
   return config
 
 
