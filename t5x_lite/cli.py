@@ -2,7 +2,9 @@
 
 User mistakes (bad experiment file, unknown override, missing dataset,
 mismatched checkpoint, mesh that does not divide the devices) end in one
-clear message and exit status 2, never a traceback into library internals.
+clear message and exit status 2, never a traceback into library internals. In a
+multi-process run an error on any process ends every process at once, each
+printing the error (distributed.stop_all_processes).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+import traceback
 from typing import Callable, Optional
 
 from t5x_lite import xla_flags
@@ -75,6 +78,21 @@ def _process_tag() -> str:
   return f" (process {jax.process_index()} of {jax.process_count()})"
 
 
+def _error_line(line: str) -> None:
+  """One write, so threads writing to the same stream (XLA's, a collective library's)
+  cannot split the line."""
+  sys.stderr.write(line + "\n")
+
+
+def _stop(status: int, reason: str) -> int:
+  """In a multi-process run, ends this process now and the others with it (they may be
+  waiting for it in a collective); otherwise returns `status`."""
+  distributed = sys.modules.get("t5x_lite.distributed")  # Not imported: one process.
+  if distributed is not None:
+    distributed.stop_all_processes(status, reason)
+  return status
+
+
 def main(argv: Optional[list[str]] = None) -> int:
   argv = sys.argv[1:] if argv is None else argv
   command = next((arg for arg in argv if not arg.startswith("-")), None)
@@ -84,19 +102,22 @@ def main(argv: Optional[list[str]] = None) -> int:
   try:
     return run(args) or 0
   except UserError as e:
-    print(f"t5x-lite {args.command}{_process_tag()}: error: {e}", file=sys.stderr)
-    return 2
+    _error_line(f"t5x-lite {args.command}{_process_tag()}: error: {e}")
+    return _stop(2, str(e))
   except KeyboardInterrupt:
-    print(f"t5x-lite {args.command}: interrupted", file=sys.stderr)
-    return 130
+    _error_line(f"t5x-lite {args.command}{_process_tag()}: interrupted")
+    return _stop(130, "interrupted")
   except BrokenPipeError:  # Output piped into `head` and the like: not an error.
     sys.stdout = open(os.devnull, "w")
     return 0
-  except Exception:
+  except Exception as e:
     tag = _process_tag()
-    if tag:  # The other processes stop once the runtime's heartbeat misses this one.
-      print(f"t5x-lite {args.command}{tag}: failed with the error below", file=sys.stderr)
-    raise
+    if not tag:
+      raise
+    _error_line(f"t5x-lite {args.command}{tag}: failed with the error below")
+    traceback.print_exc()
+    first_line = (str(e).splitlines() or [""])[0]
+    return _stop(1, f"{type(e).__name__}: {first_line} (its output has the traceback)")
 
 
 if __name__ == "__main__":

@@ -8,18 +8,24 @@ converted model is never partly random.
 
 A workdir holds the model as a parameters-only Orbax checkpoint (step 0) plus
 config.json, so eval, infer and export read it as they read a trained run, and
-fine-tuning starts from it with checkpoint.init_from.
+fine-tuning starts from it with checkpoint.init_from. Its vocabulary is the
+folder's spiece.model or, in folders transformers 5 saved (which have none),
+one converted from tokenizer.json.
 
-torch and safetensors are imported only when a file needs them.
+torch, safetensors and sentencepiece are imported only when a file needs them.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
 import dataclasses
 import json
 import os
+import pickle
 import shutil
+import sys
+import tempfile
 from typing import Any, Callable, Optional
 
 import flax.traverse_util
@@ -118,6 +124,13 @@ def model_config_from_hf(hf_config: dict) -> ModelConfig:
       relative_attention_num_buckets=hf_config.get("relative_attention_num_buckets", 32),
       relative_attention_max_distance=hf_config.get("relative_attention_max_distance", 128),
       dropout_rate=float(hf_config.get("dropout_rate", 0.1)))
+
+
+def ties_lm_head(hf_config: dict) -> bool:
+  """Whether transformers fills a missing lm_head.weight with shared.weight: it ties the
+  two when tie_word_embeddings (default true) holds, even for unscaled logits (a
+  transformers 5 untied save says tie_word_embeddings=true, scale_decoder_outputs=false)."""
+  return bool(hf_config.get("tie_word_embeddings", True))
 
 
 def hf_config_from_model(config: ModelConfig) -> dict:
@@ -287,7 +300,8 @@ def _fmt_shape(shape: tuple[int, ...]) -> str:
   return "(" + ", ".join(str(s) for s in shape) + ")"
 
 
-def _resolve_tied(state_dict: StateDict, config: ModelConfig) -> tuple[StateDict, list[str]]:
+def _resolve_tied(state_dict: StateDict, config: ModelConfig,
+                  lm_head_is_embedding: bool) -> tuple[StateDict, list[str]]:
   """Folds HF's copies of the embedding into the tensors t5x-lite keeps.
 
   Returns the state dict with only mapped names (plus anything unknown) and
@@ -310,18 +324,27 @@ def _resolve_tied(state_dict: StateDict, config: ModelConfig) -> tuple[StateDict
              if key == _LM_HEAD_KEY else "t5x-lite has a single token embedding")
       problems.append(f"{key} differs from {_EMBEDDING_KEY}, but {why}")
   if not config.tie_logits and _LM_HEAD_KEY not in resolved and embedding is not None:
-    # Untied but no lm_head saved: transformers 5 ties lm_head to shared.weight.
-    resolved[_LM_HEAD_KEY] = embedding
+    if lm_head_is_embedding:  # transformers then uses shared.weight as lm_head, unscaled.
+      resolved[_LM_HEAD_KEY] = embedding
+    else:
+      problems.append(
+          f"{_LM_HEAD_KEY} is missing and the config says tie_word_embeddings=false, so "
+          "transformers would start it at random: the checkpoint holds no output layer (was "
+          "it saved from T5Model or T5EncoderModel?); save the T5ForConditionalGeneration "
+          "model instead")
   return resolved, problems
 
 
-def params_from_hf(state_dict: StateDict, config: ModelConfig) -> Params:
+def params_from_hf(state_dict: StateDict, config: ModelConfig,
+                   lm_head_is_embedding: bool = False) -> Params:
   """t5x-lite params (numpy, config.param_dtype) from an HF T5 state dict.
 
+  `lm_head_is_embedding`: an untied model may lack lm_head.weight, and uses
+  shared.weight in its place (HF's tie_word_embeddings: see ties_lm_head).
   Raises InteropError listing every unknown, missing or mis-shaped tensor.
   """
   entries = _entries(_abstract_flat(config))
-  resolved, problems = _resolve_tied(state_dict, config)
+  resolved, problems = _resolve_tied(state_dict, config, lm_head_is_embedding)
   expected = {e.hf_key for e in entries}
   for key in sorted(set(resolved) - expected):
     problems.append(f"unexpected tensor {key} {_fmt_shape(np.shape(resolved[key]))}: "
@@ -382,19 +405,39 @@ _SAFETENSORS_INDEX = "model.safetensors.index.json"
 _TORCH_FILE = "pytorch_model.bin"
 _TORCH_INDEX = "pytorch_model.bin.index.json"
 _SPIECE_FILE = "spiece.model"
+_TOKENIZER_FILE = "tokenizer.json"
+# Everything save_hf_folder writes: a folder with only these is an earlier export.
+_EXPORT_FILES = frozenset({_CONFIG_FILE, _SAFETENSORS_FILE, _SPIECE_FILE})
+# t5x_lite.data.vocabulary's sentinel count, restated for the reason given at _PAD_ID.
+_EXTRA_IDS = 100
+_VOCABULARY_HINT = ("T5, T5.1.1 and Flan-T5 share T5's 32000-piece spiece.model (the "
+                    "google-t5/t5-base repository on the Hugging Face Hub has it)")
 
 
 def _safetensors() -> Any:
-  """safetensors' numpy API, imported on first use (only file I/O needs it)."""
+  """safetensors (with its numpy API), imported on first use (only file I/O needs it)."""
   try:
     import safetensors.numpy  # pylint: disable=import-outside-toplevel
   except ImportError as e:
     raise InteropError("Reading or writing safetensors needs: pip install safetensors.") from e
-  return safetensors.numpy
+  return safetensors
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  except ValueError as e:  # Not JSON, or not UTF-8.
+    raise InteropError(f"{path} is not valid JSON ({e}); download or save it again.") from e
 
 
 def _read_safetensors(path: str) -> StateDict:
-  return _safetensors().load_file(path)
+  safetensors = _safetensors()
+  try:
+    return safetensors.numpy.load_file(path)
+  except (OSError, safetensors.SafetensorError) as e:
+    raise InteropError(f"{path} cannot be read as safetensors ({e}); it may be truncated or "
+                       "damaged: download or save it again.") from e
 
 
 def _read_torch(path: str) -> StateDict:
@@ -403,17 +446,28 @@ def _read_torch(path: str) -> StateDict:
   except ImportError as e:
     raise InteropError(
         f"Reading {path} needs PyTorch: pip install torch, or convert it to safetensors.") from e
-  state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  try:
+    state_dict = torch.load(path, map_location="cpu", weights_only=True)
+  except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+    raise InteropError(f"{path} cannot be read as a PyTorch checkpoint ({e}); it may be "
+                       "truncated or damaged: download or save it again.") from e
   # numpy has no bfloat16: go through float32 and back to ml_dtypes' bfloat16.
   return {k: (np.asarray(v.float().numpy(), jnp.bfloat16) if v.dtype == torch.bfloat16
               else v.numpy()) for k, v in state_dict.items()}
 
 
 def _read_sharded(folder: str, index_file: str, read: Callable[[str], StateDict]) -> StateDict:
-  with open(os.path.join(folder, index_file)) as f:
-    weight_map = json.load(f)["weight_map"]
+  index = _read_json(os.path.join(folder, index_file))
+  weight_map = index.get("weight_map") if isinstance(index, dict) else None
+  if not isinstance(weight_map, dict):
+    raise InteropError(f"{index_file} in {folder} has no weight_map; download or save it again.")
+  shards = sorted(set(map(str, weight_map.values())))
+  missing = [shard for shard in shards if not os.path.isfile(os.path.join(folder, shard))]
+  if missing:
+    raise InteropError(f"{index_file} in {folder} lists shards the folder lacks: "
+                       f"{', '.join(missing)}; download or save them again.")
   state_dict: StateDict = {}
-  for shard in sorted(set(weight_map.values())):
+  for shard in shards:
     for key, value in read(os.path.join(folder, shard)).items():
       if key in state_dict:
         raise InteropError(f"Tensor {key} appears in more than one shard of {folder}.")
@@ -427,11 +481,16 @@ def _read_sharded(folder: str, index_file: str, read: Callable[[str], StateDict]
 
 def load_hf_folder(path: str) -> tuple[dict, StateDict]:
   """(config.json dict, numpy state dict) of a saved HF T5 model folder."""
+  if not os.path.isdir(path):
+    problem = "is a file" if os.path.exists(path) else "does not exist"
+    raise InteropError(f"{path} {problem}; pass the folder save_pretrained wrote (config.json "
+                       "and the weights).")
   config_path = os.path.join(path, _CONFIG_FILE)
   if not os.path.isfile(config_path):
     raise InteropError(f"{path} has no {_CONFIG_FILE}; expected a folder from save_pretrained.")
-  with open(config_path) as f:
-    hf_config = json.load(f)
+  hf_config = _read_json(config_path)
+  if not isinstance(hf_config, dict):
+    raise InteropError(f"{config_path} holds no JSON object of T5Config fields.")
   if os.path.isfile(os.path.join(path, _SAFETENSORS_FILE)):
     state_dict = _read_safetensors(os.path.join(path, _SAFETENSORS_FILE))
   elif os.path.isfile(os.path.join(path, _SAFETENSORS_INDEX)):
@@ -451,19 +510,181 @@ def save_hf_folder(path: str, params: Params, config: ModelConfig,
                    spiece_model: Optional[str] = None) -> None:
   """Writes config.json, model.safetensors and (if given) spiece.model.
 
-  The folder loads with T5ForConditionalGeneration.from_pretrained(path).
+  The folder loads with T5ForConditionalGeneration.from_pretrained(path). It
+  must be new, empty or an earlier export (see _check_export_folder), whose
+  files this replaces.
   """
   hf_config = hf_config_from_model(config)
   state_dict = params_to_hf(params, config)
-  save_file = _safetensors().save_file
+  save_file = _safetensors().numpy.save_file
   os.makedirs(path, exist_ok=True)
   with open(os.path.join(path, _CONFIG_FILE), "w") as f:
     json.dump(hf_config, f, indent=2)
     f.write("\n")
   # transformers refuses safetensors files whose metadata does not name a format.
   save_file(state_dict, os.path.join(path, _SAFETENSORS_FILE), metadata={"format": "pt"})
+  spiece = os.path.join(path, _SPIECE_FILE)
   if spiece_model:
-    shutil.copyfile(spiece_model, os.path.join(path, _SPIECE_FILE))
+    shutil.copyfile(spiece_model, spiece)
+  elif os.path.exists(spiece):  # An earlier export's vocabulary, not this model's.
+    os.remove(spiece)
+
+
+def _check_export_folder(path: str) -> None:
+  """Refuses a file, or a folder holding anything but an earlier export.
+
+  save_pretrained folders hold other files (shards, an index, tokenizer files) that
+  transformers would read beside, or instead of, the new ones, and a folder may hold
+  the user's own files: export never deletes those, it asks for a new folder. An
+  earlier export holds only _EXPORT_FILES, with a config.json that transformers did
+  not write (no transformers_version).
+  """
+  if not os.path.exists(path):
+    return
+  if not os.path.isdir(path):
+    raise InteropError(f"--output {path} is a file; give a new or empty folder.")
+  names = sorted(os.listdir(path))
+  if not names:
+    return
+  config_path = os.path.join(path, _CONFIG_FILE)
+  try:
+    config = _read_json(config_path) if os.path.isfile(config_path) else None
+  except InteropError:
+    config = None
+  if (set(names) <= _EXPORT_FILES and isinstance(config, dict)
+      and config.get("model_type") == "t5" and "transformers_version" not in config):
+    return
+  shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+  raise InteropError(
+      f"--output {path} is not empty and is not an earlier export-hf folder (it holds "
+      f"{shown}); export into a new or empty folder, so that no other model's files stay "
+      "beside the new ones.")
+
+
+# ----------------------------------------------------------------------------
+# Vocabularies
+# ----------------------------------------------------------------------------
+
+# The characters transformers' WhitespaceSplit splits words at (Unicode White_Space).
+_WHITESPACE = (0x9, 0xA, 0xB, 0xC, 0xD, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000, 0x200B),
+               0x2028, 0x2029, 0x202F, 0x205F, 0x3000)
+
+
+def spiece_from_tokenizer_json(path: str) -> bytes:
+  """A SentencePiece model that tokenizes as transformers' T5Tokenizer does with a
+  tokenizer.json, for folders saved without spiece.model (transformers 5 writes none).
+
+  T5Tokenizer builds its tokenizer from the file's Unigram pieces and scores and its
+  precompiled character map (the SentencePiece normalizer) only: it splits words at
+  whitespace, starts each with "▁", and has no byte fallback. SentencePiece does the same
+  with that map (or, without one, a map that turns all whitespace into spaces),
+  add_dummy_prefix and remove_extra_whitespaces. Ids agree except where two segmentations
+  score exactly the same (the libraries break such ties differently) and for the literal
+  text "<pad>", "</s>" or "<unk>". The 100 <extra_id_N> tokens at the top of the
+  vocabulary are left out: t5x-lite's vocabulary adds them back at the same ids.
+  """
+  try:
+    import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+    from sentencepiece import sentencepiece_model_pb2  # pylint: disable=import-outside-toplevel
+  except ImportError as e:
+    raise InteropError(f"Converting {path} needs: pip install sentencepiece protobuf.") from e
+  tokenizer = _read_json(path)
+  model = tokenizer.get("model") if isinstance(tokenizer, dict) else None
+  cannot = f"Cannot convert {path} into a SentencePiece model"
+  if not isinstance(model, dict) or model.get("type") != "Unigram":
+    raise InteropError(f"{cannot}: it is not a SentencePiece Unigram tokenizer, as T5's is. "
+                       f"Copy the model's spiece.model into the folder; {_VOCABULARY_HINT}.")
+  vocab = [(str(piece), float(score)) for piece, score in model.get("vocab") or []]
+  pieces = vocab[:len(vocab) - _EXTRA_IDS]
+  sentinels = [piece for piece, _ in vocab[len(pieces):]]
+  specials = [piece for piece, _ in pieces[:3]]
+  problems = []
+  if sentinels != [f"<extra_id_{i}>" for i in reversed(range(_EXTRA_IDS))]:
+    problems.append(f"its last {_EXTRA_IDS} tokens are not <extra_id_{_EXTRA_IDS - 1}> down to "
+                    "<extra_id_0>")
+  if specials != ["<pad>", "</s>", "<unk>"] or model.get("unk_id") != 2:
+    problems.append(f"its first tokens are {specials}, not <pad>, </s> and <unk> (unk_id 2)")
+  known = set(specials) | set(sentinels)
+  added = sorted({str(token.get("content")) for token in tokenizer.get("added_tokens") or []}
+                 - known)
+  if added:
+    problems.append(f"it adds tokens a T5 vocabulary has no place for: {', '.join(added[:5])}")
+  if problems:
+    raise InteropError(f"{cannot}: {'; '.join(problems)}. Copy the model's spiece.model into "
+                       f"the folder; {_VOCABULARY_HINT}.")
+  proto = sentencepiece_model_pb2.ModelProto()
+  kinds = sentencepiece_model_pb2.ModelProto.SentencePiece.Type
+  for i, (piece, score) in enumerate(pieces):
+    kind = kinds.CONTROL if i < 2 else kinds.UNKNOWN if i == 2 else kinds.NORMAL
+    proto.pieces.add(piece=piece, score=score, type=kind)
+  trainer = proto.trainer_spec
+  trainer.model_type = sentencepiece_model_pb2.TrainerSpec.UNIGRAM
+  trainer.vocab_size = len(pieces)
+  trainer.pad_id, trainer.eos_id, trainer.unk_id, trainer.bos_id = _PAD_ID, _EOS_ID, 2, -1
+  normalizer = proto.normalizer_spec
+  normalizer.name = "t5x_lite_from_tokenizer_json"
+  normalizer.precompiled_charsmap = (_precompiled_charsmap(tokenizer.get("normalizer"))
+                                     or _whitespace_charsmap(spm, sentencepiece_model_pb2))
+  normalizer.add_dummy_prefix = normalizer.remove_extra_whitespaces = True
+  normalizer.escape_whitespaces = True
+  return proto.SerializeToString()
+
+
+def _precompiled_charsmap(normalizer: Any) -> bytes:
+  """The SentencePiece character map in a tokenizer.json normalizer, as T5Tokenizer finds it."""
+  if not isinstance(normalizer, dict):
+    return b""
+  steps = normalizer.get("normalizers") if normalizer.get("type") == "Sequence" else [normalizer]
+  for step in steps or []:
+    if isinstance(step, dict) and step.get("type") == "Precompiled" and step.get(
+        "precompiled_charsmap"):
+      return base64.b64decode(step["precompiled_charsmap"])
+  return b""
+
+
+def _whitespace_charsmap(spm: Any, sentencepiece_model_pb2: Any) -> bytes:
+  """A SentencePiece character map that turns every whitespace character into a space."""
+  with tempfile.TemporaryDirectory() as directory:
+    rules = os.path.join(directory, "whitespace.tsv")
+    with open(rules, "w") as f:
+      f.writelines(f"{c:X}\t20\n" for c in _WHITESPACE if c != 0x20)
+    spm.set_min_log_level(1)  # Else compiling the map logs each step.
+    compiled = spm.SentencePieceNormalizer(rule_tsv=rules).serialized_normalizer_spec()
+  return sentencepiece_model_pb2.NormalizerSpec.FromString(compiled).precompiled_charsmap
+
+
+def _folder_vocabulary(path: str, vocab_size: int) -> Optional[bytes]:
+  """The folder's SentencePiece model (spiece.model, else converted from tokenizer.json),
+  checked to fit the model; None if it has neither."""
+  spiece = os.path.join(path, _SPIECE_FILE)
+  tokenizer = os.path.join(path, _TOKENIZER_FILE)
+  if os.path.isfile(spiece):
+    name = spiece
+    with open(spiece, "rb") as f:
+      model = f.read()
+  elif os.path.isfile(tokenizer):
+    name = f"The vocabulary converted from {tokenizer}"
+    model = spiece_from_tokenizer_json(tokenizer)
+  else:
+    return None
+  import sentencepiece as spm  # pylint: disable=import-outside-toplevel
+  try:
+    processor = spm.SentencePieceProcessor(model_proto=model) if model else None
+  except RuntimeError:
+    processor = None
+  if processor is None:
+    raise InteropError(f"{name} is not a SentencePiece model; replace it with the model's own "
+                       f"spiece.model ({_VOCABULARY_HINT}).")
+  ids = (processor.pad_id(), processor.eos_id(), processor.unk_id())
+  if ids != (_PAD_ID, _EOS_ID, 2):
+    raise InteropError(f"{name} has pad/eos/unk ids {ids}; T5 vocabularies have (0, 1, 2).")
+  needed = processor.get_piece_size() + _EXTRA_IDS
+  if needed > vocab_size:
+    raise InteropError(
+        f"{name} has {processor.get_piece_size()} pieces, which with T5's {_EXTRA_IDS} sentinels "
+        f"need {needed} ids, but the model's vocab_size is {vocab_size}: the vocabulary belongs "
+        "to another model.")
+  return model
 
 
 # ----------------------------------------------------------------------------
@@ -475,21 +696,25 @@ def import_hf(path: str, workdir: str, scan_layers: bool = False) -> ExperimentC
   """Converts an HF T5 folder into a new t5x-lite workdir.
 
   Writes a parameters-only checkpoint at step 0, config.json, and the folder's
-  spiece.model (if any) as the workdir's vocabulary file, which data.vocabulary
-  names. The workdir must be new or empty, so nothing of another run is mixed in.
+  vocabulary (spiece.model, else tokenizer.json converted) as the workdir's
+  vocabulary file, which data.vocabulary names (empty if the folder has neither).
+  The workdir must be new or empty, so nothing of another run is mixed in.
   """
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise InteropError(f"--workdir {workdir} is a file; import into a new folder.")
   if os.path.isdir(workdir) and os.listdir(workdir):
     raise InteropError(f"{workdir} is not empty; import into a new workdir.")
   hf_config, state_dict = load_hf_folder(path)
   model_config = dataclasses.replace(model_config_from_hf(hf_config), scan_layers=scan_layers)
-  params = params_from_hf(state_dict, model_config)
+  params = params_from_hf(state_dict, model_config, ties_lm_head(hf_config))
+  vocabulary_model = _folder_vocabulary(path, model_config.vocab_size)
   experiment = ExperimentConfig(model=model_config, name=os.path.basename(os.path.normpath(path)))
   os.makedirs(workdir, exist_ok=True)
   vocabulary = None
-  spiece = os.path.join(path, _SPIECE_FILE)
-  if os.path.isfile(spiece):
+  if vocabulary_model is not None:
     vocabulary = os.path.abspath(os.path.join(workdir, checkpoints.VOCABULARY_FILE))
-    shutil.copyfile(spiece, vocabulary)
+    with open(vocabulary, "wb") as f:
+      f.write(vocabulary_model)
     experiment.data.vocabulary = vocabulary
   checkpoints.save_params(workdir, params, experiment, vocabulary_path=vocabulary)
   save_json(experiment, os.path.join(workdir, _CONFIG_FILE))
@@ -501,7 +726,9 @@ def export_hf(workdir: str, output: str, step: Optional[int] = None) -> Experime
 
   Works for trained and imported workdirs alike: the model comes from the
   checkpoint's own config; WORKDIR/vocabulary.model, if present, becomes spiece.model.
+  `output` must be new, empty or an earlier export (_check_export_folder).
   """
+  _check_export_folder(output)
   meta = checkpoints.read_meta(workdir, step)  # Fixes the step: a trainer may add one meanwhile.
   experiment = from_dict(meta["config"])
   host = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
@@ -528,12 +755,22 @@ def _import_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_import(args: argparse.Namespace) -> int:
   checkpoints.use_host_only()
-  m = import_hf(args.path, args.workdir, scan_layers=args.scan_layers).model
+  experiment = import_hf(args.path, args.workdir, scan_layers=args.scan_layers)
+  m = experiment.model
   print(f"Imported {args.path} into {args.workdir}: d_model {m.d_model}, "
         f"{m.num_encoder_layers}/{m.num_decoder_layers} layers, {m.ffn_activation}, "
         f"{'tied' if m.tie_logits else 'untied'} logits. Evaluate or infer with --workdir "
         f"{args.workdir}; fine-tune in a new workdir with --set "
         f"checkpoint.init_from={args.workdir}")
+  if not experiment.data.vocabulary:
+    print(f"t5x-lite import-hf: warning: {args.path} has no {_SPIECE_FILE} or {_TOKENIZER_FILE}, "
+          f"so {args.workdir} has no vocabulary, which eval, infer and fine-tuning need: copy "
+          f"the model's spiece.model to "
+          f"{os.path.join(args.workdir, checkpoints.VOCABULARY_FILE)}; {_VOCABULARY_HINT}.",
+          file=sys.stderr)
+  elif not os.path.isfile(os.path.join(args.path, _SPIECE_FILE)):
+    print(f"The folder has no {_SPIECE_FILE}: its vocabulary was converted from "
+          f"{_TOKENIZER_FILE}.")
   return 0
 
 

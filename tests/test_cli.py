@@ -59,3 +59,22 @@ def test_python_m_lists_the_subcommands():
                           text=True, check=True, timeout=120)
   for name in SUBCOMMANDS:
     assert name in result.stdout
+
+
+def test_multi_process_settings(tmp_path, capsys, monkeypatch):
+  """Inside a 2-task SLURM job step, --num-processes 1 is a single-process run (no join);
+  a malformed variable is one line naming it."""
+  def no_join(**kwargs):
+    raise AssertionError(f"joined a cluster: {kwargs}")
+
+  monkeypatch.setattr(jax.distributed, "initialize", no_join)
+  for name, value in {"SLURM_JOB_ID": "123", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2",
+                      "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}.items():
+    monkeypatch.setenv(name, value)
+  assert main(["eval", "--workdir", str(tmp_path), "--num-processes", "1", "--process-id", "0"]) == 2
+  assert capsys.readouterr().err == (f"t5x-lite eval: error: {tmp_path} has no config.json; pass the "
+                                     "--workdir of a `t5x-lite train` run.\n")
+  monkeypatch.setenv("T5X_LITE_NUM_PROCESSES", "two")
+  assert main(["eval", "--workdir", str(tmp_path)]) == 2
+  assert capsys.readouterr().err == ("t5x-lite eval: error: T5X_LITE_NUM_PROCESSES='two' is not a "
+                                     "whole number; set it to one, or unset it.\n")

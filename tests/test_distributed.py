@@ -1,13 +1,16 @@
 """Multi-process start-up arguments and the single/multi-process helpers, without a cluster:
-jax.distributed.initialize and the collectives are replaced by recorders."""
+jax.distributed.initialize and the collectives are replaced by recorders. (tests/test_multihost.py
+starts real processes.)"""
 
 import argparse
 import inspect
+import socket
 from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
+from jax._src.clusters import cloud_tpu_cluster
 from jax.experimental import multihost_utils
 
 from t5x_lite import distributed
@@ -15,24 +18,42 @@ from t5x_lite.config import ConfigError
 
 REAL_INITIALIZE = jax.distributed.initialize  # Replaced by a recorder in the tests.
 
+# Everything t5x-lite or JAX's cluster detectors read.
 ENV = ("T5X_LITE_COORDINATOR", "T5X_LITE_NUM_PROCESSES", "T5X_LITE_PROCESS_ID",
-       "TPU_WORKER_HOSTNAMES", "SLURM_NTASKS")
+       "T5X_LITE_HANDSHAKE_TIMEOUT", "TPU_WORKER_HOSTNAMES", "TPU_PROCESS_ADDRESSES",
+       "TPU_WORKER_ID", "TPU_SKIP_MDS_QUERY", "MEGASCALE_COORDINATOR_ADDRESS",
+       "MEGASCALE_NUM_SLICES", "MEGASCALE_SLICE_ID", "SLURM_JOB_ID", "SLURM_STEP_NODELIST",
+       "SLURM_NTASKS", "SLURM_PROCID", "SLURM_LOCALID", "OMPI_MCA_orte_hnp_uri",
+       "KUBERNETES_SERVICE_HOST")
+
+# What srun sets in each task of a 2-task job step.
+SLURM_STEP = {"SLURM_JOB_ID": "123", "SLURM_STEP_NODELIST": "node[1-2]", "SLURM_NTASKS": "2",
+              "SLURM_PROCID": "0", "SLURM_LOCALID": "0"}
 
 
 @pytest.fixture
 def env(monkeypatch):
-  """A clean environment, and jax.distributed.initialize / jax.config.update recorded."""
+  """A clean environment, jax.distributed.initialize / jax.config.update recorded, and a
+  coordinator address that accepts connections (env.coordinator)."""
   for name in ENV:
     monkeypatch.delenv(name, raising=False)
+  monkeypatch.setattr(cloud_tpu_cluster, "running_in_cloud_tpu_vm", False)
   calls = Recorder()
   monkeypatch.setattr(jax.distributed, "initialize", calls.initialize)
   monkeypatch.setattr(jax.config, "update", calls.update)
-  return calls
+  # A recorded join leaves no client; these make sure no later test sees a joined run.
+  monkeypatch.setattr(distributed, "_joined", False)
+  monkeypatch.setattr(distributed, "_client", None)
+  with socket.socket() as listening:
+    listening.bind(("localhost", 0))
+    listening.listen()
+    calls.coordinator = f"localhost:{listening.getsockname()[1]}"
+    yield calls
 
 
 class Recorder:
   def __init__(self):
-    self.initialize_kwargs, self.updates, self.error = [], [], None
+    self.initialize_kwargs, self.updates, self.error, self.coordinator = [], [], None, None
 
   def initialize(self, **kwargs):
     self.initialize_kwargs.append(kwargs)
@@ -49,6 +70,13 @@ def _args(*argv: str) -> argparse.Namespace:
   return parser.parse_args(list(argv))
 
 
+def _detected(**changes) -> dict:
+  """The call that leaves everything to JAX's cluster detection."""
+  return {"coordinator_address": None, "num_processes": None, "process_id": None,
+          "initialization_timeout": distributed.HANDSHAKE_TIMEOUT_S
+                                    + distributed._JAX_TIMEOUT_MARGIN_S, **changes}
+
+
 def test_single_process_is_a_no_op(env):
   distributed.initialize(_args())
   distributed.initialize(_args("--num-processes", "1"))
@@ -57,32 +85,34 @@ def test_single_process_is_a_no_op(env):
 
 
 def test_flags_reach_jax(env):
-  distributed.initialize(_args("--coordinator", "host:1234", "--num-processes", "4", "--process-id", "3"))
-  assert env.initialize_kwargs == [{
-      "coordinator_address": "host:1234", "num_processes": 4, "process_id": 3,
-      "initialization_timeout": distributed.HANDSHAKE_TIMEOUT_S}]
+  distributed.initialize(_args("--coordinator", env.coordinator, "--num-processes", "4",
+                               "--process-id", "3"))
+  assert env.initialize_kwargs == [_detected(
+      coordinator_address=env.coordinator, num_processes=4, process_id=3)]
   assert env.updates == [("jax_cpu_collectives_implementation", "gloo")]
   inspect.signature(REAL_INITIALIZE).bind(**env.initialize_kwargs[0])  # keywords this JAX takes
 
 
 def test_environment_variables_are_the_defaults(env, monkeypatch):
-  monkeypatch.setenv("T5X_LITE_COORDINATOR", "10.0.0.1:8476")
+  monkeypatch.setenv("T5X_LITE_COORDINATOR", env.coordinator)
   monkeypatch.setenv("T5X_LITE_NUM_PROCESSES", "2")
   monkeypatch.setenv("T5X_LITE_PROCESS_ID", "1")
-  args = _args()
-  assert (args.coordinator, args.num_processes, args.process_id) == ("10.0.0.1:8476", 2, 1)
-  assert _args("--process-id", "0").process_id == 0  # a flag wins over the environment
-  distributed.initialize(args)
-  assert env.initialize_kwargs[0]["coordinator_address"] == "10.0.0.1:8476"
-  assert (env.initialize_kwargs[0]["num_processes"], env.initialize_kwargs[0]["process_id"]) == (2, 1)
+  monkeypatch.setenv("T5X_LITE_HANDSHAKE_TIMEOUT", "60")
+  assert distributed.settings(_args()) == distributed.Settings(env.coordinator, 2, 1, 60)
+  assert distributed.settings(_args("--process-id", "0")).process_id == 0  # a flag wins
+  distributed.initialize(_args())
+  assert env.initialize_kwargs == [_detected(coordinator_address=env.coordinator,
+                                             num_processes=2, process_id=1,
+                                             initialization_timeout=60 + 30)]
 
 
 def test_empty_variables_count_as_unset(env, monkeypatch):
-  for name in ("T5X_LITE_COORDINATOR", "T5X_LITE_NUM_PROCESSES", "T5X_LITE_PROCESS_ID"):
+  for name in ("T5X_LITE_COORDINATOR", "T5X_LITE_NUM_PROCESSES", "T5X_LITE_PROCESS_ID",
+               "T5X_LITE_HANDSHAKE_TIMEOUT"):
     monkeypatch.setenv(name, "")
-  args = _args()
-  assert args.coordinator is None and args.num_processes is None and args.process_id is None
-  distributed.initialize(args)
+  assert distributed.settings(_args()) == distributed.Settings(
+      None, None, None, distributed.HANDSHAKE_TIMEOUT_S)
+  distributed.initialize(_args())
   assert env.initialize_kwargs == []
 
 
@@ -90,6 +120,7 @@ def test_empty_variables_count_as_unset(env, monkeypatch):
     ("--coordinator", "host:1234"),
     ("--num-processes", "2", "--process-id", "0"),
     ("--coordinator", "host:1234", "--num-processes", "2"),
+    ("--process-id", "1"),
 ])
 def test_explicit_runs_need_all_three(env, argv):
   with pytest.raises(ConfigError, match="needs --coordinator HOST:PORT, --num-processes N and --process-id I"):
@@ -97,35 +128,103 @@ def test_explicit_runs_need_all_three(env, argv):
   assert env.initialize_kwargs == []
 
 
-@pytest.mark.parametrize("process_id", ["2", "-1"])
-def test_process_id_must_be_in_range(env, process_id):
-  with pytest.raises(ConfigError, match=rf"--process-id {process_id} must be in 0\.\.1"):
-    distributed.initialize(_args("--coordinator", "h:1", "--num-processes", "2", "--process-id", process_id))
+@pytest.mark.parametrize("argv,variables,message", [
+    (("--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"), {},
+     r"--process-id 2 must be in 0\.\.1"),
+    (("--coordinator", "h:1", "--num-processes", "2", "--process-id", "-1"), {},
+     r"--process-id -1 must be in 0\.\.1"),
+    (("--num-processes", "1", "--process-id", "1"), {}, r"--process-id 1 must be in 0\.\.0"),
+    (("--num-processes", "0"), {}, "--num-processes 0 must be at least 1"),
+    (("--handshake-timeout", "0"), {}, "--handshake-timeout 0 must be at least 1 second"),
+    (("--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"), {},
+     r"Coordinator address 'localhost' \(--coordinator or T5X_LITE_COORDINATOR\) is not HOST:PORT"),
+    (("--coordinator", "h:99999", "--num-processes", "2", "--process-id", "0"), {}, "is not HOST:PORT"),
+    ((), {"T5X_LITE_COORDINATOR": ":8476"}, "':8476' .* is not HOST:PORT"),
+    ((), {"T5X_LITE_NUM_PROCESSES": "two"},
+     r"T5X_LITE_NUM_PROCESSES='two' is not a whole number; set it to one, or unset it"),
+    ((), {"T5X_LITE_PROCESS_ID": "1.0"}, "T5X_LITE_PROCESS_ID='1.0' is not a whole number"),
+])
+def test_bad_settings_are_clear_errors(env, monkeypatch, argv, variables, message):
+  for name, value in variables.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(ConfigError, match=message):
+    distributed.initialize(_args(*argv))
   assert env.initialize_kwargs == []
 
 
-@pytest.mark.parametrize("name,value,detected", [
-    ("TPU_WORKER_HOSTNAMES", "w0,w1", True), ("TPU_WORKER_HOSTNAMES", "w0", False),
-    ("SLURM_NTASKS", "4", True), ("SLURM_NTASKS", "1", False),
+def test_ipv6_coordinator(env):
+  assert distributed._host_and_port("[::1]:8476") == ("::1", 8476)  # pylint: disable=protected-access
+
+
+def _fake_tpu_vm(monkeypatch, workers: str) -> None:
+  """A Cloud TPU VM as JAX sees it: libtpu and chips found, topology in the metadata server."""
+  metadata = {"agent-worker-number": "0", "worker-network-endpoints": workers, "tpu-env": ""}
+  monkeypatch.setattr(cloud_tpu_cluster, "running_in_cloud_tpu_vm", True)
+  monkeypatch.setattr(cloud_tpu_cluster, "get_metadata", lambda key: (metadata[key], 200))
+
+
+@pytest.mark.parametrize("setup,detected", [
+    # A SLURM job step (srun) with 2 tasks; JAX reads nothing outside a step (salloc's
+    # shell, the batch script) nor a step of one task.
+    (lambda mp: [mp.setenv(k, v) for k, v in SLURM_STEP.items()], True),
+    (lambda mp: [mp.setenv("SLURM_NTASKS", "2"), mp.setenv("SLURM_JOB_ID", "123")], False),
+    (lambda mp: [mp.setenv(k, v) for k, v in {**SLURM_STEP, "SLURM_NTASKS": "1"}.items()], False),
+    # A plain Cloud TPU VM slice sets no TPU_WORKER_HOSTNAMES: JAX asks the metadata server.
+    (lambda mp: _fake_tpu_vm(mp, "w0,w1"), True),
+    (lambda mp: _fake_tpu_vm(mp, "w0"), False),
+    # GKE: TPU_WORKER_HOSTNAMES, on a TPU VM only.
+    (lambda mp: [_fake_tpu_vm(mp, ""), mp.setenv("TPU_SKIP_MDS_QUERY", "1"),
+                 mp.setenv("TPU_WORKER_HOSTNAMES", "w0,w1")], True),
+    (lambda mp: mp.setenv("TPU_WORKER_HOSTNAMES", "w0,w1"), False),
+    # Open MPI (mpirun).
+    (lambda mp: [mp.setenv("OMPI_MCA_orte_hnp_uri", "1531576320.0;tcp://10.96.0.1:34911"),
+                 mp.setenv("OMPI_COMM_WORLD_SIZE", "2")], True),
 ])
-def test_clusters_jax_detects_itself(env, monkeypatch, name, value, detected):
-  monkeypatch.setenv(name, value)
-  assert distributed._cluster_detected() is detected  # pylint: disable=protected-access
+def test_clusters_are_detected_as_jax_detects_them(env, monkeypatch, setup, detected):
+  setup(monkeypatch)
   distributed.initialize(_args())
-  want = [{"coordinator_address": None, "num_processes": None, "process_id": None,
-           "initialization_timeout": distributed.HANDSHAKE_TIMEOUT_S}] if detected else []
-  assert env.initialize_kwargs == want
+  assert env.initialize_kwargs == ([_detected()] if detected else [])
+
+
+def test_a_kubernetes_pod_without_the_kubernetes_package_is_one_quiet_process(env, monkeypatch,
+                                                                               recwarn):
+  monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+  distributed.initialize(_args())
+  assert env.initialize_kwargs == [] and not recwarn.list
+
+
+def test_num_processes_1_means_one_process_inside_a_cluster(env, monkeypatch):
+  for name, value in SLURM_STEP.items():
+    monkeypatch.setenv(name, value)
+  distributed.initialize(_args("--num-processes", "1", "--process-id", "0"))
+  monkeypatch.setenv("T5X_LITE_NUM_PROCESSES", "1")
+  distributed.initialize(_args())
+  assert env.initialize_kwargs == []
 
 
 def test_a_failed_handshake_says_where_it_looked(env, monkeypatch):
   env.error = RuntimeError("DEADLINE_EXCEEDED")
-  with pytest.raises(ConfigError, match=r"Process 1 could not join the run through the coordinator at "
-                                        r"h:1 within 300 s: DEADLINE_EXCEEDED") as info:
-    distributed.initialize(_args("--coordinator", "h:1", "--num-processes", "2", "--process-id", "1"))
+  with pytest.raises(ConfigError, match=rf"Process 1 could not join the run through the coordinator at "
+                                        rf"{env.coordinator}: DEADLINE_EXCEEDED\.") as info:
+    distributed.initialize(_args("--coordinator", env.coordinator, "--num-processes", "2",
+                                 "--process-id", "1"))
   assert info.value.__cause__ is env.error
-  monkeypatch.setenv("SLURM_NTASKS", "2")
-  with pytest.raises(ConfigError, match=r"This process could not join .* the address JAX detected"):
+  assert " s:" not in str(info.value)  # No claim that it waited: JAX may fail at once.
+  for name, value in SLURM_STEP.items():
+    monkeypatch.setenv(name, value)
+  with pytest.raises(ConfigError, match=r"This process could not join .* the address JAX detected "
+                                        r"from the slurm environment"):
     distributed.initialize(_args())
+
+
+def test_an_absent_coordinator_is_named_within_the_timeout(env):
+  with socket.socket() as closed:  # Bound, not listening: connections are refused.
+    closed.bind(("localhost", 0))
+    address = f"localhost:{closed.getsockname()[1]}"
+    with pytest.raises(ConfigError, match=rf"Process 1 found no coordinator at {address} within 1 s"):
+      distributed.initialize(_args("--coordinator", address, "--num-processes", "2",
+                                   "--process-id", "1", "--handshake-timeout", "1"))
+  assert env.initialize_kwargs == []
 
 
 def test_single_process_helpers_return_their_input():
@@ -188,3 +287,4 @@ def test_on_main_process_first_failure_stops_every_process(two_processes):
   with pytest.raises(ConfigError, match="Process 0 failed while preparing the vocabulary"):
     distributed.on_main_process_first(lambda: calls.append(1), "vocabulary")
   assert calls == []
+

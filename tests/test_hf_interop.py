@@ -7,13 +7,17 @@ max_distance clamp, and the batch is padded so the masks matter.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
+import shutil
 
 import flax.traverse_util
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import sentencepiece as spm
+from pydoc_data import topics as pydoc_topics
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -30,11 +34,11 @@ _VOCAB = 100
 
 
 def _hf_model(feed_forward_proj: str = "gated-gelu", tied: bool = False, encoder_layers: int = 1,
-              decoder_layers: int = 2, d_model: int = 32, seed: int = 0):
+              decoder_layers: int = 2, d_model: int = 32, seed: int = 0, vocab_size: int = _VOCAB):
   """A random HF T5 whose every tensor differs (norms, lm_head included)."""
   torch.manual_seed(seed)
   config = transformers.T5Config(
-      vocab_size=_VOCAB, d_model=d_model, d_ff=2 * d_model, num_heads=4, d_kv=d_model // 4,
+      vocab_size=vocab_size, d_model=d_model, d_ff=2 * d_model, num_heads=4, d_kv=d_model // 4,
       num_layers=encoder_layers, num_decoder_layers=decoder_layers,
       relative_attention_num_buckets=32, relative_attention_max_distance=128,
       feed_forward_proj=feed_forward_proj, tie_word_embeddings=tied, dropout_rate=0.0)
@@ -45,7 +49,7 @@ def _hf_model(feed_forward_proj: str = "gated-gelu", tied: bool = False, encoder
         param.uniform_(0.5, 1.5)
   if not tied:
     # transformers 5 ties lm_head to shared at init even when untied.
-    model.lm_head.weight = torch.nn.Parameter(torch.randn(_VOCAB, d_model))
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(vocab_size, d_model))
   return model
 
 
@@ -83,7 +87,7 @@ def _import(folder: str, **overrides) -> tuple[dict, ModelConfig]:
   hf_config, state_dict = hf_interop.load_hf_folder(folder)
   config = dataclasses.replace(hf_interop.model_config_from_hf(hf_config), dtype="float32",
                                **overrides)
-  return hf_interop.params_from_hf(state_dict, config), config
+  return hf_interop.params_from_hf(state_dict, config, hf_interop.ties_lm_head(hf_config)), config
 
 
 @pytest.mark.parametrize("feed_forward_proj,tied,encoder_layers,decoder_layers,d_model", [
@@ -239,12 +243,31 @@ def test_differing_tied_copies_are_errors(converted):
   hf_interop.params_from_hf(state_dict, tied)
 
 
-def test_untied_without_lm_head_uses_the_embedding(converted):
-  """transformers 5 ties lm_head to shared.weight when a checkpoint lacks it."""
+def test_untied_without_lm_head_uses_the_embedding_if_tie_word_embeddings(converted):
+  """transformers ties lm_head to shared.weight when a checkpoint lacks it and
+  tie_word_embeddings holds (transformers 5 writes it for unscaled models too); else it
+  would start lm_head at random (a T5Model save), which t5x-lite refuses."""
   state_dict, config = converted
   del state_dict["lm_head.weight"]
-  params = hf_interop.params_from_hf(state_dict, config)
+  assert hf_interop.ties_lm_head({}) and not hf_interop.ties_lm_head({"tie_word_embeddings": False})
+  params = hf_interop.params_from_hf(state_dict, config, lm_head_is_embedding=True)
   np.testing.assert_array_equal(params["logits_dense"], state_dict["shared.weight"].T)
+  with pytest.raises(InteropError, match=r"lm_head\.weight is missing and the config says "
+                                         r"tie_word_embeddings=false.*T5Model"):
+    hf_interop.params_from_hf(state_dict, config)
+
+
+def test_import_of_a_t5model_folder_without_lm_head(tmp_path, capsys):
+  model = _hf_model("gated-gelu", False, 1, 1)
+  transformers.T5Model(model.config).save_pretrained(tmp_path / "hf")  # no lm_head
+  config_path = tmp_path / "hf" / "config.json"
+  hf_config = json.loads(config_path.read_text())
+  assert hf_config["tie_word_embeddings"]  # transformers 5: it loads with lm_head = shared.
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(tmp_path / "w1")]) == 0
+  config_path.write_text(json.dumps({**hf_config, "tie_word_embeddings": False}))
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(tmp_path / "w2")]) == 2
+  assert "lm_head.weight is missing and the config says tie_word_embeddings=false" in (
+      capsys.readouterr().err)
 
 
 def test_params_to_hf_checks_the_tree(converted):
@@ -284,11 +307,155 @@ def test_configs():
 
 
 def test_load_hf_folder_errors(tmp_path):
-  with pytest.raises(InteropError, match="config.json"):
+  with pytest.raises(InteropError, match="does not exist"):
+    hf_interop.load_hf_folder(str(tmp_path / "nowhere"))
+  with pytest.raises(InteropError, match="has no config.json"):
     hf_interop.load_hf_folder(str(tmp_path))
   (tmp_path / "config.json").write_text("{}")
+  with pytest.raises(InteropError, match="is a file"):
+    hf_interop.load_hf_folder(str(tmp_path / "config.json"))
   with pytest.raises(InteropError, match="holds no weights"):
     hf_interop.load_hf_folder(str(tmp_path))
+  (tmp_path / "config.json").write_text('{"d_model": 32,')
+  with pytest.raises(InteropError, match=r"config\.json is not valid JSON \(Expecting"):
+    hf_interop.load_hf_folder(str(tmp_path))
+  (tmp_path / "config.json").write_text("[1]")
+  with pytest.raises(InteropError, match="holds no JSON object of T5Config fields"):
+    hf_interop.load_hf_folder(str(tmp_path))
+
+
+def test_damaged_weights_are_named(tmp_path):
+  model = _hf_model("relu", True, 1, 1)
+  model.save_pretrained(tmp_path / "st")
+  weights = tmp_path / "st" / "model.safetensors"
+  weights.write_bytes(weights.read_bytes()[:1000])
+  with pytest.raises(InteropError, match=r"model\.safetensors cannot be read as safetensors .* may be "
+                                         r"truncated"):
+    hf_interop.load_hf_folder(str(tmp_path / "st"))
+
+  model.config.save_pretrained(tmp_path / "bin")
+  torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")
+  weights = tmp_path / "bin" / "pytorch_model.bin"
+  weights.write_bytes(weights.read_bytes()[:1000])
+  with pytest.raises(InteropError, match=r"pytorch_model\.bin cannot be read as a PyTorch checkpoint"):
+    hf_interop.load_hf_folder(str(tmp_path / "bin"))
+
+  model.save_pretrained(tmp_path / "sharded", max_shard_size="20KB")
+  index = tmp_path / "sharded" / "model.safetensors.index.json"
+  shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+  (tmp_path / "sharded" / shards[-1]).unlink()
+  with pytest.raises(InteropError, match=rf"lists shards the folder lacks: {shards[-1]}"):
+    hf_interop.load_hf_folder(str(tmp_path / "sharded"))
+  index.write_text("{}")
+  with pytest.raises(InteropError, match="has no weight_map"):
+    hf_interop.load_hf_folder(str(tmp_path / "sharded"))
+
+
+# ----------------------------------------------------------------------------
+# Vocabularies: a folder's spiece.model, or its tokenizer.json converted
+# ----------------------------------------------------------------------------
+
+_TEXTS = [paragraph for topic in sorted(pydoc_topics.topics.values())[:60]
+          for paragraph in topic.split("\n\n")] + [
+              "Hello   world", "  leading and trailing  ", "tab\tand\nnew line", "ﬁne ＡＢＣ café",
+              "naïve résumé ßtraße", "emoji 😀 here", "日本語のテキスト", "a\u00a0b x\u3000y", "",
+              " ", "½ ①②", "x = [1, 2, 3]  # comment", "<0x41> literal"]
+
+
+def _train_spiece(path, normalization: str = "nmt_nfkc"):
+  """A 400-piece T5-style SentencePiece model: NFKC-normalized as T5's, or unnormalized
+  with byte fallback as t5x-lite trains them."""
+  stream = io.BytesIO()
+  spm.SentencePieceTrainer.train(
+      sentence_iterator=iter([line for line in _TEXTS if line.strip()]), model_writer=stream,
+      vocab_size=400, model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
+      normalization_rule_name=normalization, byte_fallback=normalization == "identity",
+      minloglevel=2)
+  path.write_bytes(stream.getvalue())
+  return path
+
+
+@pytest.fixture(name="spiece", scope="module", params=["nmt_nfkc", "identity"])
+def _spiece(request, tmp_path_factory):
+  return _train_spiece(tmp_path_factory.mktemp("spiece") / "spiece.model", request.param)
+
+
+def _saved_by_transformers_5(spiece, folder) -> None:
+  """tokenizer.json and tokenizer_config.json, without spiece.model, as transformers 5 saves."""
+  source = folder.parent / (folder.name + "_source")
+  source.mkdir()
+  shutil.copy(spiece, source / "spiece.model")
+  transformers.T5Tokenizer.from_pretrained(source).save_pretrained(folder)
+  assert (folder / "tokenizer.json").exists() and not (folder / "spiece.model").exists()
+
+
+def _score(processor, ids) -> float:
+  return sum(processor.get_score(i) for i in ids)
+
+
+def test_tokenizer_json_converts_to_the_same_ids(spiece, tmp_path):
+  _saved_by_transformers_5(spiece, tmp_path / "hf")
+  converted = spm.SentencePieceProcessor(
+      model_proto=hf_interop.spiece_from_tokenizer_json(str(tmp_path / "hf" / "tokenizer.json")))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  original = spm.SentencePieceProcessor(model_file=str(spiece))
+  assert converted.get_piece_size() == original.get_piece_size()
+  ties = 0
+  for text in _TEXTS:
+    ids = converted.encode(text)
+    expected = tokenizer(text, add_special_tokens=False).input_ids
+    if ids != expected:  # Only where both segmentations score the same.
+      assert converted.decode(ids) == converted.decode(expected), text
+      assert _score(converted, ids) == pytest.approx(_score(converted, expected)), text
+      ties += 1
+  assert ties <= len(_TEXTS) // 50
+  if original.normalize("ﬁ") == "fi":  # T5-style (NFKC): exactly the original model.
+    assert all(converted.encode(text) == original.encode(text) for text in _TEXTS)
+
+
+def test_import_converts_tokenizer_json_or_says_there_is_no_vocabulary(spiece, tmp_path, capsys):
+  model = _hf_model("gated-gelu", False, 1, 1, vocab_size=512)
+  model.save_pretrained(tmp_path / "hf")
+  _saved_by_transformers_5(spiece, tmp_path / "hf")
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(tmp_path / "w")]) == 0
+  assert "its vocabulary was converted from tokenizer.json" in capsys.readouterr().out
+  vocabulary = spm.SentencePieceProcessor(model_file=str(tmp_path / "w" / "vocabulary.model"))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  text = "The assert statement is a convenient way to insert debugging assertions."
+  assert vocabulary.encode(text) == tokenizer(text, add_special_tokens=False).input_ids
+
+  for name in ("tokenizer.json", "tokenizer_config.json"):
+    (tmp_path / "hf" / name).unlink()
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(tmp_path / "w2")]) == 0
+  err = capsys.readouterr().err
+  assert err.startswith("t5x-lite import-hf: warning: ") and err.count("\n") == 1
+  assert "has no spiece.model or tokenizer.json" in err
+  assert f"copy the model's spiece.model to {tmp_path / 'w2' / 'vocabulary.model'}" in err
+  assert load_json(str(tmp_path / "w2" / "config.json")).data.vocabulary == ""
+
+
+def test_folder_vocabulary_errors(spiece, tmp_path):
+  model = _hf_model("gated-gelu", False, 1, 1)  # vocab_size 100: too small for 400 pieces
+  model.save_pretrained(tmp_path / "hf")
+  shutil.copy(spiece, tmp_path / "hf" / "spiece.model")
+  with pytest.raises(InteropError, match=r"spiece\.model has 400 pieces, which with T5's 100 sentinels "
+                                         r"need 500 ids, but the model's vocab_size is 100"):
+    hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
+  (tmp_path / "hf" / "spiece.model").write_bytes(b"not a model")
+  with pytest.raises(InteropError, match=r"spiece\.model is not a SentencePiece model"):
+    hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
+  tokenizer = {"model": {"type": "BPE", "vocab": {}}}
+  (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer))
+  with pytest.raises(InteropError, match="is not a SentencePiece Unigram tokenizer"):
+    hf_interop.spiece_from_tokenizer_json(str(tmp_path / "tokenizer.json"))
+  vocab = [["<pad>", 0.0], ["</s>", 0.0], ["<unk>", 0.0], ["▁a", -1.0]]
+  tokenizer = {"model": {"type": "Unigram", "unk_id": 2, "vocab": vocab},
+               "added_tokens": [{"content": "<sep>"}]}
+  (tmp_path / "tokenizer.json").write_text(json.dumps(tokenizer))
+  with pytest.raises(InteropError, match=r"its last 100 tokens are not <extra_id_99> down to "
+                                         r"<extra_id_0>; .* no place for: <sep>\. Copy the model's "
+                                         r"spiece\.model"):
+    hf_interop.spiece_from_tokenizer_json(str(tmp_path / "tokenizer.json"))
 
 
 def _restore(workdir: str, config: ModelConfig):
@@ -301,9 +468,9 @@ def _restore(workdir: str, config: ModelConfig):
 
 @pytest.mark.parametrize("scan_layers", [False, True])
 def test_import_and_export_commands_round_trip(tmp_path, scan_layers):
-  model = _hf_model("gated-gelu", False, 2, 1)
+  model = _hf_model("gated-gelu", False, 2, 1, vocab_size=512)
   model.save_pretrained(tmp_path / "hf")
-  (tmp_path / "hf" / "spiece.model").write_bytes(b"sentencepiece bytes")
+  spiece = _train_spiece(tmp_path / "hf" / "spiece.model").read_bytes()
   work, out = tmp_path / "work", tmp_path / "out"
   assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(work)]
               + ["--scan-layers"] * scan_layers) == 0
@@ -311,7 +478,7 @@ def test_import_and_export_commands_round_trip(tmp_path, scan_layers):
   experiment = load_json(str(work / "config.json"))
   assert experiment.model.scan_layers == scan_layers and not experiment.model.tie_logits
   assert experiment.data.vocabulary == str(work / "vocabulary.model")
-  assert (work / "vocabulary.model").read_bytes() == b"sentencepiece bytes"
+  assert (work / "vocabulary.model").read_bytes() == spiece
   assert checkpoints.all_steps(str(work)) == [0]
   assert checkpoints.read_config(str(work)) == experiment
   assert checkpoints.read_meta(str(work))["vocabulary"]["path"] == str(work / "vocabulary.model")
@@ -324,7 +491,7 @@ def test_import_and_export_commands_round_trip(tmp_path, scan_layers):
   assert _relative_error(_t5x_logits(params, config, encoder, decoder), expected) < 1e-5
 
   assert main(["export-hf", "--workdir", str(work), "--output", str(out), "--step", "0"]) == 0
-  assert (out / "spiece.model").read_bytes() == b"sentencepiece bytes"
+  assert (out / "spiece.model").read_bytes() == spiece
   reloaded = transformers.T5ForConditionalGeneration.from_pretrained(out).eval()
   np.testing.assert_array_equal(_hf_logits(reloaded, encoder, decoder), expected)
 
@@ -333,10 +500,41 @@ def test_relative_workdir_and_one_line_errors(tmp_path, capsys, monkeypatch):
   _hf_model("relu", True, 1, 1).save_pretrained(tmp_path / "hf")
   monkeypatch.chdir(tmp_path)  # Orbax itself accepts only absolute paths.
   assert main(["import-hf", "nothing", "--workdir", "w"]) == 2
-  assert "has no config.json" in capsys.readouterr().err
+  assert "nothing does not exist" in capsys.readouterr().err
   assert main(["import-hf", "hf", "--workdir", "w"]) == 0
   assert checkpoints.all_steps("w") == [0]
   assert not (tmp_path / "w" / "vocabulary.model").exists()  # no spiece.model in the folder
+  assert "has no spiece.model" in capsys.readouterr().err
   assert main(["import-hf", "hf", "--workdir", "w"]) == 2
   err = capsys.readouterr().err
   assert err.startswith("t5x-lite import-hf: error: ") and "is not empty" in err
+
+
+def test_import_and_export_destinations(tmp_path, capsys):
+  """A file is no destination; export writes into a new or empty folder or replaces an
+  earlier export (its spiece.model included), and never touches a save_pretrained folder."""
+  _hf_model("relu", True, 1, 1).save_pretrained(tmp_path / "hf")
+  (tmp_path / "file").write_text("mine")
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(tmp_path / "file")]) == 2
+  assert "--workdir " + str(tmp_path / "file") + " is a file" in capsys.readouterr().err
+  work = str(tmp_path / "w")
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", work]) == 0
+  assert main(["export-hf", "--workdir", work, "--output", str(tmp_path / "file")]) == 2
+  assert "--output " + str(tmp_path / "file") + " is a file" in capsys.readouterr().err
+
+  before = sorted(p.name for p in (tmp_path / "hf").iterdir())
+  assert main(["export-hf", "--workdir", work, "--output", str(tmp_path / "hf")]) == 2
+  err = capsys.readouterr().err
+  assert "is not empty and is not an earlier export-hf folder (it holds config.json" in err
+  assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == before
+
+  out = tmp_path / "out"
+  out.mkdir()
+  assert main(["export-hf", "--workdir", work, "--output", str(out)]) == 0  # empty: fine
+  (out / "spiece.model").write_bytes(b"an earlier export's vocabulary")
+  assert main(["export-hf", "--workdir", work, "--output", str(out)]) == 0
+  assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
+  transformers.T5ForConditionalGeneration.from_pretrained(out)
+  (out / "notes.txt").write_text("mine")
+  assert main(["export-hf", "--workdir", work, "--output", str(out)]) == 2
+  assert "(it holds config.json, model.safetensors, notes.txt)" in capsys.readouterr().err

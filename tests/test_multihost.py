@@ -1,11 +1,13 @@
 """Two processes x 4 CPU devices (jax.distributed on localhost, gloo collectives) train
-exactly like one process x 8 devices, and checkpoints move between the two."""
+exactly like one process x 8 devices, and checkpoints move between the two; an error on
+one process, or a handshake that cannot complete, stops every process within seconds."""
 
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -90,3 +92,85 @@ def test_two_processes_match_one_and_checkpoints_cross(tmp_path, env):
   _assert_close(_losses(tmp_path / "two_then_one"), one, range(11, 21))
   _assert_close(_losses(tmp_path / "one_then_two"), one, range(11, 21))
   assert checkpoints.latest_step(str(tmp_path / "one_then_two")) == 20
+
+
+# A subcommand whose processes meet in a collective, after which the --failing ones raise
+# a UserError while the others wait for them in a second collective.
+FAIL_ON_MODULE = """
+import jax
+from jax.experimental import multihost_utils
+from t5x_lite import distributed
+from t5x_lite.config import ConfigError
+
+def add_arguments(parser):
+  parser.add_argument("--failing", type=int, nargs="*", default=[])
+  distributed.add_arguments(parser)
+
+def run(args):
+  distributed.initialize(args)
+  multihost_utils.sync_global_devices("joined")
+  if jax.process_index() in args.failing:
+    raise ConfigError(f"bad setting on process {jax.process_index()}")
+  multihost_utils.sync_global_devices("finished")
+"""
+FAIL_ON_MAIN = ("import sys; from t5x_lite import cli; cli.SUBCOMMANDS['fail-on'] = ('fail_on', ''); "
+                "sys.exit(cli.main(sys.argv[1:]))")
+# Before the stop mechanism, a process left waiting sat out JAX's 300 s shutdown barrier
+# (or its 100 s heartbeat timeout), then aborted with a C++ stack trace.
+PROMPT_S = 60
+
+
+def _run_fail_on(tmp_path, argvs: list[list[str]]) -> tuple[list[int], list[str], float]:
+  """Runs `t5x-lite fail-on` once per argv, together; (statuses, outputs, seconds)."""
+  (tmp_path / "fail_on.py").write_text(FAIL_ON_MODULE)
+  env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": f"{tmp_path}{os.pathsep}{REPO}"}
+  start = time.monotonic()
+  running = [subprocess.Popen([sys.executable, "-c", FAIL_ON_MAIN, "fail-on", *argv], cwd=REPO,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for argv in argvs]
+  try:
+    outputs = [p.communicate(timeout=2 * PROMPT_S)[0] for p in running]
+  finally:
+    for p in running:
+      if p.poll() is None:
+        p.kill()
+        p.wait()
+  return [p.returncode for p in running], outputs, time.monotonic() - start
+
+
+@pytest.mark.parametrize("failing", [[], [1], [0], [0, 1]])
+def test_an_error_on_any_process_stops_every_process_at_once(tmp_path, failing):
+  coordinator = f"localhost:{_free_port()}"
+  argvs = [["--coordinator", coordinator, "--num-processes", "2", "--process-id", str(i),
+            "--failing", *map(str, failing)] for i in range(2)]
+  statuses, outputs, seconds = _run_fail_on(tmp_path, argvs)
+  assert statuses == [2 if failing else 0] * 2, outputs
+  assert seconds < PROMPT_S, outputs
+  for i, output in enumerate(outputs):
+    assert "Check failure" not in output and "DEADLINE_EXCEEDED" not in output, output
+    if not failing:
+      continue
+    # Its own error, or the error of the process that stopped the run (a failing process
+    # may be stopped by another before it fails itself).
+    own = f"t5x-lite fail-on (process {i} of 2): error: bad setting on process {i}\n"
+    others = [f"t5x-lite fail-on (process {i} of 2): error: process {other} stopped the run: "
+              f"bad setting on process {other}\n" for other in failing if other != i]
+    assert (i in failing and own in output) or any(line in output for line in others), output
+
+
+def test_handshake_timeouts_name_the_address(tmp_path):
+  with socket.socket() as closed:  # Bound, not listening: nothing accepts connections.
+    closed.bind(("localhost", 0))
+    coordinator = f"localhost:{closed.getsockname()[1]}"
+    # Process 0 alone: the others never join. Process 1 alone: no coordinator to reach.
+    statuses, outputs, seconds = _run_fail_on(tmp_path, [
+        ["--coordinator", f"localhost:{_free_port()}", "--num-processes", "2", "--process-id", "0",
+         "--handshake-timeout", "3"],
+        ["--coordinator", coordinator, "--num-processes", "2", "--process-id", "1",
+         "--handshake-timeout", "3"]])
+  assert statuses == [2, 2] and seconds < PROMPT_S, outputs
+  assert "t5x-lite fail-on: error: Process 0 waited 3 s at the coordinator at localhost:" in outputs[0]
+  assert "for all 2 processes to join" in outputs[0]
+  assert (f"t5x-lite fail-on: error: Process 1 found no coordinator at {coordinator} within 3 s"
+          in outputs[1])
+  assert all("Check failure" not in output for output in outputs), outputs
