@@ -5,8 +5,15 @@ Needs C4 as a TFDS array_record dataset (tfds build c4/en --file_format=array_re
 under data.data_dir. data.vocabulary may point to T5's 32000-piece SentencePiece model;
 left empty, a 32000-piece vocabulary is trained on the training split and cached."""
 
-from t5x_lite.config import (CheckpointConfig, DataConfig, ExperimentConfig, MeshConfig,
-                             OptimizerConfig, TrainConfig, t5_1_1)
+from t5x_lite.config import (
+  CheckpointConfig,
+  DataConfig,
+  ExperimentConfig,
+  MeshConfig,
+  OptimizerConfig,
+  TrainConfig,
+  t5_1_1,
+)
 
 
 def get_config() -> ExperimentConfig:

@@ -1,8 +1,15 @@
 """A tiny T5.1.1-style model pretrained with span corruption on the built-in
 Python-docs corpus: minutes on a laptop CPU, no downloads. The README's main job."""
 
-from t5x_lite.config import (CheckpointConfig, DataConfig, ExperimentConfig, MeshConfig,
-                             OptimizerConfig, TrainConfig, tiny)
+from t5x_lite.config import (
+  CheckpointConfig,
+  DataConfig,
+  ExperimentConfig,
+  MeshConfig,
+  OptimizerConfig,
+  TrainConfig,
+  tiny,
+)
 
 
 def get_config() -> ExperimentConfig:

@@ -2,6 +2,6 @@
 
 import sys
 
-from t5x_lite.cli import main
+from t5x_lite.cli.main import main
 
 sys.exit(main())

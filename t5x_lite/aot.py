@@ -20,6 +20,7 @@ from typing import Optional
 import jax
 
 from t5x_lite.config import ConfigError, ExperimentConfig, UserError
+from t5x_lite.training.step import make_setup, make_train_step
 
 
 @dataclasses.dataclass(frozen=True)
@@ -162,11 +163,10 @@ def compile_train_step(config: ExperimentConfig, devices: list) -> tuple[object,
   """(compiled train step, seconds to lower and compile) on `devices`, with nothing
   allocated: state and batch are shapes. config.model.vocab_size must be resolved.
   Raises OutOfMemory when the compiler finds the step does not fit."""
-  from t5x_lite import trainer  # pylint: disable=import-outside-toplevel  (the data pipeline)
-  setup = trainer.make_setup(config, devices)
+  setup = make_setup(config, devices)
   start = time.perf_counter()
   try:
-    lowered = trainer.make_train_step(setup).lower(
+    lowered = make_train_step(setup).lower(
         setup.abstract_state, abstract_batch(config, setup.batch_sharding))
     compiled = lowered.compile()
   except jax.errors.JaxRuntimeError as e:

@@ -1,6 +1,6 @@
 """`t5x-lite benchmark`: steady-state speed and MFU of an experiment's real train step.
 
-The step is trainer.make_train_step on the experiment's model, optimizer and
+The step is training.step.make_train_step on the experiment's model, optimizer and
 shardings; the batch is synthetic (random tokens, no padding), so the timed
 figures measure the model, optimizer and compiler, not the input pipeline. The step
 is the one `train` would run, packed rows' masks included when data.pack is set
@@ -16,12 +16,10 @@ Prints one JSON line on stdout.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import importlib.metadata
 import itertools
-import json
 import os
 import statistics
 import sys
@@ -35,11 +33,10 @@ import numpy as np
 
 from t5x_lite import aot, distributed, flops, info
 from t5x_lite import model as model_lib
-from t5x_lite.cli import add_experiment_arguments
-from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
+from t5x_lite.config import ConfigError, ExperimentConfig
 
 if TYPE_CHECKING:  # The data pipeline is imported only where it is used (see benchmark).
-  from t5x_lite.data import Vocabulary
+  from t5x_lite.data.vocabulary import Vocabulary
 
 # The model's shape in each record; both tools report these.
 MODEL_FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
@@ -57,11 +54,9 @@ def synthetic_batch(rows: int, inputs_length: int, targets_length: int, vocab_si
   return {
       "encoder_input_tokens": rng.integers(2, vocab_size, (rows, inputs_length), dtype=np.int32),
       "encoder_segment_ids": np.ones((rows, inputs_length), np.int32),
-      "encoder_positions": np.tile(np.arange(inputs_length, dtype=np.int32), (rows, 1)),
       "decoder_target_tokens": targets,
       "decoder_input_tokens": decoder_inputs,
       "decoder_segment_ids": np.ones((rows, targets_length), np.int32),
-      "decoder_positions": np.tile(np.arange(targets_length, dtype=np.int32), (rows, 1)),
       "decoder_loss_weights": np.ones((rows, targets_length), np.float32),
   }
 
@@ -109,27 +104,27 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: Optional[str]) -> Voca
   built-in dataset, training or reusing the cached vocabulary, a run's copy in
   `workdir` first), which also fixes model.vocab_size. Without a workdir, the copy
   train keeps there goes to a temporary directory: only the vocabulary is needed."""
-  from t5x_lite import trainer  # pylint: disable=import-outside-toplevel  (see benchmark)
+  from t5x_lite.training import loop  # pylint: disable=import-outside-toplevel  (see benchmark)
   with contextlib.ExitStack() as cleanup:
     # TFDS reports a dataset build on stdout, which is the record's alone.
     cleanup.enter_context(contextlib.redirect_stdout(sys.stderr))
     if workdir is None:
       workdir = cleanup.enter_context(tempfile.TemporaryDirectory(prefix="t5x_lite_benchmark_"))
     return distributed.on_main_process_first(
-        functools.partial(trainer.resolve_vocabulary, config, workdir), "vocabulary")
+        functools.partial(loop.resolve_vocabulary, config, workdir), "vocabulary")
 
 
 def pipelined_step_time(step, state, batches: Iterator[dict[str, np.ndarray]], sharding, *,
                         steps: int, warmup: int, skip: int) -> tuple[float, float, Any]:
-  """Seconds per step of the training loop's own pattern (trainer._loop): next local
+  """Seconds per step of the training loop's own pattern (training.loop._loop): next local
   batch -> to_global -> step, no host sync between steps, so input work overlaps the
   device's. After `warmup` steps and a sync, `skip` batches are dropped: those the
   loader prefetched meanwhile, which would otherwise hide up to skip / steps of a
   loader slower than the step. Returns (s/step, mean packing efficiency, new state)."""
-  from t5x_lite import trainer  # pylint: disable=import-outside-toplevel  (see benchmark)
   from t5x_lite.data.packing import packing_efficiency  # pylint: disable=import-outside-toplevel
+  from t5x_lite.training.step import to_global  # pylint: disable=import-outside-toplevel  (see benchmark)
   for _ in range(warmup):
-    state, _ = step(state, trainer.to_global(next(batches), sharding))
+    state, _ = step(state, to_global(next(batches), sharding))
   jax.block_until_ready(state)
   for _ in range(skip):
     next(batches)
@@ -138,7 +133,7 @@ def pipelined_step_time(step, state, batches: Iterator[dict[str, np.ndarray]], s
   for _ in range(steps):
     local_batch = next(batches)
     packing += packing_efficiency(local_batch)  # As the loop's throughput window does.
-    state, metrics = step(state, trainer.to_global(local_batch, sharding))
+    state, metrics = step(state, to_global(local_batch, sharding))
   jax.block_until_ready((state, metrics))
   return (time.perf_counter() - start) / steps, packing / steps, state
 
@@ -165,7 +160,7 @@ def input_fields(setup, step, state, local_batch: dict[str, np.ndarray], vocabul
   """The "input" record: the compiled step fed by the experiment's training loader
   against the same loop on the synthetic batch, then the loader alone (it keeps up
   while loader_batches_per_s > 1 / synthetic_step_s). Loader figures are this process's."""
-  from t5x_lite.data import make_train_loader  # pylint: disable=import-outside-toplevel
+  from t5x_lite.data.loader import make_train_loader  # pylint: disable=import-outside-toplevel
   skip = max(1, setup.config.data.prefetch)  # The loader's queue length.
   timed = functools.partial(pipelined_step_time, step, sharding=setup.batch_sharding, steps=steps,
                             warmup=warmup, skip=skip)
@@ -189,24 +184,24 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
               experiment: str = "", vocabulary: Optional[Vocabulary] = None) -> dict[str, Any]:
   """Compiles and times the experiment's train step; returns the JSON record. With
   a vocabulary (resolve_vocabulary's), also measures the real input pipeline."""
-  # Imported here, not at module level: the trainer pulls in the data pipeline
+  # Imported here, not at module level: the training package pulls in the data pipeline
   # (tensorflow_datasets), which tools/bench_hf_t5.py must not need.
-  from t5x_lite import trainer  # pylint: disable=import-outside-toplevel
+  from t5x_lite.training import step as training_step  # pylint: disable=import-outside-toplevel
   if steps < 1 or warmup < 0:
     raise ConfigError(f"--steps must be at least 1 and --warmup at least 0 (got {steps}, {warmup}).")
   if config.model.vocab_size is None:  # The size train would give it, as `info` reports.
     config.model.vocab_size = info.resolved_vocab_size(config.data)
   data, model_cfg = config.data, config.model
-  setup = trainer.make_setup(config)
-  state = trainer.init_state(setup, config.train.seed)
+  setup = training_step.make_setup(config)
+  state = training_step.init_state(setup, config.train.seed)
   rows = config.train.batch_size // jax.process_count()
   local_batch = synthetic_batch(rows, data.inputs_length, data.targets_length, model_cfg.vocab_size,
                                 seed=config.train.seed + jax.process_index())
-  batch = trainer.to_global(local_batch, setup.batch_sharding)
+  batch = training_step.to_global(local_batch, setup.batch_sharding)
   jax.block_until_ready((state, batch))
 
   start = time.perf_counter()
-  step = trainer.make_train_step(setup).lower(state, batch).compile()
+  step = training_step.make_train_step(setup).lower(state, batch).compile()
   compile_s = time.perf_counter() - start
 
   metrics: dict = {}
@@ -265,36 +260,3 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
   }
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  add_experiment_arguments(parser)
-  parser.add_argument("--batch", type=int, default=None,
-                      help="global batch size (default: the experiment's train.batch_size)")
-  parser.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
-  parser.add_argument("--warmup", type=int, default=3,
-                      help="untimed steps after compilation (default 3)")
-  parser.add_argument("--data", choices=("synthetic", "real"), default="synthetic",
-                      help="real: also time the step fed by the experiment's training loader "
-                           "(the \"input\" record; default synthetic batches only)")
-  parser.add_argument("--workdir", default=None,
-                      help="with --data real: a run directory whose vocabulary to use or keep, as "
-                           "train's (default: a temporary directory)")
-  parser.add_argument("--peak-tflops", type=float, default=0.0,
-                      help="peak bf16 TFLOP/s of one device for MFU (default: known devices, "
-                           "e.g. 789 for an H100; otherwise MFU is null)")
-
-
-def run(args: argparse.Namespace) -> int:
-  config = load_experiment(args.experiment, args.overrides)
-  if args.batch is not None:
-    if args.batch < 1 or args.batch % config.train.grad_accum_steps:
-      raise ConfigError(f"--batch {args.batch} must be a positive multiple of "
-                        f"train.grad_accum_steps={config.train.grad_accum_steps}.")
-    config.train.batch_size = args.batch
-  vocabulary = resolve_vocabulary(config, args.workdir) if args.data == "real" else None
-  record = benchmark(config, steps=args.steps, warmup=args.warmup,
-                     peak_flops_per_device=args.peak_tflops * 1e12 or config.train.peak_flops_per_device,
-                     experiment=os.path.splitext(os.path.basename(args.experiment))[0],
-                     vocabulary=vocabulary)
-  if jax.process_index() == 0:
-    print(json.dumps(record), flush=True)
-  return 0

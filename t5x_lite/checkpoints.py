@@ -34,7 +34,6 @@ writes shared files from process 0 only).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -55,8 +54,6 @@ from t5x_lite.metrics import lower_is_better
 CHECKPOINTS_DIRNAME = "checkpoints"
 # The run's SentencePiece model, copied into its workdir so eval and infer need nothing else.
 VOCABULARY_FILE = "vocabulary.model"
-# Orbax's marker in the name of a step folder still being written (atomic-rename mode).
-_UNFINISHED = ".orbax-checkpoint-tmp"
 # Lines of a mismatch report before it is cut short.
 _MAX_REPORTED = 20
 
@@ -137,7 +134,7 @@ def _reading(path: str) -> Iterator[ocp.CheckpointManager]:
 def _resolve_step(manager: ocp.CheckpointManager, step: Optional[int]) -> int:
   steps = sorted(manager.all_steps())
   if not steps:
-    unfinished = [p.name for p in manager.directory.iterdir() if _UNFINISHED in p.name]
+    unfinished = ocp.path.step.tmp_checkpoints(manager.directory)
     detail = f" (only unfinished saves: {', '.join(sorted(unfinished))})" if unfinished else ""
     raise CheckpointError(
         f"No finished checkpoint in {manager.directory}{detail}: the run has saved none yet. "
@@ -486,7 +483,7 @@ def describe(path: str, step: Optional[int] = None) -> dict:
 def _human_bytes(n: float) -> str:
   if n < 1024:
     return f"{int(n)} B"
-  for unit in ("KiB", "MiB", "GiB", "TiB"):
+  for unit in ("KiB", "MiB", "GiB", "TiB"):  # noqa: B007  (read after the loop)
     n /= 1024
     if n < 1024:
       break
@@ -502,7 +499,7 @@ def format_description(info: dict) -> str:
       f"({_human_bytes(info['param_bytes'])})")
   width = max(len(name) for name in info["params"])
   for name, leaf in info["params"].items():
-    lines.append(f"  {name:<{width}}  {str(tuple(leaf['shape'])):<18} {leaf['dtype']}")
+    lines.append(f"  {name:<{width}}  {tuple(leaf['shape'])!s:<18} {leaf['dtype']}")
   vocabulary = info["vocabulary"]
   if vocabulary:
     lines.append(f"Vocabulary: {vocabulary['path']} (sha256 {vocabulary['sha256'][:16]}...)")
@@ -513,27 +510,9 @@ def format_description(info: dict) -> str:
   return "\n".join(lines)
 
 
-# ----------------------------------------------------------------------------
-# Command line: `t5x-lite inspect`
-# ----------------------------------------------------------------------------
-
-
 def use_host_only() -> None:
   """Keeps JAX off accelerators a trainer may be using, for jobs that only move files.
 
   Effective only before JAX starts its first backend (later it changes nothing).
   """
   jax.config.update("jax_platforms", "cpu")
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("directory", help="a workdir or its checkpoints/ directory")
-  parser.add_argument("--step", type=int, default=None, help="step to describe (default: latest)")
-  parser.add_argument("--json", action="store_true", help="print the description as JSON")
-
-
-def run(args: argparse.Namespace) -> int:
-  use_host_only()
-  info = describe(args.directory, args.step)
-  print(json.dumps(info, indent=2) if args.json else format_description(info))
-  return 0

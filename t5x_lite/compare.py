@@ -7,12 +7,10 @@ validation loss of every run against the step.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 from typing import Any, Optional, Sequence
 
-from t5x_lite.cli import check_output_directory
 from t5x_lite.config import ConfigError
 from t5x_lite.metrics import lower_is_better, read_metrics
 
@@ -29,7 +27,7 @@ def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   """Left-aligned columns under a header and a rule, for a terminal."""
   widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
   lines = [list(header), ["-" * w for w in widths], *rows]
-  return "\n".join("  ".join(f"{str(c):<{w}}" for c, w in zip(line, widths)).rstrip() for line in lines)
+  return "\n".join("  ".join(f"{c!s:<{w}}" for c, w in zip(line, widths)).rstrip() for line in lines)
 
 
 def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
@@ -103,8 +101,9 @@ def comparison_table(runs: Sequence[dict]) -> str:
   return format_table(["", *labels([r["workdir"] for r in runs])], rows)
 
 
-def plot_losses(runs: Sequence[dict], path: str) -> None:
-  """Training and validation loss against the step, one colour per run, as a PNG."""
+def plot_losses(runs: Sequence[dict], path: Optional[str] = None) -> Any:
+  """Training and validation loss against the step, one colour per run: the matplotlib
+  Figure (a notebook shows it), also written as a PNG to `path` if given."""
   from matplotlib.backends.backend_agg import FigureCanvasAgg  # pylint: disable=import-outside-toplevel
   from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
   figure = Figure(figsize=(12, 4.5), layout="constrained")
@@ -124,7 +123,9 @@ def plot_losses(runs: Sequence[dict], path: str) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
   axes[0].set_ylabel("cross-entropy (nats/token)")
-  figure.savefig(path, dpi=120)
+  if path:
+    figure.savefig(path, dpi=120)
+  return figure
 
 
 def compare(workdirs: Sequence[str], plot_path: Optional[str] = DEFAULT_PLOT) -> str:
@@ -135,14 +136,3 @@ def compare(workdirs: Sequence[str], plot_path: Optional[str] = DEFAULT_PLOT) ->
   return comparison_table(runs)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("workdirs", nargs="+", metavar="WORKDIR", help="run directories to compare")
-  parser.add_argument("--output", default=DEFAULT_PLOT,
-                      help=f"PNG of the loss curves (default: ./{DEFAULT_PLOT})")
-
-
-def run(args: argparse.Namespace) -> int:
-  check_output_directory(args.output)  # The plot is written after reading every run.
-  print(compare(args.workdirs, args.output))
-  print(f"Wrote {args.output}")
-  return 0

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.typing import ArrayLike
 
 from t5x_lite.config import ConfigError, ModelConfig
+
 # PAD_ID is also the first decoder input: T5 starts decoding from pad.
 from t5x_lite.data.vocabulary import EOS_ID, PAD_ID
 from t5x_lite.model import Transformer

@@ -15,7 +15,6 @@ process 0's output would never show the real error.
 
 from __future__ import annotations
 
-import argparse
 import atexit
 import dataclasses
 import json
@@ -56,20 +55,6 @@ _label = "t5x-lite"  # "t5x-lite COMMAND", for the lines the watcher prints.
 _stopping = threading.Lock()
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  group = parser.add_argument_group("multi-process (not needed on TPU VMs or under SLURM)")
-  group.add_argument("--coordinator", default=None,
-                     help="HOST:PORT of process 0 (env T5X_LITE_COORDINATOR)")
-  group.add_argument("--num-processes", type=int, default=None,
-                     help="number of processes; 1 turns cluster detection off "
-                          "(env T5X_LITE_NUM_PROCESSES)")
-  group.add_argument("--process-id", type=int, default=None,
-                     help="this process's id, 0..N-1 (env T5X_LITE_PROCESS_ID)")
-  group.add_argument("--handshake-timeout", type=int, default=None, metavar="SECONDS",
-                     help="how long processes wait for each other at start-up (default "
-                          f"{HANDSHAKE_TIMEOUT_S}; env T5X_LITE_HANDSHAKE_TIMEOUT)")
-
-
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """The multi-process flags, each falling back to its environment variable."""
@@ -80,14 +65,17 @@ class Settings:
   handshake_timeout: int
 
 
-def settings(args: argparse.Namespace) -> Settings:
-  """Reads and checks the flags and variables, so a typo is a message, not a traceback."""
-  coordinator = args.coordinator or os.environ.get("T5X_LITE_COORDINATOR") or None
+def settings(coordinator: Optional[str] = None, num_processes: Optional[int] = None,
+             process_id: Optional[int] = None,
+             handshake_timeout: Optional[int] = None) -> Settings:
+  """The settings given (flags, or arguments from Python), each falling back to its
+  environment variable; checked, so a typo is a message, not a traceback."""
+  coordinator = coordinator or os.environ.get("T5X_LITE_COORDINATOR") or None
   result = Settings(
       coordinator=coordinator,
-      num_processes=_flag_or_env(args.num_processes, "T5X_LITE_NUM_PROCESSES"),
-      process_id=_flag_or_env(args.process_id, "T5X_LITE_PROCESS_ID"),
-      handshake_timeout=_flag_or_env(args.handshake_timeout, "T5X_LITE_HANDSHAKE_TIMEOUT",
+      num_processes=_flag_or_env(num_processes, "T5X_LITE_NUM_PROCESSES"),
+      process_id=_flag_or_env(process_id, "T5X_LITE_PROCESS_ID"),
+      handshake_timeout=_flag_or_env(handshake_timeout, "T5X_LITE_HANDSHAKE_TIMEOUT",
                                      HANDSHAKE_TIMEOUT_S))
   if coordinator is not None:
     _host_and_port(coordinator)
@@ -146,9 +134,10 @@ def _cluster_processes() -> tuple[str, int]:
   return "", 1
 
 
-def initialize(args: argparse.Namespace) -> None:
-  """Joins the run's processes; a no-op for a single process."""
-  s = settings(args)
+def initialize(s: Optional[Settings] = None, label: str = "t5x-lite") -> None:
+  """Joins the run's processes; a no-op for a single process. `s` defaults to the
+  environment's settings; `label` ("t5x-lite train") starts the lines printed on errors."""
+  s = s or settings()
   if s.num_processes == 1:  # Said so explicitly: never join a detected cluster.
     return
   cluster = ""
@@ -163,7 +152,7 @@ def initialize(args: argparse.Namespace) -> None:
     if processes == 1:
       return
   global _label
-  _label = f"t5x-lite {args.command}" if getattr(args, "command", None) else "t5x-lite"
+  _label = label
   # CPU processes exchange collectives over gloo; GPUs and TPUs ignore this.
   jax.config.update("jax_cpu_collectives_implementation", "gloo")
   deadline = time.monotonic() + s.handshake_timeout

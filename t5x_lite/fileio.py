@@ -1,9 +1,12 @@
-"""Writing files so that a crash never leaves a half-written one: temporary file, then rename."""
+"""Writing files so that a crash never leaves a half-written one (temporary file, then
+rename), and checking before any work that a directory can be written."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+
+from t5x_lite.errors import ConfigError
 
 
 def _umask() -> int:
@@ -30,3 +33,17 @@ def write_atomically(path: str, data: bytes | str) -> None:
   except BaseException:
     os.unlink(tmp)
     raise
+
+
+def check_writable_directory(path: str, what: str) -> None:
+  """Fails with one clear message, before any work, where `path` cannot be a directory this
+  process writes into: a file, a directory under a file, or one without write permission."""
+  existing = os.path.abspath(path)
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    where = "is a file" if existing == os.path.abspath(path) else f"is under a file ({existing})"
+    raise ConfigError(f"{what} {path} {where}; give a directory path.")
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ConfigError(f"{what} {path} is not writable ({existing} is read-only for this user); "
+                      "give a directory you can write to.")

@@ -17,14 +17,12 @@ torch, safetensors and sentencepiece are imported only when a file needs them.
 
 from __future__ import annotations
 
-import argparse
 import base64
 import dataclasses
 import json
 import os
 import pickle
 import shutil
-import sys
 import tempfile
 from typing import Any, Callable, Optional
 
@@ -404,13 +402,13 @@ _SAFETENSORS_FILE = "model.safetensors"
 _SAFETENSORS_INDEX = "model.safetensors.index.json"
 _TORCH_FILE = "pytorch_model.bin"
 _TORCH_INDEX = "pytorch_model.bin.index.json"
-_SPIECE_FILE = "spiece.model"
-_TOKENIZER_FILE = "tokenizer.json"
+SPIECE_FILE = "spiece.model"
+TOKENIZER_FILE = "tokenizer.json"
 # Everything save_hf_folder writes: a folder with only these is an earlier export.
-_EXPORT_FILES = frozenset({_CONFIG_FILE, _SAFETENSORS_FILE, _SPIECE_FILE})
+_EXPORT_FILES = frozenset({_CONFIG_FILE, _SAFETENSORS_FILE, SPIECE_FILE})
 # t5x_lite.data.vocabulary's sentinel count, restated for the reason given at _PAD_ID.
 _EXTRA_IDS = 100
-_VOCABULARY_HINT = ("T5, T5.1.1 and Flan-T5 share T5's 32000-piece spiece.model (the "
+VOCABULARY_HINT = ("T5, T5.1.1 and Flan-T5 share T5's 32000-piece spiece.model (the "
                     "google-t5/t5-base repository on the Hugging Face Hub has it)")
 
 
@@ -523,7 +521,7 @@ def save_hf_folder(path: str, params: Params, config: ModelConfig,
     f.write("\n")
   # transformers refuses safetensors files whose metadata does not name a format.
   save_file(state_dict, os.path.join(path, _SAFETENSORS_FILE), metadata={"format": "pt"})
-  spiece = os.path.join(path, _SPIECE_FILE)
+  spiece = os.path.join(path, SPIECE_FILE)
   if spiece_model:
     shutil.copyfile(spiece_model, spiece)
   elif os.path.exists(spiece):  # An earlier export's vocabulary, not this model's.
@@ -593,7 +591,7 @@ def spiece_from_tokenizer_json(path: str) -> bytes:
   cannot = f"Cannot convert {path} into a SentencePiece model"
   if not isinstance(model, dict) or model.get("type") != "Unigram":
     raise InteropError(f"{cannot}: it is not a SentencePiece Unigram tokenizer, as T5's is. "
-                       f"Copy the model's spiece.model into the folder; {_VOCABULARY_HINT}.")
+                       f"Copy the model's spiece.model into the folder; {VOCABULARY_HINT}.")
   vocab = [(str(piece), float(score)) for piece, score in model.get("vocab") or []]
   pieces = vocab[:len(vocab) - _EXTRA_IDS]
   sentinels = [piece for piece, _ in vocab[len(pieces):]]
@@ -611,7 +609,7 @@ def spiece_from_tokenizer_json(path: str) -> bytes:
     problems.append(f"it adds tokens a T5 vocabulary has no place for: {', '.join(added[:5])}")
   if problems:
     raise InteropError(f"{cannot}: {'; '.join(problems)}. Copy the model's spiece.model into "
-                       f"the folder; {_VOCABULARY_HINT}.")
+                       f"the folder; {VOCABULARY_HINT}.")
   proto = sentencepiece_model_pb2.ModelProto()
   kinds = sentencepiece_model_pb2.ModelProto.SentencePiece.Type
   for i, (piece, score) in enumerate(pieces):
@@ -656,8 +654,8 @@ def _whitespace_charsmap(spm: Any, sentencepiece_model_pb2: Any) -> bytes:
 def _folder_vocabulary(path: str, vocab_size: int) -> Optional[bytes]:
   """The folder's SentencePiece model (spiece.model, else converted from tokenizer.json),
   checked to fit the model; None if it has neither."""
-  spiece = os.path.join(path, _SPIECE_FILE)
-  tokenizer = os.path.join(path, _TOKENIZER_FILE)
+  spiece = os.path.join(path, SPIECE_FILE)
+  tokenizer = os.path.join(path, TOKENIZER_FILE)
   if os.path.isfile(spiece):
     name = spiece
     with open(spiece, "rb") as f:
@@ -674,7 +672,7 @@ def _folder_vocabulary(path: str, vocab_size: int) -> Optional[bytes]:
     processor = None
   if processor is None:
     raise InteropError(f"{name} is not a SentencePiece model; replace it with the model's own "
-                       f"spiece.model ({_VOCABULARY_HINT}).")
+                       f"spiece.model ({VOCABULARY_HINT}).")
   ids = (processor.pad_id(), processor.eos_id(), processor.unk_id())
   if ids != (_PAD_ID, _EOS_ID, 2):
     raise InteropError(f"{name} has pad/eos/unk ids {ids}; T5 vocabularies have (0, 1, 2).")
@@ -741,62 +739,3 @@ def export_hf(workdir: str, output: str, step: Optional[int] = None) -> Experime
   return experiment
 
 
-# ----------------------------------------------------------------------------
-# Command line: `t5x-lite import-hf` and `t5x-lite export-hf`
-# ----------------------------------------------------------------------------
-
-
-def _import_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("path", help="HF T5 folder (save_pretrained output: config.json and weights)")
-  parser.add_argument("--workdir", required=True, help="new t5x-lite workdir to write")
-  parser.add_argument("--scan-layers", action="store_true",
-                      help="store layers stacked for model.scan_layers")
-
-
-def _run_import(args: argparse.Namespace) -> int:
-  checkpoints.use_host_only()
-  experiment = import_hf(args.path, args.workdir, scan_layers=args.scan_layers)
-  m = experiment.model
-  print(f"Imported {args.path} into {args.workdir}: d_model {m.d_model}, "
-        f"{m.num_encoder_layers}/{m.num_decoder_layers} layers, {m.ffn_activation}, "
-        f"{'tied' if m.tie_logits else 'untied'} logits. Evaluate or infer with --workdir "
-        f"{args.workdir}; fine-tune in a new workdir with --set "
-        f"checkpoint.init_from={args.workdir}")
-  if not experiment.data.vocabulary:
-    print(f"t5x-lite import-hf: warning: {args.path} has no {_SPIECE_FILE} or {_TOKENIZER_FILE}, "
-          f"so {args.workdir} has no vocabulary, which eval, infer and fine-tuning need: copy "
-          f"the model's spiece.model to "
-          f"{os.path.join(args.workdir, checkpoints.VOCABULARY_FILE)}; {_VOCABULARY_HINT}.",
-          file=sys.stderr)
-  elif not os.path.isfile(os.path.join(args.path, _SPIECE_FILE)):
-    print(f"The folder has no {_SPIECE_FILE}: its vocabulary was converted from "
-          f"{_TOKENIZER_FILE}.")
-  return 0
-
-
-def _export_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--workdir", required=True, help="t5x-lite workdir (or its checkpoints/)")
-  parser.add_argument("--output", required=True, help="folder to write")
-  parser.add_argument("--step", type=int, default=None, help="step to export (default: latest)")
-
-
-def _run_export(args: argparse.Namespace) -> int:
-  checkpoints.use_host_only()
-  export_hf(args.workdir, args.output, args.step)
-  print(f"Exported {args.workdir} to {args.output}; load it with "
-        f"T5ForConditionalGeneration.from_pretrained({args.output!r}).")
-  return 0
-
-
-# Both subcommands live here; the parser's prog ("t5x-lite import-hf") and
-# args.command say which one is being built or run.
-_COMMANDS = {"import-hf": (_import_arguments, _run_import),
-             "export-hf": (_export_arguments, _run_export)}
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  _COMMANDS[parser.prog.split()[-1]][0](parser)
-
-
-def run(args: argparse.Namespace) -> int:
-  return _COMMANDS[args.command][1](args)

@@ -1,132 +1,117 @@
-"""`t5x-lite infer`: text in, generated text out, with a trained run's vocabulary and parameters.
+"""Batched generation and scoring over token ids, on a run's mesh.
 
-Inputs are tokenized with the vocabulary saved in the workdir, cut to data.inputs_length (EOS
-included, as in training) and decoded in batches: each batch is padded to the longest input
-rounded up to a power of two, so a handful of shapes is compiled whatever the lengths.
+Inputs are cut to data.inputs_length (EOS included, as in training) and processed in
+batches: each batch is padded to its longest row rounded up to a power of two, so a handful
+of shapes is compiled whatever the lengths. Every process passes the same full list; each
+holds the rows of its own devices, and results are gathered back to every process.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import Iterator, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
+from jax.sharding import NamedSharding
 
 from t5x_lite import decoding, partitioning
-from t5x_lite.cli import add_override_argument, check_output_directory
-from t5x_lite.config import ConfigError
-from t5x_lite.data import Vocabulary
-from t5x_lite.evaluation import RestoredRun, load_config, restore_run
+from t5x_lite.data.vocabulary import EOS_ID, PAD_ID
+from t5x_lite.model import Transformer
+from t5x_lite.training.step import Setup
 
 _MIN_BUCKET = 8
 
 
-def encode_inputs(vocabulary: Vocabulary, texts: Sequence[str], inputs_length: int) -> list[np.ndarray]:
-  """Token ids of each text, cut to inputs_length - 1, then EOS."""
-  return [np.append(ids[:inputs_length - 1], decoding.EOS_ID).astype(np.int32)
-          for ids in vocabulary.encode_batch(texts)]
+def with_eos(ids: Sequence[np.ndarray], max_length: Optional[int] = None) -> list[np.ndarray]:
+  """Each row's ids cut to max_length - 1 (if given), then EOS: how T5 feeds text."""
+  keep = None if max_length is None else max_length - 1
+  return [np.append(np.asarray(row, np.int32)[:keep], EOS_ID).astype(np.int32) for row in ids]
 
 
-def pad_batch(inputs: Sequence[np.ndarray], rows: int) -> np.ndarray:
-  """(rows, bucket) int32: inputs left-aligned, 0-padded; spare rows hold a lone EOS."""
-  longest = max(x.size for x in inputs)
-  bucket = max(_MIN_BUCKET, 1 << (longest - 1).bit_length())
-  batch = np.zeros((rows, bucket), np.int32)
-  batch[len(inputs):, 0] = decoding.EOS_ID
-  for row, tokens in enumerate(inputs):
-    batch[row, :tokens.size] = tokens
+def bucket_length(longest: int) -> int:
+  return max(_MIN_BUCKET, 1 << (max(longest, 1) - 1).bit_length())
+
+
+def pad_batch(rows: Sequence[np.ndarray], num_rows: int, filler: int = EOS_ID) -> np.ndarray:
+  """(num_rows, bucket) int32: rows left-aligned, 0-padded; spare rows hold a lone `filler`
+  (EOS for inputs, so the encoder has one token to attend to)."""
+  batch = np.zeros((num_rows, bucket_length(max(len(r) for r in rows))), np.int32)
+  batch[len(rows):, 0] = filler
+  for index, tokens in enumerate(rows):
+    batch[index, :len(tokens)] = tokens
   return batch
 
 
-def generate(run: RestoredRun, texts: Sequence[str], *, batch_size: int = 32, method: str = "greedy",
-             max_decode_length: Optional[int] = None, seed: int = 0,
-             **decode_options) -> Iterator[str]:
-  """Yields the decoded text of each input, in order.
+def batch_rows(setup: Setup, batch_size: int, count: int) -> int:
+  """Rows per batch: at most batch_size (fewer if there are fewer inputs), rounded up to a
+  multiple of the batch's sharding."""
+  ways = partitioning.data_axis_size(setup.mesh, setup.rules)
+  return -(-min(batch_size, max(count, 1)) // ways) * ways
 
-  decode_options go to decoding.decode (temperature, top_k, top_p, num_beams, length_penalty);
-  max_decode_length defaults to data.targets_length.
-  """
-  config = run.config
-  if max_decode_length is None:
-    max_decode_length = config.data.targets_length
-  inputs = encode_inputs(run.vocabulary, texts, config.data.inputs_length)
-  ways = partitioning.data_axis_size(run.setup.mesh, run.setup.rules)
-  rows = -(-min(batch_size, max(len(inputs), 1)) // ways) * ways
+
+def to_device(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+  """A global array from the same host array on every process (each keeps its shards)."""
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def to_host(array: jax.Array) -> np.ndarray:
+  """The whole array on every process, also where other processes hold parts of it."""
+  if array.is_fully_addressable:
+    return np.asarray(jax.device_get(array))
+  return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+def generate(setup: Setup, params: Any, inputs: Sequence[np.ndarray], *, batch_size: int,
+             method: str, max_decode_length: int, seed: int = 0,
+             on_batch: Callable[[int], None] = lambda rows: None,
+             **decode_options) -> Iterator[np.ndarray]:
+  """Yields the generated ids of each input row (EOS-terminated inputs), in order, without
+  the padding after EOS. decode_options go to decoding.decode."""
+  rows = batch_rows(setup, batch_size, len(inputs))
   key = jax.random.key(seed)
   for index, start in enumerate(range(0, len(inputs), rows)):
     chunk = inputs[start:start + rows]
-    tokens = jax.device_put(pad_batch(chunk, rows), run.setup.batch_sharding)
+    tokens = to_device(pad_batch(chunk, rows), setup.batch_sharding)
     out = decoding.decode(
-        run.params, config.model, tokens, method=method,
-        max_decode_length=max_decode_length,
+        params, setup.config.model, tokens, method=method, max_decode_length=max_decode_length,
         rng=jax.random.fold_in(key, index) if method == "sample" else None, **decode_options)
-    for ids in np.asarray(jax.device_get(out.tokens))[:len(chunk)]:
-      yield run.vocabulary.decode(ids)
+    for ids in to_host(out.tokens)[:len(chunk)]:
+      ended = np.flatnonzero(ids == EOS_ID)
+      yield ids[:ended[0] + 1] if ended.size else ids
+    on_batch(len(chunk))
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--workdir", required=True, help="directory of a `t5x-lite train` run")
-  source = parser.add_mutually_exclusive_group(required=True)
-  source.add_argument("--input", dest="inputs", action="append", metavar="TEXT",
-                      help="text to decode (repeatable)")
-  source.add_argument("--input-file", help="file with one input per line")
-  parser.add_argument("--output", default=None,
-                      help="write one line per input here (default: print); newlines become \\n")
-  parser.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-  parser.add_argument("--method", choices=decoding.METHODS, default="greedy")
-  parser.add_argument("--max-decode-length", type=int, default=None,
-                      help="tokens to generate at most (default: data.targets_length)")
-  parser.add_argument("--batch-size", type=int, default=32, help="inputs decoded together")
-  parser.add_argument("--temperature", type=float, default=1.0, help="sample: softmax temperature")
-  parser.add_argument("--top-k", type=int, default=0, help="sample: keep the k most likely (0 = all)")
-  parser.add_argument("--top-p", type=float, default=1.0, help="sample: nucleus mass (1 = all)")
-  parser.add_argument("--num-beams", type=int, default=4, help="beam: beams per input")
-  parser.add_argument("--length-penalty", type=float, default=0.6, help="beam: alpha")
-  parser.add_argument("--seed", type=int, default=0, help="sample: random seed")
-  add_override_argument(parser)
+def make_log_probs_fn(setup: Setup) -> Callable[..., jax.Array]:
+  """(params, encoder tokens, decoder inputs, targets) -> (b, l) float32 log-probabilities
+  of the targets: one jitted function per setup (compiled per batch shape), to keep."""
+  model: Transformer = setup.model
+
+  def fn(params, encoder_input_tokens, decoder_input_tokens, decoder_target_tokens):
+    logits = model.apply({"params": params}, encoder_input_tokens, decoder_input_tokens)
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    return jnp.take_along_axis(log_probs, decoder_target_tokens[..., None], axis=-1)[..., 0]
+
+  return jax.jit(fn, in_shardings=(setup.state_shardings.params, setup.batch_sharding,
+                                   setup.batch_sharding, setup.batch_sharding))
 
 
-def _read_inputs(args: argparse.Namespace) -> list[str]:
-  if args.input_file:
-    try:
-      with open(args.input_file, encoding="utf-8") as f:
-        texts = f.read().splitlines()
-    except OSError as e:
-      raise ConfigError(f"cannot read --input-file {args.input_file} ({e.strerror}).") from e
-  else:
-    texts = args.inputs
-  if not any(text.strip() for text in texts):
-    raise ConfigError("no input text; pass --input TEXT or a non-empty --input-file.")
-  return texts
-
-
-def run(args: argparse.Namespace) -> int:
-  # Every flag is checked before the checkpoint is restored, which takes a while.
-  texts = _read_inputs(args)
-  if args.output:
-    check_output_directory(args.output)
-  if args.batch_size < 1:
-    raise ConfigError(f"--batch-size={args.batch_size} must be at least 1.")
-  config = load_config(args.workdir, args.overrides)
-  max_decode_length = (config.data.targets_length if args.max_decode_length is None
-                       else args.max_decode_length)
-  options = dict(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                 num_beams=args.num_beams, length_penalty=args.length_penalty)
-  decoding.check_settings(config.model, args.method, max_decode_length, **options,
-                          name=lambda arg: "--" + arg.replace("_", "-"))
-  restored = restore_run(args.workdir, config, args.step)
-  too_long = sum(len(ids) >= config.data.inputs_length for ids in restored.vocabulary.encode_batch(texts))
-  if too_long:
-    print(f"{too_long} input(s) cut to data.inputs_length={config.data.inputs_length} tokens.",
-          file=sys.stderr)
-  outputs = generate(restored, texts, batch_size=args.batch_size, method=args.method,
-                     max_decode_length=max_decode_length, seed=args.seed, **options)
-  lines = (text.replace("\n", "\\n") + "\n" for text in outputs)
-  if args.output:
-    with open(args.output, "w", encoding="utf-8") as f:
-      f.writelines(lines)
-  else:
-    sys.stdout.writelines(lines)
-  return 0
+def token_log_probs(setup: Setup, log_probs_fn: Callable[..., jax.Array], params: Any,
+                    inputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], *, batch_size: int,
+                    on_batch: Callable[[int], None] = lambda rows: None) -> Iterator[np.ndarray]:
+  """Yields, per (input, target) pair, the float32 log-probability of each target token
+  given the input and the tokens before it (teacher forcing): the targets' lengths.
+  log_probs_fn is make_log_probs_fn(setup)."""
+  rows = batch_rows(setup, batch_size, len(inputs))
+  for start in range(0, len(inputs), rows):
+    encoder_rows, target_rows = inputs[start:start + rows], targets[start:start + rows]
+    targets_batch = pad_batch(target_rows, rows, filler=PAD_ID)
+    # T5 has no BOS: the decoder starts from the pad id and sees the targets shifted right.
+    decoder_inputs = np.zeros_like(targets_batch)
+    decoder_inputs[:, 1:] = targets_batch[:, :-1]
+    log_probs = to_host(log_probs_fn(params, *(to_device(x, setup.batch_sharding) for x in (
+        pad_batch(encoder_rows, rows), decoder_inputs, targets_batch))))
+    for row, target in enumerate(target_rows):
+      yield log_probs[row, :len(target)]
+    on_batch(len(encoder_rows))

@@ -7,36 +7,20 @@ present), which settles whether a batch, remat policy and attention implementati
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 
 import jax
 import numpy as np
 
 from t5x_lite import config as config_lib
 from t5x_lite import flops, model, optimizers, partitioning, train_state
-from t5x_lite.cli import add_experiment_arguments
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  add_experiment_arguments(parser)
-  parser.add_argument("--devices", type=int, default=None,
-                      help="plan memory for this many devices (default: the devices present; "
-                           "1 with --target, where a TPU slice sets its own)")
-  parser.add_argument("--target", default=None,
-                      help="also compile the train step for this device and report XLA's memory "
-                           "accounting: h100, h200, a100 (needs jax's CUDA plugin, not a GPU), a "
-                           "TPU slice such as v5e:2x2 or v5p:2x2x1 (needs libtpu, not a TPU), or "
-                           "cpu (this machine)")
-  parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
 def parameter_breakdown(params) -> dict[str, int]:
   """Parameters per top-level module: embeddings, encoder, decoder, logits."""
   names = {"token_embedder": "embeddings", "encoder": "encoder", "decoder": "decoder",
            "logits_dense": "logits"}
-  counts = {label: 0 for label in names.values()}
+  counts = dict.fromkeys(names.values(), 0)
   for key, subtree in params.items():
     counts[names[key]] += sum(int(np.prod(p.shape)) for p in jax.tree.leaves(subtree))
   return counts
@@ -168,30 +152,3 @@ def _format_compiled(compiled: dict) -> list[str]:
   return lines
 
 
-def run(args: argparse.Namespace) -> int:
-  if args.devices is not None and args.devices < 1:
-    raise config_lib.ConfigError(f"--devices {args.devices}: plan for a positive number of devices.")
-  experiment = config_lib.load_experiment(args.experiment, args.overrides)
-  compiled = None
-  if args.target is not None:
-    from t5x_lite import aot  # pylint: disable=import-outside-toplevel  (imports the trainer)
-    devices = aot.compile_only_devices(args.target, args.devices)
-    aot.resolve_auto_dtype(experiment, args.target)
-    if experiment.model.vocab_size is None:
-      experiment.model.vocab_size = resolved_vocab_size(experiment.data)
-    compiled = aot.compile_report(experiment, args.target, devices)
-    num_devices = len(devices)
-  else:
-    num_devices = args.devices or jax.device_count()
-  try:
-    report = describe(experiment, num_devices)
-  except config_lib.ConfigError as e:
-    if args.devices is not None or args.target is not None:
-      raise
-    raise config_lib.ConfigError(
-        f"{e} (This machine has {num_devices} device(s); to plan for another, add --devices N.)"
-    ) from None
-  if compiled is not None:
-    report["compiled"] = compiled
-  print(json.dumps(report) if args.json else format_report(report))
-  return 0

@@ -1,4 +1,5 @@
-"""Where training metrics go: metrics.jsonl, TensorBoard event files and a progress bar.
+"""Where training metrics go: metrics.jsonl, the trackers of train.loggers (TensorBoard event
+files, Weights & Biases) and a progress bar.
 
 Only the writing process (process 0) touches files. metrics.jsonl holds one
 JSON object per logged step and split; a resumed run first drops lines past
@@ -9,21 +10,40 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Optional
+import secrets
+from typing import Optional, Sequence
 
 from tqdm import tqdm
 
+from t5x_lite.config import ExperimentConfig, to_dict
+from t5x_lite.errors import ConfigError
 from t5x_lite.fileio import write_atomically
 
 _LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
 
 
 def read_metrics(workdir: str) -> list[dict]:
+  """The records of WORKDIR/metrics.jsonl. A last line without its newline is one a kill cut
+  short: it is left out. Any other line that is not a JSON record is a clear error."""
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  with open(path, encoding="utf-8", errors="replace") as f:
+    lines = f.read().split("\n")
+  records = []
+  for number, line in enumerate(lines[:-1], 1):  # lines[-1]: after the last newline.
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except ValueError:
+      record = None
+    if not isinstance(record, dict) or "step" not in record or "split" not in record:
+      raise ConfigError(
+          f"{path} line {number} is not a metrics record ({line[:60]!r}); the file was edited "
+          "or damaged. Move it aside to start a new one (TensorBoard keeps the curves).")
+    records.append(record)
+  return records
 
 
 def lower_is_better(metric_name: str) -> bool:
@@ -32,16 +52,86 @@ def lower_is_better(metric_name: str) -> bool:
   return any(word in metric_name.lower() for word in _LOWER_IS_BETTER)
 
 
+def import_wandb():
+  """wandb, imported only by runs that log to it."""
+  try:
+    import wandb  # pylint: disable=import-outside-toplevel  (optional, slow import)
+  except ImportError:
+    raise ConfigError('train.loggers includes "wandb", but wandb is not installed: pip install '
+                      '"t5x-lite[wandb]", or drop "wandb" from train.loggers.') from None
+  return wandb
+
+
+def check_loggers_installed(loggers: Sequence[str]) -> None:
+  """Fails before any work, rather than after the data and state are set up."""
+  if "wandb" in loggers:
+    import_wandb()
+
+
+class _TensorBoard:
+  """WORKDIR/tensorboard; a resumed run purges the steps after the one it resumed from."""
+
+  def __init__(self, workdir: str, resume_step: int, config: ExperimentConfig):
+    del config
+    from tensorboardX import SummaryWriter  # Writes event files without TensorFlow.
+    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+
+  def log(self, step: int, scalars: dict) -> None:
+    for tag, value in scalars.items():
+      self._writer.add_scalar(tag, value, step)
+    self._writer.flush()
+
+  def close(self) -> None:
+    self._writer.close()
+
+
+class _WandB:
+  """One W&B run per workdir: its id, kept in WORKDIR/wandb_run_id, makes a resumed training
+  run continue it. W&B ignores steps below the last it has: the steps a killed run logged
+  after its last checkpoint keep their first values when the resumed run logs them again."""
+
+  def __init__(self, workdir: str, resume_step: int, config: ExperimentConfig):
+    del resume_step
+    id_path = os.path.join(workdir, "wandb_run_id")
+    if not os.path.exists(id_path):
+      write_atomically(id_path, secrets.token_hex(6) + "\n")
+    with open(id_path, encoding="utf-8") as f:
+      run_id = f.read().strip()
+    train = config.train
+    self._run = import_wandb().init(
+        project=train.wandb_project, entity=train.wandb_entity or None,
+        name=config.name or os.path.basename(os.path.abspath(workdir)), dir=workdir,
+        config=to_dict(config), id=run_id, resume="allow")
+
+  def log(self, step: int, scalars: dict) -> None:
+    self._run.log(scalars, step=step)
+
+  def close(self) -> None:
+    self._run.finish()
+
+
+_LOGGERS = {"tensorboard": _TensorBoard, "wandb": _WandB}
+
+
 class MetricWriter:
-  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0):
+  """metrics.jsonl, and each logger of config.train.loggers (default: TensorBoard) under the
+  tags "SPLIT/METRIC"."""
+
+  def __init__(self, workdir: str, *, enabled: bool = True, resume_step: int = 0,
+               config: Optional[ExperimentConfig] = None):
     self.enabled = enabled
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self._tensorboard = None
+    self._sinks: list = []
     if not enabled:
       return
     self._truncate_after(resume_step)
-    from tensorboardX import SummaryWriter  # Writes event files without TensorFlow.
-    self._tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+    config = config or ExperimentConfig()
+    try:
+      for name in config.train.loggers:
+        self._sinks.append(_LOGGERS[name](workdir, resume_step, config))
+    except BaseException:  # wandb.init failed (not logged in, ...): close those opened.
+      self.close()
+      raise
 
   def _truncate_after(self, step: int) -> None:
     """Drops records a killed run logged after its last checkpoint."""
@@ -54,13 +144,13 @@ class MetricWriter:
     record = {"step": step, "split": split, **metrics}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
-    for name, value in metrics.items():
-      self._tensorboard.add_scalar(f"{split}/{name}", value, step)
-    self._tensorboard.flush()
+    scalars = {f"{split}/{name}": value for name, value in metrics.items()}
+    for sink in self._sinks:
+      sink.log(step, scalars)
 
   def close(self) -> None:
-    if self._tensorboard is not None:
-      self._tensorboard.close()
+    while self._sinks:
+      self._sinks.pop().close()
 
 
 class ProgressBar:

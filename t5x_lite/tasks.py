@@ -16,7 +16,7 @@ from jax.experimental import multihost_utils
 
 from t5x_lite import decoding
 from t5x_lite.config import ROUGE_TYPES, ExperimentConfig, check_metric_names
-from t5x_lite.data import Vocabulary
+from t5x_lite.data.vocabulary import Vocabulary
 
 
 def text_metrics(predictions: Sequence[str], targets: Sequence[str],

@@ -3,11 +3,11 @@
 Both must be set before jax / tensorflow_datasets are imported (helpers imports neither).
 """
 
+import logging
 import os
 import tempfile
 
 import pytest
-
 from helpers import COLLECTIVE_TIMEOUTS, train_tiny
 
 os.environ["XLA_FLAGS"] = " ".join(
@@ -21,3 +21,16 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 def tiny_run(tmp_path_factory) -> str:
   """One 20-step pretraining run per test session, shared by the modules that read runs."""
   return train_tiny(str(tmp_path_factory.getbasetemp() / "tiny_run"))
+
+
+@pytest.fixture(autouse=True)
+def _library_logger_as_it_was():
+  """The CLI's main() sends the `t5x_lite` logger to the terminal, and stops it propagating,
+  for the rest of the process: each test gets the logger back as it was, so that caplog
+  sees the library's records whatever ran before."""
+  logger = logging.getLogger("t5x_lite")
+  handlers, level, propagate = list(logger.handlers), logger.level, logger.propagate
+  yield
+  logger.handlers[:] = handlers
+  logger.setLevel(level)
+  logger.propagate = propagate

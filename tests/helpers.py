@@ -25,9 +25,8 @@ def random_batch(rng: np.random.Generator, batch: int, inputs_length: int, targe
   """A packed batch: each row holds `segments` examples, then padding."""
   out = {k: np.zeros((batch, n), np.int32) for k, n in (
       ("encoder_input_tokens", inputs_length), ("encoder_segment_ids", inputs_length),
-      ("encoder_positions", inputs_length), ("decoder_target_tokens", targets_length),
-      ("decoder_input_tokens", targets_length), ("decoder_segment_ids", targets_length),
-      ("decoder_positions", targets_length))}
+      ("decoder_target_tokens", targets_length), ("decoder_input_tokens", targets_length),
+      ("decoder_segment_ids", targets_length))}
   out["decoder_loss_weights"] = np.zeros((batch, targets_length), np.float32)
   for row in range(batch):
     enc_start = dec_start = 0
@@ -38,12 +37,10 @@ def random_batch(rng: np.random.Generator, batch: int, inputs_length: int, targe
       dec = slice(dec_start, dec_start + dec_len)
       out["encoder_input_tokens"][row, enc] = rng.integers(2, vocab_size, enc_len)
       out["encoder_segment_ids"][row, enc] = segment
-      out["encoder_positions"][row, enc] = np.arange(enc_len)
       targets = rng.integers(2, vocab_size, dec_len)
       out["decoder_target_tokens"][row, dec] = targets
       out["decoder_input_tokens"][row, dec] = np.concatenate([[0], targets[:-1]])
       out["decoder_segment_ids"][row, dec] = segment
-      out["decoder_positions"][row, dec] = np.arange(dec_len)
       out["decoder_loss_weights"][row, dec] = 1.0
       enc_start += enc_len
       dec_start += dec_len
@@ -69,8 +66,9 @@ TINY_SETTINGS = [
 def train_tiny(workdir: str, overrides: tuple[str, ...] = ()) -> str:
   """A tiny pretraining run in `workdir`, unless one finished there already."""
   import jax  # Heavy: only the tests that train import it.
-  from t5x_lite import trainer
+
+  from t5x_lite.training.loop import train
   if not os.path.isdir(os.path.join(workdir, "checkpoints", str(TINY_STEPS))):
-    trainer.train(config_lib.load_experiment(TINY_EXPERIMENT, TINY_SETTINGS + list(overrides)), workdir,
-                  devices=jax.devices()[:1])
+    train(config_lib.load_experiment(TINY_EXPERIMENT, TINY_SETTINGS + list(overrides)), workdir,
+          devices=jax.devices()[:1])
   return workdir

@@ -5,9 +5,10 @@ import importlib.metadata
 import json
 
 import pytest
-
-from t5x_lite import aot, cli
 from helpers import REPO, TINY_EXPERIMENT
+
+from t5x_lite import aot
+from t5x_lite.cli.main import main
 
 INSTALLED = {(dist.metadata["Name"] or "").lower().replace("_", "-")
              for dist in importlib.metadata.distributions()}
@@ -16,7 +17,7 @@ HAS_LIBTPU = "libtpu" in INSTALLED
 
 
 def _info(capsys, *args) -> dict:
-  status = cli.main(["info", TINY_EXPERIMENT, "--json", *args])
+  status = main(["info", TINY_EXPERIMENT, "--json", *args])
   out = capsys.readouterr().out
   assert status == 0, out
   return json.loads(out)
@@ -37,7 +38,7 @@ def test_cpu_target_reports_the_compiled_step_per_device(capsys):
 
 
 def test_human_report_has_the_compiled_section(capsys):
-  assert cli.main(["info", TINY_EXPERIMENT, "--target", "cpu"]) == 0
+  assert main(["info", TINY_EXPERIMENT, "--target", "cpu"]) == 0
   out = capsys.readouterr().out
   assert "compiled train step per device, 1 x cpu" in out and "fused attention calls" in out
 
@@ -50,19 +51,19 @@ def test_human_report_has_the_compiled_section(capsys):
     (["--target", "cpu", "--devices", "0"], "--devices 0"),
 ])
 def test_bad_targets_are_one_clear_error(capsys, args, message):
-  assert cli.main(["info", TINY_EXPERIMENT, *args]) == 2
+  assert main(["info", TINY_EXPERIMENT, *args]) == 2
   assert message in capsys.readouterr().err
 
 
 @pytest.mark.skipif(HAS_CUDA_PLUGIN, reason="jax's CUDA plugin is installed here")
 def test_gpu_target_without_the_plugin_says_how_to_get_it(capsys):
-  assert cli.main(["info", TINY_EXPERIMENT, "--target", "h100"]) == 2
+  assert main(["info", TINY_EXPERIMENT, "--target", "h100"]) == 2
   assert 'pip install "jax[cuda12]==' in capsys.readouterr().err
 
 
 @pytest.mark.skipif(HAS_LIBTPU, reason="libtpu is installed here")
 def test_tpu_target_without_libtpu_says_how_to_get_it(capsys):
-  assert cli.main(["info", TINY_EXPERIMENT, "--target", "v5e:2x2"]) == 2
+  assert main(["info", TINY_EXPERIMENT, "--target", "v5e:2x2"]) == 2
   assert 'pip install "jax[tpu]==' in capsys.readouterr().err
 
 
@@ -73,10 +74,10 @@ def test_tpu_target_compiles_or_reports_what_does_not_fit(capsys):
   assert fits["compiled"]["devices"] == 4 and fits["compiled"]["fits"]
   assert fits["compiled"]["device_kind"].startswith("TPU v5")
   # T5.1.1-base at its batch of 256 over four 16 GB chips: the TPU compiler refuses it.
-  status = cli.main(["info", f"{REPO}/experiments/t5_1_1_base.py", "--target", "v5e:2x2", "--json"])
+  status = main(["info", f"{REPO}/experiments/t5_1_1_base.py", "--target", "v5e:2x2", "--json"])
   too_big = json.loads(capsys.readouterr().out)["compiled"]
   assert status == 0 and not too_big["fits"] and "RESOURCE_EXHAUSTED" in too_big["compiler_message"]
-  assert cli.main(["info", TINY_EXPERIMENT, "--target", "v5e:7x3"]) == 2
+  assert main(["info", TINY_EXPERIMENT, "--target", "v5e:7x3"]) == 2
   assert "not a TPU topology libtpu knows" in capsys.readouterr().err
 
 

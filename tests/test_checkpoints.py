@@ -14,10 +14,13 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
-from t5x_lite import checkpoints, config as config_lib, model as model_lib
-from t5x_lite.checkpoints import CheckpointError, Checkpointer
+from t5x_lite import checkpoints
+from t5x_lite import config as config_lib
+from t5x_lite import model as model_lib
+from t5x_lite.checkpoints import Checkpointer, CheckpointError
 from t5x_lite.config import CheckpointConfig, ExperimentConfig, MeshConfig, OptimizerConfig
 from t5x_lite.optimizers import make_optimizer
 from t5x_lite.partitioning import RULE_PRESETS, logical_to_sharding, make_mesh
@@ -354,7 +357,7 @@ def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
 
 
 # ----------------------------------------------------------------------------
-# describe() (the inspect command is tested in test_cli.py)
+# describe() (the inspect command is tested in tests/cli/test_main.py)
 # ----------------------------------------------------------------------------
 
 

@@ -7,9 +7,10 @@ import re
 import subprocess
 import sys
 
-from t5x_lite import cli, compare, metrics
-
 from helpers import REPO, TINY_STEPS, train_tiny
+
+from t5x_lite import compare, metrics
+from t5x_lite.cli.main import main
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -17,7 +18,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 def test_compare_two_runs(tiny_run, tmp_path, capsys):
   other = train_tiny(str(tmp_path / "dropout_run"), ("model.dropout_rate=0.1",))
   plot = tmp_path / "curves.png"
-  assert cli.main(["compare", tiny_run, other, "--output", str(plot)]) == 0
+  assert main(["compare", tiny_run, other, "--output", str(plot)]) == 0
   table = capsys.readouterr().out
   cells = [re.split(r"\s{2,}", line.strip()) for line in table.splitlines()[2:-1]]
   rows = {row[0]: row[1:] for row in cells}
@@ -39,7 +40,7 @@ def test_compare_tool_writes_plot_in_current_directory(tiny_run, tmp_path):
 
 def test_output_directory_must_exist(tmp_path, capsys):
   missing = tmp_path / "missing"
-  assert cli.main(["compare", str(tmp_path), "--output", str(missing / "x.png")]) == 2
+  assert main(["compare", str(tmp_path), "--output", str(missing / "x.png")]) == 2
   assert f"--output {missing}/x.png: directory {missing} does not exist" in capsys.readouterr().err
 
 

@@ -1,8 +1,7 @@
-"""Multi-process start-up arguments and the single/multi-process helpers, without a cluster:
+"""Multi-process start-up settings and the single/multi-process helpers, without a cluster:
 jax.distributed.initialize and the collectives are replaced by recorders. (tests/test_multihost.py
-starts real processes.)"""
+starts real processes; tests/cli/test_common.py turns the flags into settings.)"""
 
-import argparse
 import inspect
 import socket
 from types import SimpleNamespace
@@ -64,12 +63,6 @@ class Recorder:
     self.updates.append((name, value))
 
 
-def _args(*argv: str) -> argparse.Namespace:
-  parser = argparse.ArgumentParser()
-  distributed.add_arguments(parser)
-  return parser.parse_args(list(argv))
-
-
 def _detected(**changes) -> dict:
   """The call that leaves everything to JAX's cluster detection."""
   return {"coordinator_address": None, "num_processes": None, "process_id": None,
@@ -78,15 +71,16 @@ def _detected(**changes) -> dict:
 
 
 def test_single_process_is_a_no_op(env):
-  distributed.initialize(_args())
-  distributed.initialize(_args("--num-processes", "1"))
-  distributed.initialize(_args("--process-id", "0"))  # what a launcher may set for one process
+  distributed.initialize()
+  distributed.initialize(distributed.settings())
+  distributed.initialize(distributed.settings(num_processes=1))
+  # What a launcher may set for one process:
+  distributed.initialize(distributed.settings(process_id=0))
   assert env.initialize_kwargs == [] and env.updates == []
 
 
-def test_flags_reach_jax(env):
-  distributed.initialize(_args("--coordinator", env.coordinator, "--num-processes", "4",
-                               "--process-id", "3"))
+def test_settings_reach_jax(env):
+  distributed.initialize(distributed.settings(env.coordinator, num_processes=4, process_id=3))
   assert env.initialize_kwargs == [_detected(
       coordinator_address=env.coordinator, num_processes=4, process_id=3)]
   assert env.updates == [("jax_cpu_collectives_implementation", "gloo")]
@@ -98,9 +92,9 @@ def test_environment_variables_are_the_defaults(env, monkeypatch):
   monkeypatch.setenv("T5X_LITE_NUM_PROCESSES", "2")
   monkeypatch.setenv("T5X_LITE_PROCESS_ID", "1")
   monkeypatch.setenv("T5X_LITE_HANDSHAKE_TIMEOUT", "60")
-  assert distributed.settings(_args()) == distributed.Settings(env.coordinator, 2, 1, 60)
-  assert distributed.settings(_args("--process-id", "0")).process_id == 0  # a flag wins
-  distributed.initialize(_args())
+  assert distributed.settings() == distributed.Settings(env.coordinator, 2, 1, 60)
+  assert distributed.settings(process_id=0).process_id == 0  # a given value (a flag) wins
+  distributed.initialize()
   assert env.initialize_kwargs == [_detected(coordinator_address=env.coordinator,
                                              num_processes=2, process_id=1,
                                              initialization_timeout=60 + 30)]
@@ -110,45 +104,48 @@ def test_empty_variables_count_as_unset(env, monkeypatch):
   for name in ("T5X_LITE_COORDINATOR", "T5X_LITE_NUM_PROCESSES", "T5X_LITE_PROCESS_ID",
                "T5X_LITE_HANDSHAKE_TIMEOUT"):
     monkeypatch.setenv(name, "")
-  assert distributed.settings(_args()) == distributed.Settings(
+  assert distributed.settings() == distributed.Settings(
       None, None, None, distributed.HANDSHAKE_TIMEOUT_S)
-  distributed.initialize(_args())
+  distributed.initialize()
   assert env.initialize_kwargs == []
 
 
-@pytest.mark.parametrize("argv", [
-    ("--coordinator", "host:1234"),
-    ("--num-processes", "2", "--process-id", "0"),
-    ("--coordinator", "host:1234", "--num-processes", "2"),
-    ("--process-id", "1"),
+@pytest.mark.parametrize("given", [
+    {"coordinator": "host:1234"},
+    {"num_processes": 2, "process_id": 0},
+    {"coordinator": "host:1234", "num_processes": 2},
+    {"process_id": 1},
 ])
-def test_explicit_runs_need_all_three(env, argv):
+def test_explicit_runs_need_all_three(env, given):
   with pytest.raises(ConfigError, match="needs --coordinator HOST:PORT, --num-processes N and --process-id I"):
-    distributed.initialize(_args(*argv))
+    distributed.initialize(distributed.settings(**given))
   assert env.initialize_kwargs == []
 
 
-@pytest.mark.parametrize("argv,variables,message", [
-    (("--coordinator", "h:1", "--num-processes", "2", "--process-id", "2"), {},
+@pytest.mark.parametrize("given,variables,message", [
+    ({"coordinator": "h:1", "num_processes": 2, "process_id": 2}, {},
      r"--process-id 2 must be in 0\.\.1"),
-    (("--coordinator", "h:1", "--num-processes", "2", "--process-id", "-1"), {},
+    ({"coordinator": "h:1", "num_processes": 2, "process_id": -1}, {},
      r"--process-id -1 must be in 0\.\.1"),
-    (("--num-processes", "1", "--process-id", "1"), {}, r"--process-id 1 must be in 0\.\.0"),
-    (("--num-processes", "0"), {}, "--num-processes 0 must be at least 1"),
-    (("--handshake-timeout", "0"), {}, "--handshake-timeout 0 must be at least 1 second"),
-    (("--coordinator", "localhost", "--num-processes", "2", "--process-id", "0"), {},
+    ({"num_processes": 1, "process_id": 1}, {}, r"--process-id 1 must be in 0\.\.0"),
+    ({"num_processes": 0}, {}, "--num-processes 0 must be at least 1"),
+    ({"handshake_timeout": 0}, {}, "--handshake-timeout 0 must be at least 1 second"),
+    ({"coordinator": "localhost", "num_processes": 2, "process_id": 0}, {},
      r"Coordinator address 'localhost' \(--coordinator or T5X_LITE_COORDINATOR\) is not HOST:PORT"),
-    (("--coordinator", "h:99999", "--num-processes", "2", "--process-id", "0"), {}, "is not HOST:PORT"),
-    ((), {"T5X_LITE_COORDINATOR": ":8476"}, "':8476' .* is not HOST:PORT"),
-    ((), {"T5X_LITE_NUM_PROCESSES": "two"},
+    ({"coordinator": "h:99999", "num_processes": 2, "process_id": 0}, {}, "is not HOST:PORT"),
+    ({}, {"T5X_LITE_COORDINATOR": ":8476"}, "':8476' .* is not HOST:PORT"),
+    ({}, {"T5X_LITE_NUM_PROCESSES": "two"},
      r"T5X_LITE_NUM_PROCESSES='two' is not a whole number; set it to one, or unset it"),
-    ((), {"T5X_LITE_PROCESS_ID": "1.0"}, "T5X_LITE_PROCESS_ID='1.0' is not a whole number"),
+    ({}, {"T5X_LITE_PROCESS_ID": "1.0"}, "T5X_LITE_PROCESS_ID='1.0' is not a whole number"),
 ])
-def test_bad_settings_are_clear_errors(env, monkeypatch, argv, variables, message):
+def test_bad_settings_are_clear_errors(env, monkeypatch, given, variables, message):
   for name, value in variables.items():
     monkeypatch.setenv(name, value)
   with pytest.raises(ConfigError, match=message):
-    distributed.initialize(_args(*argv))
+    distributed.initialize(distributed.settings(**given))
+  if not given:  # Read from the environment by default, with the same checks.
+    with pytest.raises(ConfigError, match=message):
+      distributed.initialize()
   assert env.initialize_kwargs == []
 
 
@@ -182,23 +179,23 @@ def _fake_tpu_vm(monkeypatch, workers: str) -> None:
 ])
 def test_clusters_are_detected_as_jax_detects_them(env, monkeypatch, setup, detected):
   setup(monkeypatch)
-  distributed.initialize(_args())
+  distributed.initialize()
   assert env.initialize_kwargs == ([_detected()] if detected else [])
 
 
 def test_a_kubernetes_pod_without_the_kubernetes_package_is_one_quiet_process(env, monkeypatch,
                                                                                recwarn):
   monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
-  distributed.initialize(_args())
+  distributed.initialize()
   assert env.initialize_kwargs == [] and not recwarn.list
 
 
 def test_num_processes_1_means_one_process_inside_a_cluster(env, monkeypatch):
   for name, value in SLURM_STEP.items():
     monkeypatch.setenv(name, value)
-  distributed.initialize(_args("--num-processes", "1", "--process-id", "0"))
+  distributed.initialize(distributed.settings(num_processes=1, process_id=0))
   monkeypatch.setenv("T5X_LITE_NUM_PROCESSES", "1")
-  distributed.initialize(_args())
+  distributed.initialize()
   assert env.initialize_kwargs == []
 
 
@@ -206,15 +203,14 @@ def test_a_failed_handshake_says_where_it_looked(env, monkeypatch):
   env.error = RuntimeError("DEADLINE_EXCEEDED")
   with pytest.raises(ConfigError, match=rf"Process 1 could not join the run through the coordinator at "
                                         rf"{env.coordinator}: DEADLINE_EXCEEDED\.") as info:
-    distributed.initialize(_args("--coordinator", env.coordinator, "--num-processes", "2",
-                                 "--process-id", "1"))
+    distributed.initialize(distributed.settings(env.coordinator, num_processes=2, process_id=1))
   assert info.value.__cause__ is env.error
   assert " s:" not in str(info.value)  # No claim that it waited: JAX may fail at once.
   for name, value in SLURM_STEP.items():
     monkeypatch.setenv(name, value)
   with pytest.raises(ConfigError, match=r"This process could not join .* the address JAX detected "
                                         r"from the slurm environment"):
-    distributed.initialize(_args())
+    distributed.initialize()
 
 
 def test_an_absent_coordinator_is_named_within_the_timeout(env):
@@ -222,8 +218,8 @@ def test_an_absent_coordinator_is_named_within_the_timeout(env):
     closed.bind(("localhost", 0))
     address = f"localhost:{closed.getsockname()[1]}"
     with pytest.raises(ConfigError, match=rf"Process 1 found no coordinator at {address} within 1 s"):
-      distributed.initialize(_args("--coordinator", address, "--num-processes", "2",
-                                   "--process-id", "1", "--handshake-timeout", "1"))
+      distributed.initialize(distributed.settings(address, num_processes=2, process_id=1,
+                                                  handshake_timeout=1))
   assert env.initialize_kwargs == []
 
 

@@ -4,16 +4,21 @@ cuDNN attention to XLA off GPUs; the loader is stopped when evaluation fails.
 """
 
 import json
+import logging
 import os
 import threading
+from types import SimpleNamespace
 
 import jax
 import numpy as np
 import pytest
-
-from t5x_lite import cli, evaluation, trainer
-from t5x_lite.data import make_eval_loader
 from helpers import TINY_STEPS
+
+from t5x_lite import api, evaluation
+from t5x_lite.cli.main import main
+from t5x_lite.data import make_eval_loader
+from t5x_lite.training.loop import resolve_vocabulary
+
 
 def direct_count(loader) -> tuple[int, int]:
   """(examples, target tokens) of the loader's split, straight from the source and objective."""
@@ -34,11 +39,11 @@ def trainer_records(workdir: str) -> list[dict]:
 
 def test_eval_counts_every_example_once(tiny_run, capsys):
   config = evaluation.load_config(tiny_run, ["data.max_eval_examples=None"])
-  examples, tokens = direct_count(make_eval_loader(config, trainer.resolve_vocabulary(config, tiny_run)))
+  examples, tokens = direct_count(make_eval_loader(config, resolve_vocabulary(config, tiny_run)))
   # A batch (a multiple of the 8 devices) that leaves a padded, partly empty last batch.
   batch = next(b for b in range(16, 256, 8) if examples % b)
-  assert cli.main(["eval", "--workdir", tiny_run, "--step", "10",
-                   "--set", f"train.batch_size={batch}"]) == 0
+  assert main(["eval", "--workdir", tiny_run, "--step", "10",
+               "--set", f"train.batch_size={batch}"]) == 0
   printed = capsys.readouterr().out
   assert "target_tokens" in printed and "step_10_validation.json" in printed
   with open(os.path.join(tiny_run, "eval", "step_10_validation.json")) as f:
@@ -53,30 +58,33 @@ def test_eval_counts_every_example_once(tiny_run, capsys):
 
 
 def test_eval_matches_training_validation(tiny_run):
-  """Same step, same examples: the eval command reproduces the trainer's validation loss."""
-  config = evaluation.load_config(tiny_run)
-  metrics, scorer = evaluation.evaluate_run(evaluation.restore_run(tiny_run, config), "validation")
+  """Same step, same examples: evaluating the loaded run reproduces the trainer's validation loss."""
+  model = api.load(tiny_run)
+  metrics, samples = model.evaluate_with_samples(
+      "validation", max_examples=model.config.data.max_eval_examples)
   logged = [r for r in trainer_records(tiny_run) if r["split"] == "validation"][-1]
-  assert logged["step"] == TINY_STEPS and scorer is None
+  assert model.step == logged["step"] == TINY_STEPS and samples == []  # Not decoded: no samples.
   assert np.isclose(metrics["loss"], logged["loss"], rtol=1e-5)
   assert metrics["target_tokens"] == logged["target_tokens"]
 
 
-def test_mesh_that_does_not_fit_falls_back_to_data_parallel(tiny_run, capsys):
+def test_mesh_that_does_not_fit_falls_back_to_data_parallel(tiny_run, caplog):
   config = evaluation.load_config(tiny_run, ["mesh.shape=[3,1]", "train.batch_size=12",
                                              "train.grad_accum_steps=2"])
-  evaluation.fit_to_devices(config)
-  assert "does not fit" in capsys.readouterr().err
+  with caplog.at_level(logging.WARNING, logger=evaluation.logger.name):
+    evaluation.fit_to_devices(config)
+  assert "does not fit" in caplog.text
   assert config.mesh.shape == (-1, 1) and config.mesh.rules_preset == "data_parallel"
   assert config.train.batch_size % jax.device_count() == 0 and config.train.grad_accum_steps == 1
 
 
-def test_cudnn_attention_falls_back_to_xla_off_gpu(tiny_run, capsys, monkeypatch):
+def test_cudnn_attention_falls_back_to_xla_off_gpu(tiny_run, caplog, monkeypatch):
   """A run trained with cuDNN attention still evaluates on CPU; on a GPU its setting stays."""
   config = evaluation.load_config(tiny_run, ["model.attention_impl=cudnn"])
-  evaluation.fit_to_devices(config)
+  with caplog.at_level(logging.WARNING, logger=evaluation.logger.name):
+    evaluation.fit_to_devices(config)
   assert config.model.attention_impl == "xla"
-  assert "needs a GPU; using 'xla' on cpu" in capsys.readouterr().err
+  assert "needs a GPU; using 'xla' on cpu" in caplog.text
   monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
   config = evaluation.load_config(tiny_run, ["model.attention_impl=cudnn"])
   evaluation.fit_to_devices(config)
@@ -85,7 +93,7 @@ def test_cudnn_attention_falls_back_to_xla_off_gpu(tiny_run, capsys, monkeypatch
 
 def test_an_error_mid_eval_stops_the_loader_thread(tiny_run, monkeypatch):
   config = evaluation.load_config(tiny_run)
-  run = evaluation.RestoredRun(config, None, trainer.resolve_vocabulary(config, tiny_run), None, 0)
+  vocabulary = resolve_vocabulary(config, tiny_run)
   before = set(threading.enumerate())
   started = []
 
@@ -94,13 +102,13 @@ def test_an_error_mid_eval_stops_the_loader_thread(tiny_run, monkeypatch):
     started.extend(set(threading.enumerate()) - before)
     raise RuntimeError("device lost")
 
-  monkeypatch.setattr(trainer, "make_eval_step", lambda setup: None)
-  monkeypatch.setattr(trainer, "evaluate", failing_evaluate)
+  monkeypatch.setattr(evaluation, "make_eval_step", lambda setup: None)
+  monkeypatch.setattr(evaluation, "evaluate", failing_evaluate)
   with pytest.raises(RuntimeError, match="device lost"):
-    evaluation.evaluate_run(run, "validation")
+    evaluation.evaluate_split(SimpleNamespace(config=config), None, vocabulary, "validation")
   assert started and not any(t.is_alive() for t in started)
 
 
 def test_eval_of_a_directory_that_is_not_a_run(tmp_path, capsys):
-  assert cli.main(["eval", "--workdir", str(tmp_path)]) == 2
+  assert main(["eval", "--workdir", str(tmp_path)]) == 2
   assert "no config.json" in capsys.readouterr().err

@@ -6,7 +6,8 @@ from types import SimpleNamespace
 import jax
 import pytest
 
-from t5x_lite import config as config_lib, flops
+from t5x_lite import config as config_lib
+from t5x_lite import flops
 
 
 def _matmul_flops(cfg: config_lib.ModelConfig, len_in: int, len_tgt: int) -> int:

@@ -10,6 +10,7 @@ import dataclasses
 import io
 import json
 import shutil
+from pydoc_data import topics as pydoc_topics
 
 import flax.traverse_util
 import jax
@@ -17,7 +18,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import sentencepiece as spm
-from pydoc_data import topics as pydoc_topics
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -25,7 +25,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 # pylint: disable=wrong-import-position
 from t5x_lite import checkpoints, hf_interop
-from t5x_lite.cli import main
+from t5x_lite.cli.main import main
 from t5x_lite.config import ModelConfig, load_json
 from t5x_lite.hf_interop import InteropError
 from t5x_lite.model import Transformer, abstract_params
@@ -158,7 +158,7 @@ def test_pytorch_bin_and_sharded_folders(tmp_path):
   for i, part in enumerate((keys[:len(keys) // 2], keys[len(keys) // 2:])):
     name = f"pytorch_model-{i + 1:05d}-of-00002.bin"
     torch.save({k: state_dict[k] for k in part}, sharded / name)
-    weight_map.update({k: name for k in part})
+    weight_map.update(dict.fromkeys(part, name))
   (sharded / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
   _assert_same_params(_import(str(sharded))[0], reference)
 

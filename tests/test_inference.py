@@ -1,68 +1,13 @@
-"""`t5x-lite infer` end to end on the tiny run: one output line per input, whatever the input
-lengths, from --input or --input-file, printed or written; batches padded to a bucket."""
+"""The batched inference engine: batches padded to a bucket. (`t5x-lite infer` end to end is
+tested in tests/cli/test_infer.py.)"""
 
 import numpy as np
-import pytest
 
-from t5x_lite import cli, inference
-
-
-INPUTS = [
-    "The",
-    "def f(x):\n    return x",
-    "A much longer input about dictionaries, lists, tuples and sets, repeated: " * 4,
-]
-
-
-def test_infer_prints_one_line_per_input(tiny_run, capsys):
-  args = ["infer", "--workdir", tiny_run, "--batch-size", "2"]
-  for text in INPUTS:
-    args += ["--input", text]
-  assert cli.main(args) == 0
-  captured = capsys.readouterr()
-  assert len(captured.out.splitlines()) == len(INPUTS)
-  assert "1 input(s) cut to data.inputs_length=32" in captured.err
-
-
-def test_infer_file_to_file_with_beam_and_sampling(tiny_run, tmp_path):
-  source, target = tmp_path / "in.txt", tmp_path / "out.txt"
-  source.write_text("\n".join(text.replace("\n", " ") for text in INPUTS) + "\n")
-  greedy = tmp_path / "greedy.txt"
-  assert cli.main(["infer", "--workdir", tiny_run, "--input-file", str(source),
-                   "--output", str(greedy), "--step", "20"]) == 0
-  # Beam search with one beam is greedy decoding.
-  assert cli.main(["infer", "--workdir", tiny_run, "--input-file", str(source), "--output",
-                   str(target), "--method", "beam", "--num-beams", "1"]) == 0
-  assert target.read_text() == greedy.read_text()
-  assert len(greedy.read_text().splitlines()) == len(INPUTS)
-  assert cli.main(["infer", "--workdir", tiny_run, "--input-file", str(source), "--output",
-                   str(target), "--method", "sample", "--top-k", "5", "--seed", "1",
-                   "--max-decode-length", "4"]) == 0
-  assert len(target.read_text().splitlines()) == len(INPUTS)
-
-
-@pytest.mark.parametrize("flags, message", [
-    (["--input", " "], "no input text; pass --input TEXT or a non-empty --input-file"),
-    (["--input-file", "{tmp}/empty.txt"], "no input text"),
-    (["--input-file", "{tmp}/nothere.txt"], "cannot read --input-file {tmp}/nothere.txt"),
-    (["--input", "x", "--output", "{tmp}/no/out.txt"], "directory {tmp}/no does not exist"),
-    (["--input", "x", "--batch-size", "0"], "--batch-size=0 must be at least 1"),
-    (["--input", "x", "--max-decode-length", "0"], "--max-decode-length=0 must be at least 1"),
-    (["--input", "x", "--method", "sample", "--top-p", "0"], "--top-p=0.0 must be in (0, 1]"),
-    (["--input", "x", "--method", "beam", "--num-beams", "0"], "--num-beams=0 must be at least 1"),
-])
-def test_infer_rejects_bad_flags_before_restoring(tiny_run, tmp_path, monkeypatch, capsys, flags,
-                                                  message):
-  (tmp_path / "empty.txt").write_text("")
-  monkeypatch.setattr(inference, "restore_run", lambda *_: pytest.fail("restored before checking"))
-  flags = [flag.format(tmp=tmp_path) for flag in flags]
-  assert cli.main(["infer", "--workdir", tiny_run, *flags]) == 2
-  err = capsys.readouterr().err
-  assert err.startswith("t5x-lite infer: error: ") and message.format(tmp=tmp_path) in err
+from t5x_lite import inference
 
 
 def test_pad_batch_buckets_lengths():
-  batch = inference.pad_batch([np.array([5, 6, 1]), np.arange(2, 12)], rows=4)
+  batch = inference.pad_batch([np.array([5, 6, 1]), np.arange(2, 12)], num_rows=4)
   assert batch.shape == (4, 16)
   assert batch[0, :4].tolist() == [5, 6, 1, 0] and batch[1, 9] == 11
   assert batch[2:, 0].tolist() == [1, 1] and not batch[2:, 1:].any()

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from t5x_lite import info
-from t5x_lite.cli import main
+from t5x_lite.cli.main import main
 
 TINY = os.path.join(os.path.dirname(__file__), "..", "experiments", "tiny_python_docs.py")
 

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import relative_difference
 
 from t5x_lite.losses import chunked_output_sums, cross_entropy_with_z_loss, output_sums, token_accuracy
-from helpers import relative_difference
 
 BATCH, LENGTH, VOCAB = 2, 5, 37
 
@@ -104,7 +104,7 @@ def test_gradient_is_finite_for_extreme_bf16_logits():
   logits, targets, weights = _inputs(6)
   logits = jnp.asarray(logits * 1000, jnp.bfloat16)
   for ls in (0.0, 0.1):
-    loss = lambda x: cross_entropy_with_z_loss(x, targets, weights, label_smoothing=ls).loss
+    loss = lambda x, ls=ls: cross_entropy_with_z_loss(x, targets, weights, label_smoothing=ls).loss
     grads = jax.grad(loss)(logits)
     assert grads.dtype == jnp.bfloat16
     assert np.all(np.isfinite(np.asarray(grads, np.float32)))

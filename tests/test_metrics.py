@@ -1,10 +1,15 @@
-"""metrics.jsonl, TensorBoard events and the progress bar, without training anything."""
+"""metrics.jsonl, TensorBoard events, W&B runs and the progress bar."""
 
 import glob
 import json
 import os
 import struct
+import sys
 
+import pytest
+from helpers import TINY_EXPERIMENT, TINY_SETTINGS
+
+from t5x_lite import config as config_lib
 from t5x_lite import metrics
 
 
@@ -130,3 +135,125 @@ def test_disabled_progress_bar_prints_nothing(capsys):
   bar.close()
   captured = capsys.readouterr()
   assert captured.err == "" and captured.out == ""
+
+
+def test_no_loggers_write_only_metrics_jsonl(tmp_path):
+  config = config_lib.ExperimentConfig()
+  config.train.loggers = ()
+  writer = metrics.MetricWriter(str(tmp_path), config=config)
+  writer.write(1, "train", {"loss": 2.5})
+  writer.close()
+  assert os.listdir(tmp_path) == ["metrics.jsonl"]
+
+
+@pytest.mark.parametrize("loggers,expected", [
+    ("[tensorboard,wandbb]",
+     r"unknown loggers \['wandbb'\]; choose from \['tensorboard', 'wandb'\]"),
+    ("[wandb,tensorboard,wandb]", r"names 'wandb' twice"),
+    ("[wandb]", r'wandb is not installed: pip install "t5x-lite\[wandb\]"'),
+])
+def test_logger_errors_come_before_any_work(tmp_path, monkeypatch, loggers, expected):
+  from t5x_lite.training.loop import train
+  monkeypatch.setitem(sys.modules, "wandb", None)  # `import wandb` raises ImportError.
+  with pytest.raises(config_lib.ConfigError, match=expected):
+    train(config_lib.load_experiment(TINY_EXPERIMENT, [*TINY_SETTINGS, f"train.loggers={loggers}"]),
+          str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def _wandb_records(path) -> list:
+  """The Records of a .wandb file: a LevelDB-style log of 32 KiB blocks after a 7-byte header,
+  each record split in chunks (crc 4, length 2, type 1: full 1, first 2, middle 3, last 4)."""
+  from wandb.proto import wandb_internal_pb2
+  with open(path, "rb") as f:
+    data = f.read()
+  assert data[:4] == b":W&B"
+  records, pending, offset = [], b"", 7
+  while offset + 7 <= len(data):
+    left = 32768 - offset % 32768
+    if left < 7:  # Zero padding at a block's end.
+      offset += left
+      continue
+    length, kind = struct.unpack("<HB", data[offset + 4:offset + 7])
+    pending += data[offset + 7:offset + 7 + length]
+    offset += 7 + length
+    if kind in (1, 4):
+      record = wandb_internal_pb2.Record()
+      record.ParseFromString(pending)
+      records.append(record)
+      pending = b""
+  return records
+
+
+def _wandb_run(run_dir) -> tuple:
+  """(run record, {step: {key: value}}) of an offline run directory."""
+  (path,) = glob.glob(os.path.join(run_dir, "*.wandb"))
+  records = _wandb_records(path)
+  (run,) = [r.run for r in records if r.HasField("run")]
+  history = {}
+  for record in records:
+    if record.HasField("history"):
+      row = {item.key or "/".join(item.nested_key): json.loads(item.value_json)
+             for item in record.history.item}
+      history[record.history.step.num] = row
+  return run, history
+
+
+@pytest.fixture(name="wandb_offline")
+def _wandb_offline(tmp_path, monkeypatch):
+  """W&B offline, with its own directories: nothing is sent anywhere."""
+  import wandb  # In the test extra: CI must not skip this.
+  for name in ("DIR", "CACHE_DIR", "CONFIG_DIR", "DATA_DIR"):
+    monkeypatch.setenv(f"WANDB_{name}", str(tmp_path / f"wandb_{name.lower()}"))
+  monkeypatch.setenv("WANDB_MODE", "offline")
+  monkeypatch.setenv("WANDB_SILENT", "true")
+  monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+  wandb.teardown()  # wandb reads the environment once per set-up.
+  yield
+  wandb.teardown()
+
+
+@pytest.mark.usefixtures("wandb_offline")
+def test_wandb_gets_every_logged_step_and_a_resumed_run_continues_it(tmp_path):
+  import jax
+
+  from t5x_lite.training.loop import train
+  workdir = str(tmp_path / "run")
+  settings = [*TINY_SETTINGS, "train.log_every=2", "train.eval_every=4", "checkpoint.every_steps=4",
+              "train.peak_flops_per_device=1e12", "train.loggers=[tensorboard,wandb]", "name="]
+  for steps in (4, 6):
+    config = config_lib.load_experiment(TINY_EXPERIMENT, [*settings, f"train.steps={steps}"])
+    train(config, workdir, devices=jax.devices()[:1])
+
+  assert config_lib.load_json(os.path.join(workdir, "config.json")).train.loggers == (
+      "tensorboard", "wandb")
+  run_id = (tmp_path / "run" / "wandb_run_id").read_text().strip()
+  # Offline, each session is a directory of its own; `wandb sync` joins them as one run.
+  first, resumed = sorted(glob.glob(os.path.join(workdir, "wandb", "offline-run-*")))
+  assert first.endswith(run_id) and resumed.endswith(run_id)
+  records = metrics.read_metrics(workdir)
+  for run_dir, steps in ((first, [2, 4]), (resumed, [6])):
+    run, history = _wandb_run(run_dir)
+    assert (run.run_id, run.project, run.display_name) == (run_id, "t5x-lite", "run")
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert config["train"]["loggers"] == ["tensorboard", "wandb"]
+    assert sorted(history) == steps
+    # The same numbers as metrics.jsonl, under TensorBoard's tags.
+    for record in (r for r in records if r["step"] in steps):
+      for name, value in record.items():
+        if name not in ("step", "split"):
+          assert history[record["step"]][f"{record['split']}/{name}"] == pytest.approx(value)
+  assert {"train/loss", "train/mfu", "train/seq_per_s", "validation/loss"} <= set(history[6])
+  assert _scalars(workdir)[("train/loss", 6)] == pytest.approx(history[6]["train/loss"])
+
+
+def test_a_last_line_cut_by_a_kill_is_dropped_and_damage_is_named(tmp_path):
+  path = tmp_path / "metrics.jsonl"
+  path.write_text('{"step": 1, "split": "train", "loss": 2.0}\n{"step": 2, "spl')
+  assert [r["step"] for r in metrics.read_metrics(str(tmp_path))] == [1]
+  writer = metrics.MetricWriter(str(tmp_path), resume_step=1, config=None)
+  writer.close()
+  assert path.read_text() == '{"step": 1, "split": "train", "loss": 2.0}\n'
+  path.write_text('{"step": 1, "split": "train"}\nnot json\n{"step": 2, "split": "train"}\n')
+  with pytest.raises(config_lib.ConfigError, match="metrics.jsonl line 2 is not a metrics record"):
+    metrics.read_metrics(str(tmp_path))

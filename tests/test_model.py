@@ -6,11 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import random_batch, relative_difference, tiny_model
 from jax.sharding import PartitionSpec
 
 from t5x_lite import config as config_lib
 from t5x_lite import model as model_lib
-from helpers import random_batch, relative_difference, tiny_model
 
 # Exact T5.1.1 parameter counts from docs/reference.md (vocabulary 32128), and the
 # public T5.1.0 (t5-small, t5-base) counts.

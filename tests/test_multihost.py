@@ -10,9 +10,10 @@ import sys
 import time
 
 import pytest
+from helpers import COLLECTIVE_TIMEOUTS, REPO
+from helpers import TINY_EXPERIMENT as EXPERIMENT
 
 from t5x_lite import checkpoints
-from helpers import COLLECTIVE_TIMEOUTS, REPO, TINY_EXPERIMENT as EXPERIMENT
 from t5x_lite.metrics import read_metrics
 
 SETTINGS = ["train.steps=20", "train.log_every=1", "train.batch_size=16", "train.eval_every=1000",
@@ -99,22 +100,24 @@ def test_two_processes_match_one_and_checkpoints_cross(tmp_path, env):
 FAIL_ON_MODULE = """
 import jax
 from jax.experimental import multihost_utils
-from t5x_lite import distributed
+from t5x_lite.cli.common import add_distributed_arguments, initialize_distributed
 from t5x_lite.config import ConfigError
 
 def add_arguments(parser):
   parser.add_argument("--failing", type=int, nargs="*", default=[])
-  distributed.add_arguments(parser)
+  add_distributed_arguments(parser)
 
 def run(args):
-  distributed.initialize(args)
+  initialize_distributed(args)
   multihost_utils.sync_global_devices("joined")
   if jax.process_index() in args.failing:
     raise ConfigError(f"bad setting on process {jax.process_index()}")
   multihost_utils.sync_global_devices("finished")
 """
-FAIL_ON_MAIN = ("import sys; from t5x_lite import cli; cli.SUBCOMMANDS['fail-on'] = ('fail_on', ''); "
-                "sys.exit(cli.main(sys.argv[1:]))")
+# Subcommands are modules of t5x_lite.cli: fail_on.py (on PYTHONPATH) is registered as one.
+FAIL_ON_MAIN = ("import importlib, sys; from t5x_lite.cli import main; "
+                "sys.modules['t5x_lite.cli.fail_on'] = importlib.import_module('fail_on'); "
+                "main.SUBCOMMANDS['fail-on'] = ('fail_on', ''); sys.exit(main.main(sys.argv[1:]))")
 # Before the stop mechanism, a process left waiting sat out JAX's 300 s shutdown barrier
 # (or its 100 s heartbeat timeout), then aborted with a C++ stack trace.
 PROMPT_S = 60

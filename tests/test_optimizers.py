@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import relative_difference, tiny_model
 from jax.sharding import PartitionSpec as P
 
-from helpers import relative_difference, tiny_model
 from t5x_lite import model as model_lib
 from t5x_lite.config import OptimizerConfig
 from t5x_lite.optimizers import make_optimizer, make_schedule

@@ -6,13 +6,15 @@ import functools
 import jax
 import numpy as np
 import pytest
+from helpers import random_batch, relative_difference, tiny_model
 from jax.sharding import PartitionSpec
 
 from t5x_lite import config as config_lib
 from t5x_lite import model as model_lib
-from t5x_lite import partitioning, trainer
+from t5x_lite import partitioning
 from t5x_lite.config import ConfigError, MeshConfig
-from helpers import random_batch, relative_difference, tiny_model
+from t5x_lite.train_state import TrainState
+from t5x_lite.training import step as step_lib
 
 MESH_SHAPES = [(8, 1), (4, 2), (2, 4), (1, 8)]
 PRESETS = ["data_parallel", "fsdp", "model_parallel", "2d"]
@@ -42,10 +44,11 @@ def _batch():
 
 
 def _one_step(config, devices):
-  setup = trainer.make_setup(config, devices)
+  setup = step_lib.make_setup(config, devices)
   state = jax.device_put(
-      trainer.TrainState.create(_initial_params(), setup.optimizer), setup.state_shardings)
-  state, metrics = trainer.make_train_step(setup)(state, trainer.to_global(_batch(), setup.batch_sharding))
+      TrainState.create(_initial_params(), setup.optimizer), setup.state_shardings)
+  batch = step_lib.to_global(_batch(), setup.batch_sharding)
+  state, metrics = step_lib.make_train_step(setup)(state, batch)
   return setup, state, metrics
 
 
@@ -92,8 +95,8 @@ def _bytes_on_first_device(tree) -> int:
 
 def test_memory_per_device_falls_with_fsdp_and_model_parallelism():
   def state_bytes(preset, shape):
-    setup = trainer.make_setup(_experiment(preset, shape), jax.devices())
-    state = trainer.init_state(setup, seed=0)
+    setup = step_lib.make_setup(_experiment(preset, shape), jax.devices())
+    state = step_lib.init_state(setup, seed=0)
     return _bytes_on_first_device(state.params), _bytes_on_first_device(state.opt_state)
 
   replicated_params, replicated_opt = state_bytes("data_parallel", (8, 1))
@@ -104,7 +107,7 @@ def test_memory_per_device_falls_with_fsdp_and_model_parallelism():
 
 
 def test_adafactor_statistics_follow_parameter_sharding():
-  setup = trainer.make_setup(_experiment("2d", (2, 4)), jax.devices())
+  setup = step_lib.make_setup(_experiment("2d", (2, 4)), jax.devices())
   factored = setup.state_shardings.opt_state[0]
   mlp_wi = setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"]
   assert mlp_wi.spec == PartitionSpec("data", "model")
@@ -126,20 +129,21 @@ def test_mesh_shape_that_does_not_divide_devices():
 def test_parameter_that_does_not_divide_its_mesh_axis():
   config = _experiment("model_parallel", (1, 8))
   config.model.num_heads = 4
-  with pytest.raises(ConfigError, match=r"relpos_bias/rel_embedding.*dimension 0 \(heads\) of size 4, which .* split 8 ways"):
-    trainer.make_setup(config, jax.devices())
+  with pytest.raises(ConfigError,
+                     match=r"relpos_bias/rel_embedding.*dimension 0 \(heads\) of size 4, which .* split 8 ways"):
+    step_lib.make_setup(config, jax.devices())
 
 
 def test_batch_that_does_not_divide_the_data_axis():
   config = _experiment("data_parallel", (8, 1))
   config.train.batch_size = 12
   with pytest.raises(ConfigError, match=r"batch_size=12 .* does not divide over the 8-way batch sharding"):
-    trainer.make_setup(config, jax.devices())
+    step_lib.make_setup(config, jax.devices())
 
 
 def test_custom_rules_from_the_experiment():
   config = _experiment("custom", (2, 4), rules=(("batch", "data"), ("vocab", "model")))
-  setup = trainer.make_setup(config, jax.devices())
+  setup = step_lib.make_setup(config, jax.devices())
   assert setup.state_shardings.params["token_embedder"]["embedding"].spec == PartitionSpec("model", None)
   assert setup.state_shardings.params["encoder"]["layers_0"]["mlp"]["wi_0"].spec == PartitionSpec(None, None)
 

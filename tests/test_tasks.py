@@ -5,7 +5,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from t5x_lite import config as config_lib, tasks
+from t5x_lite import config as config_lib
+from t5x_lite import tasks
 from t5x_lite.config import ConfigError
 
 

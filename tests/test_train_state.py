@@ -5,7 +5,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 from t5x_lite.config import OptimizerConfig
 from t5x_lite.optimizers import make_optimizer, make_schedule

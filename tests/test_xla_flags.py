@@ -4,7 +4,8 @@ import sys
 
 import pytest
 
-from t5x_lite import cli, xla_flags
+from t5x_lite import xla_flags
+from t5x_lite.cli.main import main
 
 
 @pytest.mark.parametrize("environ,expected", [
@@ -20,11 +21,11 @@ def test_gpu_flags_only_on_gpu_and_never_over_the_users(environ, expected):
 
 
 def test_every_command_sets_them_before_it_runs(monkeypatch, capsys):
-  """train, eval and infer get the benchmark's flags: cli.main applies them for all."""
+  """train, eval and infer get the benchmark's flags: the CLI's main applies them for all."""
   calls = []
   monkeypatch.setattr(xla_flags, "set_gpu_flags", lambda: calls.append("flags"))
-  monkeypatch.setattr("t5x_lite.info.run", lambda args: calls.append("run") or 0)
-  assert cli.main(["info", "tiny"]) == 0
+  monkeypatch.setattr("t5x_lite.cli.info.run", lambda args: calls.append("run") or 0)
+  assert main(["info", "tiny"]) == 0
   assert calls == ["flags", "run"]
 
 

@@ -3,7 +3,7 @@ their loss curves. Equals `t5x-lite compare WORKDIR1 WORKDIR2 ... [--output PNG]
 
 import sys
 
-from t5x_lite.cli import main
+from t5x_lite.cli.main import main
 
 if __name__ == "__main__":
   sys.exit(main(["compare", *sys.argv[1:]]))

@@ -102,11 +102,11 @@ hf() {  # NAME SIZE BATCH
 preflight() {
   # The image lacks tensorflow_datasets and a few more (t5x-lite imports them
   # lazily, hence named here): install the carried wheels (.whl/) if missing.
-  if ! "$PY" -c "import t5x_lite.trainer, tensorflow_datasets" 2>"$OUT/logs/preflight.log" && [ -d .whl ]; then
+  if ! "$PY" -c "import t5x_lite.training.loop, tensorflow_datasets" 2>"$OUT/logs/preflight.log" && [ -d .whl ]; then
     PYTHON="$PY" tools/gpu_install.sh >>"$OUT/logs/preflight.log" 2>&1
   fi
-  if ! "$PY" -c "import t5x_lite.trainer" 2>>"$OUT/logs/preflight.log"; then
-    echo "t5x_lite.trainer does not import (see $OUT/logs/preflight.log); t5x-lite runs skipped" >&2
+  if ! "$PY" -c "import t5x_lite.training.loop" 2>>"$OUT/logs/preflight.log"; then
+    echo "t5x_lite.training.loop does not import (see $OUT/logs/preflight.log); t5x-lite runs skipped" >&2
     T5X_OK=0
     return
   fi

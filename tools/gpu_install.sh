@@ -15,4 +15,4 @@ fi
 # image's jax/flax/torch. The import below checks that nothing is missing.
 "$PY" -m pip install --quiet --no-index --no-deps --no-cache-dir .whl/*.whl
 "$PY" -m pip install --quiet --no-index --no-deps --no-build-isolation -e .
-"$PY" -c "import t5x_lite.trainer, tensorflow_datasets, tensorboardX, rouge_score.rouge_scorer"
+"$PY" -c "import t5x_lite.training.loop, tensorflow_datasets, tensorboardX, rouge_score.rouge_scorer"

@@ -4,6 +4,6 @@ Equals `t5x-lite import-text` (see `t5x-lite import-text --help`).
 """
 import sys
 
-from t5x_lite.cli import main
+from t5x_lite.cli.main import main
 
 sys.exit(main(["import-text", *sys.argv[1:]]))

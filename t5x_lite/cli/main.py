@@ -11,48 +11,32 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
 from typing import Callable, Optional
 
+from tqdm import tqdm
+
 from t5x_lite import xla_flags
-from t5x_lite.config import ConfigError, UserError
+from t5x_lite.errors import UserError
 
-# Subcommands: name -> (module, help). Each module has add_arguments(parser)
-# and run(args).
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "info": ("t5x_lite.info", "parameter counts, FLOPs and memory of an experiment's model"),
-    "train": ("t5x_lite.trainer", "pretrain or fine-tune a model (resumes from WORKDIR/checkpoints)"),
-    "eval": ("t5x_lite.evaluation", "score a run's checkpoint on a whole split (seq2seq: decoded)"),
-    "infer": ("t5x_lite.inference", "decode text with a run's checkpoint"),
-    "compare": ("t5x_lite.compare", "configuration differences, metrics and loss curves of runs"),
-    "benchmark": ("t5x_lite.benchmark",
+    "info": ("info", "parameter counts, FLOPs and memory of an experiment's model"),
+    "train": ("train", "pretrain or fine-tune a model (resumes from WORKDIR/checkpoints)"),
+    "eval": ("evaluate", "score a run's checkpoint on a whole split (seq2seq: decoded)"),
+    "infer": ("infer", "generate text with a run's checkpoint, or score input/target pairs"),
+    "compare": ("compare", "configuration differences, metrics and loss curves of runs"),
+    "benchmark": ("benchmark",
                   "train-step speed and MFU (synthetic batches; --data real adds the input pipeline)"),
-    "inspect": ("t5x_lite.checkpoints", "steps, sizes, parameter tree and config of a checkpoint"),
-    "import-hf": ("t5x_lite.hf_interop", "convert a Hugging Face T5 folder into a t5x-lite workdir"),
-    "export-hf": ("t5x_lite.hf_interop", "write a workdir's checkpoint as a Hugging Face T5 folder"),
-    "import-text": ("t5x_lite.data.text_to_tfds", "turn .txt/.jsonl/.tsv files into a TFDS dataset"),
-    "train-vocab": ("t5x_lite.data.vocabulary", "train a SentencePiece vocabulary on a dataset"),
-    "bench-data": ("t5x_lite.data.bench", "input pipeline throughput (examples/s into packed batches)"),
+    "inspect": ("inspect_checkpoint", "steps, sizes, parameter tree and config of a checkpoint"),
+    "import-hf": ("import_hf", "convert a Hugging Face T5 folder into a t5x-lite workdir"),
+    "export-hf": ("export_hf", "write a workdir's checkpoint as a Hugging Face T5 folder"),
+    "import-text": ("import_text", "turn .txt/.jsonl/.tsv files into a TFDS dataset"),
+    "train-vocab": ("train_vocab", "train a SentencePiece vocabulary on a dataset"),
+    "bench-data": ("bench_data", "input pipeline throughput (examples/s into packed batches)"),
 }
-
-
-def add_experiment_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("experiment", help="experiment file (experiments/NAME.py) or its name")
-  add_override_argument(parser)
-
-
-def add_override_argument(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                      help="override a configuration field, e.g. --set model.d_ff=4096 (repeatable)")
-
-
-def check_output_directory(path: str, flag: str = "--output") -> None:
-  """Fails before the work, not after it, when an output file's directory is missing."""
-  directory = os.path.dirname(os.path.abspath(path))
-  if not os.path.isdir(directory):
-    raise ConfigError(f"{flag} {path}: directory {directory} does not exist; create it first.")
 
 
 def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
@@ -64,10 +48,30 @@ def build_parser(command: Optional[str] = None) -> argparse.ArgumentParser:
   subparsers.required = True
   for name, (module, help_text) in SUBCOMMANDS.items():
     sub = subparsers.add_parser(name, help=help_text, description=help_text)
-    sub.set_defaults(module=module)
+    sub.set_defaults(module=f"t5x_lite.cli.{module}")
     if name == command:
-      importlib.import_module(module).add_arguments(sub)
+      importlib.import_module(f"t5x_lite.cli.{module}").add_arguments(sub)
   return parser
+
+
+class _TerminalHandler(logging.Handler):
+  """The library's log records on the terminal: INFO on stdout through tqdm.write, so a
+  progress bar is redrawn below the line instead of being torn; warnings on stderr."""
+
+  def emit(self, record: logging.LogRecord) -> None:
+    message = self.format(record)
+    if record.levelno >= logging.WARNING:
+      _error_line(f"t5x-lite: {message}")
+    else:
+      tqdm.write(message, file=sys.stdout)
+
+
+def _log_to_terminal() -> None:
+  logger = logging.getLogger("t5x_lite")
+  if not any(isinstance(h, _TerminalHandler) for h in logger.handlers):
+    logger.addHandler(_TerminalHandler())
+  logger.setLevel(logging.INFO)
+  logger.propagate = False  # Printed here once, not again by a root handler.
 
 
 def _process_tag() -> str:
@@ -99,6 +103,7 @@ def main(argv: Optional[list[str]] = None) -> int:
   args = build_parser(command).parse_args(argv)
   run: Callable[[argparse.Namespace], Optional[int]] = importlib.import_module(args.module).run
   xla_flags.set_gpu_flags()  # Before the command starts a backend: XLA reads them only then.
+  _log_to_terminal()
   try:
     return run(args) or 0
   except UserError as e:

@@ -264,7 +264,8 @@ class ShardedLoader:
     offset = self.first_shard - state["first_shard"]
     if offset < 0 or offset + len(self.loaders) > len(state["shards"]):
       raise DataError(
-          f"Saved loader state covers shards {state['first_shard']}..{state['first_shard'] + len(state['shards']) - 1}, "
+          f"Saved loader state covers shards {state['first_shard']}.."
+          f"{state['first_shard'] + len(state['shards']) - 1}, "
           f"but this process reads shards {self.first_shard}..{self.first_shard + len(self.loaders) - 1}; "
           "restore with the same data.shards.")
     for loader, shard_state in zip(self.loaders, state["shards"][offset:]):

@@ -1,9 +1,11 @@
 """Packing (inputs, targets) examples into fixed-shape encoder-decoder rows, as T5X feeds them.
 
-Each row holds one or more examples (segments). Segment ids start at 1 (0 = padding), positions
-restart at 0 in every segment, and decoder_input_tokens are the targets shifted right by one
-within each segment (so every segment's first decoder input is 0 and no segment sees another's
-tokens). Without packing every row holds exactly one example, with the same keys.
+Each row holds one or more examples (segments). Segment ids start at 1 (0 = padding), and
+decoder_input_tokens are the targets shifted right by one within each segment (so every
+segment's first decoder input is 0 and no segment sees another's tokens). No positions are
+carried: the model's relative positions are index distances, which equal position distances
+wherever the segment mask lets attention through. Without packing every row holds exactly
+one example, with the same keys.
 """
 
 from __future__ import annotations
@@ -11,9 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 KEYS = (
-    "encoder_input_tokens", "encoder_segment_ids", "encoder_positions",
-    "decoder_target_tokens", "decoder_input_tokens", "decoder_segment_ids",
-    "decoder_positions", "decoder_loss_weights",
+    "encoder_input_tokens", "encoder_segment_ids", "decoder_target_tokens",
+    "decoder_input_tokens", "decoder_segment_ids", "decoder_loss_weights",
 )
 
 
@@ -65,11 +66,9 @@ class Packer:
     e0, d0 = self._encoder_used[row], self._decoder_used[row]
     b["encoder_input_tokens"][row, e0:e0 + n_in] = inputs
     b["encoder_segment_ids"][row, e0:e0 + n_in] = segment
-    b["encoder_positions"][row, e0:e0 + n_in] = np.arange(n_in)
     b["decoder_target_tokens"][row, d0:d0 + n_tgt] = targets
     b["decoder_input_tokens"][row, d0 + 1:d0 + n_tgt] = targets[:-1]
     b["decoder_segment_ids"][row, d0:d0 + n_tgt] = segment
-    b["decoder_positions"][row, d0:d0 + n_tgt] = np.arange(n_tgt)
     b["decoder_loss_weights"][row, d0:d0 + n_tgt] = 1.0
     self._encoder_used[row] += n_in
     self._decoder_used[row] += n_tgt

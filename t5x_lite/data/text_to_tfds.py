@@ -14,7 +14,6 @@ so a failed import leaves neither a half-written dataset nor a damaged earlier o
 
 from __future__ import annotations
 
-import argparse
 import glob
 import json
 import os
@@ -23,19 +22,17 @@ import shutil
 import tempfile
 from typing import Callable, Iterator, Optional
 
-import tensorflow_datasets as tfds
-
 from t5x_lite.config import DataConfig
 from t5x_lite.data import sources
 from t5x_lite.data.builders import VERSION, Records, RecordsDataset
 from t5x_lite.data.errors import DataError
 from t5x_lite.data.splits import assign_split
 from t5x_lite.data.vocabulary import vocabulary_cache_path
+from t5x_lite.fileio import check_writable_directory
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r]*\n")
 PAIR_FEATURES = ("inputs", "targets")
-_FRACTION_FLAG = "--validation-fraction"
 _JSON_TYPES = {dict: "an object", list: "an array", bool: "a boolean", int: "a number",
                float: "a number", type(None): "null"}
 
@@ -92,6 +89,27 @@ def _check_inputs(paths: list[str]) -> None:
       same = "is given twice" if seen[file_id] == path else f"and {seen[file_id]} are the same file"
       raise DataError(f"Input file {path} {same}; pass each file once.")
     seen[file_id] = path
+    _check_is_text(path)
+
+
+# A file whose first bytes hold a NUL or more than this share of non-UTF-8 is not text.
+_TEXT_SAMPLE_BYTES = 65536
+_MAX_INVALID_SHARE = 0.05
+
+
+def _check_is_text(path: str) -> None:
+  """Refuses binary files (an archive, a model, random bytes): decoded with replacement they
+  would import as noise. A few stray bad bytes in real text are kept as U+FFFD."""
+  with open(path, "rb") as f:
+    sample = f.read(_TEXT_SAMPLE_BYTES)
+  decoded = sample.decode("utf-8", errors="replace")
+  # The sample may end inside a character: that one replacement is not the file's fault.
+  invalid = decoded.count("\ufffd") - sample.count("\ufffd".encode())
+  has_nul = b"\0" in sample
+  if has_nul or invalid > _MAX_INVALID_SHARE * max(len(decoded), 1):
+    what = "NUL bytes" if has_nul else f"{invalid} bytes that are not UTF-8"
+    raise DataError(f"Input file {path} is not text: its first {len(sample)} bytes hold {what}. "
+                    "Pass UTF-8 text files (.txt, .jsonl, .tsv).")
 
 
 def _key_names(paths: list[str]) -> list[str]:
@@ -174,6 +192,7 @@ def _convert(inputs: list[str], name: str, data_dir: Optional[str], features: tu
         f"{fraction_name}={validation_fraction} must be in (0, 1): training evaluates on the "
         "validation split, which needs records. Use a small fraction such as 0.01.")
   _check_inputs(inputs)
+  check_writable_directory(sources.resolve_data_dir(data_dir), "--data-dir")
   names = _key_names(inputs)
   records: Records = lambda: (record for path, key_name in zip(inputs, names)
                               for record in read(path, key_name))
@@ -235,39 +254,3 @@ def convert_pairs(inputs: list[str], name: str, data_dir: Optional[str] = None, 
                   overwrite, fraction_name)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("inputs", nargs="+",
-                      help=".txt (paragraph per document) or .jsonl files; with --pairs, .tsv or .jsonl")
-  parser.add_argument("--name", required=True, help="dataset name (snake_case), for data.dataset")
-  parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None,
-                      help="TFDS data dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets)")
-  parser.add_argument("--text-field", "--text_field", dest="text_field", default="text",
-                      help="field holding the text in .jsonl")
-  parser.add_argument("--pairs", action="store_true",
-                      help='(inputs, targets) pairs for seq2seq: "inputs<TAB>targets" lines or .jsonl')
-  parser.add_argument("--inputs-field", "--inputs_field", dest="inputs_field", default="inputs",
-                      help="with --pairs: .jsonl inputs field")
-  parser.add_argument("--targets-field", "--targets_field", dest="targets_field", default="targets",
-                      help="with --pairs: .jsonl targets field")
-  parser.add_argument(_FRACTION_FLAG, "--validation_fraction", dest="validation_fraction",
-                      type=float, default=0.05, help="share of the records in the validation split")
-  parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-
-
-def run(args: argparse.Namespace) -> int:
-  if args.pairs:
-    path = convert_pairs(args.inputs, args.name, args.data_dir, inputs_field=args.inputs_field,
-                         targets_field=args.targets_field,
-                         validation_fraction=args.validation_fraction, overwrite=args.overwrite,
-                         fraction_name=_FRACTION_FLAG)
-  else:
-    path = convert_text(args.inputs, args.name, args.data_dir, text_field=args.text_field,
-                        validation_fraction=args.validation_fraction, overwrite=args.overwrite,
-                        fraction_name=_FRACTION_FLAG)
-  info = tfds.builder_from_directory(path).info
-  splits = ", ".join(f"{s} {info.splits[s].num_examples}" for s in sorted(info.splits))
-  objective = " --set data.objective=seq2seq" if args.pairs else ""
-  print(f"Wrote {path} ({splits} {'pairs' if args.pairs else 'documents'}). Train with "
-        f"--set data.dataset={args.name} --set data.data_dir={os.path.dirname(os.path.dirname(path))}"
-        f"{objective}")
-  return 0

@@ -11,7 +11,6 @@ fallback for anything not in the pieces (newlines, tabs, rare characters), so de
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import re
@@ -22,7 +21,7 @@ import sentencepiece as spm
 
 from t5x_lite.config import DataConfig
 from t5x_lite.data import sources
-from t5x_lite.data.errors import DataError, name_flags
+from t5x_lite.data.errors import DataError
 from t5x_lite.fileio import write_atomically
 
 PAD_ID = 0
@@ -168,6 +167,10 @@ def train_vocabulary(
   """
   if vocab_size_pieces < 1:
     raise DataError(f"{size_name}={vocab_size_pieces} must be positive.")
+  if not os.path.basename(model_prefix) or os.path.isdir(model_prefix):
+    raise DataError(
+        f"The model prefix {model_prefix!r} names a directory; give a file prefix such as "
+        f"{os.path.join(model_prefix, 'spm')!r} (which writes {os.path.join(model_prefix, 'spm.model')!r}).")
   path = model_prefix + ".model"
   stream = io.BytesIO()
   try:
@@ -234,7 +237,7 @@ def vocabulary_cache_path(data_config: DataConfig) -> str:
   return os.path.join(sources.dataset_path(data_config.dataset, data_config.data_dir), filename)
 
 
-def _shuffled_texts(source: sources.TextSource, block: int = 256) -> Iterator[str]:
+def shuffled_texts(source: sources.TextSource, block: int = 256) -> Iterator[str]:
   """The features of every record in a fixed random order (a fair sample when capped)."""
   order = np.random.default_rng(0).permutation(len(source))
   for start in range(0, len(order), block):
@@ -256,36 +259,8 @@ def get_vocabulary(data_config: DataConfig) -> Vocabulary:
     source = sources.open_source(
         data_config.dataset, data_config.train_split, data_config.data_dir,
         sources.text_features(data_config))
-    train_vocabulary(_shuffled_texts(source), path[:-len(".model")], data_config.vocab_train_size,
+    train_vocabulary(shuffled_texts(source), path[:-len(".model")], data_config.vocab_train_size,
                      size_name="data.vocab_train_size")
   return Vocabulary(path, extra_ids=data_config.vocab_extra_ids)
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  parser.add_argument("--dataset", default="python_docs", help="TFDS name, e.g. c4/en:3.1.0")
-  parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None)
-  parser.add_argument("--split", default="train")
-  parser.add_argument("--text-feature", "--text_feature", dest="text_feature", default="text")
-  parser.add_argument("--vocab-size", "--vocab_size", dest="vocab_size", type=int, default=32000,
-                      help="pieces, before extra ids")
-  parser.add_argument("--max-characters", "--max_characters", dest="max_characters", type=int,
-                      default=20_000_000)
-  parser.add_argument("--output", required=True, help="model prefix; writes PREFIX.model")
-
-
-# The settings data errors name, as train-vocab's flags.
-_FLAGS = {"data.dataset": "--dataset", "data.data_dir": "--data-dir",
-          "data.train_split / data.eval_split": "--split", "data.text_feature": "--text-feature"}
-
-
-def run(args: argparse.Namespace) -> int:
-  try:
-    source = sources.open_source(args.dataset, args.split, args.data_dir, (args.text_feature,))
-  except DataError as e:
-    raise name_flags(e, _FLAGS) from e
-  path = train_vocabulary(_shuffled_texts(source), args.output, args.vocab_size,
-                          max_characters=args.max_characters, size_name="--vocab-size")
-  vocabulary = Vocabulary(path)
-  print(f"Wrote {path}: {vocabulary.pieces} pieces, vocab_size {vocabulary.vocab_size} with "
-        f"{vocabulary.extra_ids} extra ids. Use it with --set data.vocabulary={path}")
-  return 0

@@ -1,49 +1,62 @@
-"""`t5x-lite train`: sharded pretraining and fine-tuning, one jitted step per batch.
+"""`t5x_lite.train`: pretraining and fine-tuning, one jitted step per batch.
 
-The train step is a single jax.jit whose in/out shardings come from the
-model's logical axis names and the experiment's rules (pjit semantics), with
-the state donated. Runs resume from WORKDIR/checkpoints automatically.
+Runs resume from WORKDIR/checkpoints automatically. Progress is reported through the
+`t5x_lite` logger and callbacks (training.callbacks), never printed.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import copy
 import dataclasses
 import errno
 import fcntl
 import functools
+import logging
 import math
 import os
 import signal
 import socket
 import time
-from typing import Any, Callable, Optional
+from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from jax.sharding import Mesh, NamedSharding
 
-from t5x_lite import checkpoints, distributed, flops, losses, model as model_lib, optimizers
-from t5x_lite import partitioning, tasks
-from t5x_lite.cli import add_experiment_arguments
+from t5x_lite import checkpoints, distributed, flops, partitioning, tasks
 from t5x_lite.checkpoints import VOCABULARY_FILE
-from t5x_lite.config import (EVAL_METRICS, ConfigError, ExperimentConfig, ModelConfig, UserError,
-                             all_keys, get_field, load_experiment, resolve_dropout, save_json,
-                             validation_metric_names)
-from t5x_lite.data import BATCH_KEYS, Loader, Vocabulary, get_vocabulary, make_eval_loader, make_train_loader
+from t5x_lite.config import (
+  EVAL_METRICS,
+  ExperimentConfig,
+  ModelConfig,
+  all_keys,
+  get_field,
+  save_json,
+  validate,
+  validation_metric_names,
+)
 from t5x_lite.data import sources
-from t5x_lite.data.loader import STATE_KEYS, ShardedLoader
+from t5x_lite.data.loader import STATE_KEYS, ShardedLoader, make_eval_loader, make_train_loader
 from t5x_lite.data.packing import packing_efficiency
-from t5x_lite.data.vocabulary import PAD_TO_MULTIPLE
-from t5x_lite.fileio import write_atomically
-from t5x_lite.metrics import MetricWriter, ProgressBar
-from t5x_lite.train_state import TrainState, train_state_logical_axes
+from t5x_lite.data.vocabulary import PAD_TO_MULTIPLE, Vocabulary, get_vocabulary
+from t5x_lite.errors import ConfigError, UserError
+from t5x_lite.fileio import check_writable_directory, write_atomically
+from t5x_lite.metrics import MetricWriter, check_loggers_installed
+from t5x_lite.train_state import TrainState
+from t5x_lite.training.callbacks import Callback
+from t5x_lite.training.step import (
+  Batch,
+  Setup,
+  check_batch_divides,
+  evaluate,
+  init_state,
+  make_eval_step,
+  make_setup,
+  make_train_step,
+  to_global,
+)
 
-Batch = dict[str, Any]
-
+logger = logging.getLogger(__name__)
 
 # Exit status of a run stopped by SIGTERM after saving: 128 + SIGTERM, as if killed by it.
 PREEMPTED_EXIT_STATUS = 128 + signal.SIGTERM
@@ -53,223 +66,16 @@ class TrainingError(UserError, RuntimeError):
   """The run cannot go on (a NaN loss, ...); the message names the step."""
 
 
-# ----------------------------------------------------------------------------
-# Everything derived from the configuration and the devices
-# ----------------------------------------------------------------------------
-
-
 @dataclasses.dataclass
-class Setup:
-  """A run's mesh, model, optimizer and shardings, built once from its config."""
+class TrainResult:
+  """What `train` returns."""
 
-  config: ExperimentConfig
-  mesh: Mesh
-  rules: partitioning.LogicalRules
-  model: model_lib.Transformer
-  optimizer: optax.GradientTransformation
-  schedule: Callable[[Any], Any]
-  abstract_state: TrainState  # ShapeDtypeStructs carrying the state's shardings
-  state_shardings: TrainState
-  batch_sharding: NamedSharding
-
-
-def make_setup(config: ExperimentConfig, devices: Optional[list] = None) -> Setup:
-  """Mesh, model and shardings; config.model.vocab_size must be resolved."""
-  resolve_dropout(config)  # As validate() does, for configurations built in code.
-  mesh = partitioning.make_mesh(config.mesh, devices)
-  rules = partitioning.logical_rules(config.mesh)
-  check_batch_divides(config, mesh, rules)
-  sharding = partitioning.ActivationSharding(mesh, rules)
-  model = model_lib.Transformer(config.model, sharding)
-  params_shapes, param_specs = model_lib.abstract_params(config.model)
-  optimizer = optimizers.make_optimizer(config.optimizer, config.train.steps, param_specs)
-  schedule = optimizers.make_schedule(config.optimizer, config.train.steps)
-  state_specs = train_state_logical_axes(optimizer, param_specs, params_shapes)
-  state_shardings = partitioning.logical_to_sharding(state_specs, mesh, rules)
-  partitioning.check_divisible(params_shapes, param_specs, state_shardings.params)
-  state_shapes = jax.eval_shape(functools.partial(TrainState.create, optimizer=optimizer), params_shapes)
-  abstract_state = jax.tree.map(
-      lambda shape, sharding: jax.ShapeDtypeStruct(shape.shape, shape.dtype, sharding=sharding),
-      state_shapes, state_shardings)
-  return Setup(config, mesh, rules, model, optimizer, schedule, abstract_state, state_shardings,
-               partitioning.batch_sharding(mesh, rules))
-
-
-def check_batch_divides(config: ExperimentConfig, mesh: Mesh, rules) -> None:
-  ways = partitioning.data_axis_size(mesh, rules)
-  micro = config.train.batch_size // config.train.grad_accum_steps
-  if micro % ways:
-    raise ConfigError(
-        f"train.batch_size={config.train.batch_size} (microbatch {micro} with "
-        f"train.grad_accum_steps={config.train.grad_accum_steps}) does not divide over the "
-        f"{ways}-way batch sharding of mesh {dict(mesh.shape)}. Use a batch that is a multiple "
-        f"of {ways * config.train.grad_accum_steps}, or change mesh.shape.")
-  if config.train.batch_size % jax.process_count():
-    raise ConfigError(
-        f"train.batch_size={config.train.batch_size} does not divide over "
-        f"{jax.process_count()} processes.")
-  if partitioning.processes_share_rows(partitioning.batch_sharding(mesh, rules),
-                                      config.train.batch_size):
-    raise ConfigError(
-        f"mesh {dict(mesh.shape)} with mesh.rules_preset={config.mesh.rules_preset!r} splits the "
-        f"batch {ways} ways, which does not separate the {jax.process_count()} processes: each "
-        "must hold its own rows. Make the batch's mesh axis (data) a multiple of the process "
-        "count, e.g. mesh.shape=[-1, N] with N the devices of one process or fewer.")
-
-
-def init_state(setup: Setup, seed: int) -> TrainState:
-  """Parameters and optimizer state created directly in their shardings."""
-  def create(rng):
-    params = model_lib.init_params(setup.config.model, rng)
-    return TrainState.create(params, setup.optimizer)
-  return jax.jit(create, out_shardings=setup.state_shardings)(jax.random.key(seed))
-
-
-# ----------------------------------------------------------------------------
-# Steps
-# ----------------------------------------------------------------------------
-
-
-def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_loss: float,
-                  label_smoothing: float, dropout_rng: Optional[jax.Array],
-                  loss_chunk_size: int, packed: bool = True) -> tuple[jax.Array, dict]:
-  """Loss sum to differentiate, and metric sums (loss, z-loss, accuracy, tokens).
-
-  loss_chunk_size > 0 (train.loss_chunk_size) computes the same sums chunk by chunk
-  from the decoder output, never holding the full logits (losses.chunked_output_sums).
-  packed=False (data.pack=False: one example per row) leaves the segment ids out, so
-  fused attention masks by lengths instead of a dense mask; the sums are the same.
-  """
-  deterministic = dropout_rng is None
-  variables = {"params": params}
-  segment_ids = ((batch["encoder_segment_ids"], batch["decoder_segment_ids"]) if packed
-                 else (None, None))
-  forward = functools.partial(
-      model.apply, variables, batch["encoder_input_tokens"], batch["decoder_input_tokens"],
-      *segment_ids, deterministic=deterministic,
-      rngs=None if deterministic else {"dropout": dropout_rng})
-  targets, weights = batch["decoder_target_tokens"], batch["decoder_loss_weights"]
-  if loss_chunk_size:
-    kernel, scale = model.apply(variables, method=model_lib.Transformer.logits_kernel)
-    project = functools.partial(model_lib.project_logits, kernel=kernel, scale=scale,
-                                sharding=model.sharding)
-    sums, correct = losses.chunked_output_sums(
-        forward(return_hidden=True), project, targets, weights, chunk_size=loss_chunk_size,
-        z_loss=z_loss, label_smoothing=label_smoothing)
-  else:
-    sums, correct = losses.output_sums(forward(), targets, weights, z_loss=z_loss,
-                                       label_smoothing=label_smoothing)
-  return sums.loss, {"loss": sums.loss, "z_loss": sums.z_loss, "correct": correct, "weight": sums.weight}
-
-
-def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """One optimizer update; with grad_accum_steps > 1 the batch is split into
-  microbatches whose gradient sums are added before dividing by the token count,
-  so the update equals the full batch's."""
-  cfg = setup.config
-  accum = cfg.train.grad_accum_steps
-  dropout = cfg.model.dropout_rate > 0
-  base_rng = jax.random.key(cfg.train.seed + 1)
-  grad_fn = jax.grad(
-      functools.partial(_forward_sums, setup.model, z_loss=cfg.train.z_loss,
-                        label_smoothing=cfg.train.label_smoothing,
-                        loss_chunk_size=cfg.train.loss_chunk_size, packed=cfg.data.pack),
-      has_aux=True)
-
-  def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
-    # Dropout noise is a function of the step, so a resumed run repeats it.
-    rng = jax.random.fold_in(base_rng, state.step) if dropout else None
-    if accum == 1:
-      grads, sums = grad_fn(state.params, batch, dropout_rng=rng)
-    else:
-      micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
-
-      def accumulate(carry, inputs):
-        index, microbatch = inputs
-        micro_rng = None if rng is None else jax.random.fold_in(rng, index)
-        grads, sums = grad_fn(state.params, microbatch, dropout_rng=micro_rng)
-        return jax.tree.map(jnp.add, carry, (grads, sums)), None
-
-      zeros = jax.tree.map(jnp.zeros_like, (state.params, {k: jnp.zeros((), jnp.float32) for k in
-                                                          ("loss", "z_loss", "correct", "weight")}))
-      (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(accum), micro))
-    tokens = jnp.maximum(sums["weight"], 1.0)
-    grads = jax.tree.map(lambda g: g / tokens, grads)
-    new_state = state.apply_gradients(grads, setup.optimizer)
-    metrics = {
-        # Cross-entropy alone, as in evaluation; the z-loss term is reported beside it.
-        "loss": (sums["loss"] - sums["z_loss"]) / tokens, "z_loss": sums["z_loss"] / tokens,
-        "accuracy": sums["correct"] / tokens, "target_tokens": sums["weight"],
-        "learning_rate": setup.schedule(state.step), "grad_norm": global_norm(grads),
-        "param_norm": global_norm(new_state.params),
-    }
-    return new_state, metrics
-
-  batch_shardings = {key: setup.batch_sharding for key in BATCH_KEYS}
-  return jax.jit(step, in_shardings=(setup.state_shardings, batch_shardings),
-                 out_shardings=(setup.state_shardings, None), donate_argnums=(0,))
-
-
-def global_norm(tree: Any) -> jax.Array:
-  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree.leaves(tree)))
-
-
-def make_eval_step(setup: Setup) -> Callable[[Any, Batch], dict]:
-  """Metric sums over one batch; padding rows have zero loss weights."""
-  cfg = setup.config
-
-  def step(params, batch):
-    _, sums = _forward_sums(setup.model, params, batch, z_loss=cfg.train.z_loss,
-                            label_smoothing=0.0, dropout_rng=None,
-                            loss_chunk_size=cfg.train.loss_chunk_size, packed=cfg.data.pack)
-    return sums
-
-  batch_shardings = {key: setup.batch_sharding for key in BATCH_KEYS}
-  return jax.jit(step, in_shardings=(setup.state_shardings.params, batch_shardings))
-
-
-def to_global(batch: Batch, sharding: NamedSharding) -> Batch:
-  """Each process's rows -> one global array per key."""
-  return {key: jax.make_array_from_process_local_data(sharding, np.asarray(batch[key]))
-          for key in BATCH_KEYS}
-
-
-def unigram_entropy(counts: np.ndarray) -> float:
-  """Entropy (nats) of token frequencies: the best loss of a model that ignores context."""
-  p = counts[counts > 0] / counts.sum()
-  return float(-(p * np.log(p)).sum())
-
-
-def evaluate(setup: Setup, eval_step, params, loader: Loader, vocab_size: int,
-             scorer: Optional[tasks.Seq2SeqScorer] = None) -> dict:
-  """Loss, accuracy and perplexity over the whole eval stream (each example once), plus the
-  scorer's metrics after decoding each batch (seq2seq tasks)."""
-  totals = {"loss": 0.0, "z_loss": 0.0, "correct": 0.0, "weight": 0.0}
-  target_counts = np.zeros(vocab_size, np.int64)
-  for batch in loader:
-    weights = batch["decoder_loss_weights"] > 0
-    target_counts += np.bincount(batch["decoder_target_tokens"][weights], minlength=vocab_size)
-    global_batch = to_global(batch, setup.batch_sharding)
-    sums = jax.device_get(eval_step(params, global_batch))
-    for key in totals:
-      totals[key] += float(sums[key])
-    if scorer is not None:
-      scorer.add(params, global_batch)
-  tokens = max(totals["weight"], 1.0)
-  cross_entropy = (totals["loss"] - totals["z_loss"]) / tokens
-  return {
-      "loss": cross_entropy, "z_loss": totals["z_loss"] / tokens,
-      "accuracy": totals["correct"] / tokens, "perplexity": math.exp(min(cross_entropy, 50.0)),
-      "target_tokens": totals["weight"],
-      # Each process counted the targets of its own rows.
-      "unigram_entropy": unigram_entropy(distributed.allgather_rows(target_counts[None]).sum(axis=0)),
-      **(scorer.result() if scorer is not None else {}),
-  }
-
-
-# ----------------------------------------------------------------------------
-# The loop
-# ----------------------------------------------------------------------------
+  step: int  # The step the run stopped at.
+  train: dict  # The last logged training metrics ({} if none were logged).
+  validation: dict  # The last evaluation's metrics ({} if the run had nothing left to do).
+  preempted: bool  # Stopped by SIGTERM after saving, before train.steps.
+  checkpoint: Optional[str]  # The latest checkpoint's directory, if any.
+  config: ExperimentConfig  # The configuration as resolved for the run (a copy).
 
 
 class _Window:
@@ -338,8 +144,8 @@ def inherit_architecture(config: ExperimentConfig, source: str, step: Optional[i
   saved = checkpoints.read_config(source, step).model
   differing = _architecture_differences(saved, config.model)
   if differing and jax.process_index() == 0:
-    print(f"Starting from {source}: using its architecture for "
-          f"{', '.join(f'model.{name}' for name in differing)}.")
+    logger.info("Starting from %s: using its architecture for %s.", source,
+                ", ".join(f"model.{name}" for name in differing))
   config.model = dataclasses.replace(
       saved, **{name: getattr(config.model, name) for name in _TRAINING_TIME_FIELDS})
 
@@ -356,7 +162,8 @@ def check_resumable(config: ExperimentConfig, workdir: str, step: int) -> None:
              and not key.startswith("model.") and key != "name"
              and get_field(config, key) != get_field(saved_config, key)]
   if changed and jax.process_index() == 0:
-    print(f"Resuming {workdir} at step {step} with changed settings: {'; '.join(changed)}.")
+    logger.info("Resuming %s at step %d with changed settings: %s.", workdir, step,
+                "; ".join(changed))
   differing = _architecture_differences(saved, config.model)
   if differing:
     changes = "; ".join(f"model.{name}: saved {getattr(saved, name)!r}, now "
@@ -462,9 +269,18 @@ def _check_finite(step: int, metrics: dict[str, float]) -> None:
         "Lower optimizer.learning_rate or set optimizer.grad_clip_norm, then resume.")
 
 
-def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None) -> dict:
+def train(config: ExperimentConfig, workdir: str, *, callbacks: Sequence[Callback] = (),
+          devices: Optional[list] = None) -> TrainResult:
   """Trains (or resumes) the experiment in `workdir` on `devices` (default: all of them, in
-  every process); returns the final metrics."""
+  every process) and returns the final metrics and checkpoint.
+
+  `config` is validated as the CLI does and never changed: the run works on a copy, which
+  the result carries as resolved (vocabulary size, data_dir, dropout). Progress goes to the
+  `t5x_lite` logger and, on process 0, to `callbacks`.
+  """
+  config = validate(copy.deepcopy(config))
+  check_loggers_installed(config.train.loggers)
+  workdir = os.fspath(workdir)
   # Mesh, batch and parameter layout first: the dataset build and vocabulary training can
   # take long, and a configuration that cannot run must fail before them and before writing
   # anything. (A checkpoint.init_from run takes its architecture from there, later.)
@@ -475,8 +291,10 @@ def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None
     # An unknown vocabulary size stands in as a multiple of 128, as every vocabulary's is.
     make_setup(dataclasses.replace(config, model=dataclasses.replace(
         config.model, vocab_size=config.model.vocab_size or PAD_TO_MULTIPLE)), devices)
+  check_writable_directory(workdir, "the workdir")
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
+  callbacks = list(callbacks) if is_main else []
   with contextlib.ExitStack() as cleanup:  # Also on errors: saves in flight finish first.
     # Entered first, left last: SIGTERM cannot interrupt the final wait for a save.
     preemption = cleanup.enter_context(_Preemption())
@@ -500,6 +318,9 @@ def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None
     # Process 0 builds the dataset and trains the vocabulary; the others then read them.
     vocabulary = distributed.on_main_process_first(
         functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
+    # Evaluation's split must exist before the first step, not at the first evaluation.
+    sources.open_source(config.data.dataset, config.data.eval_split, config.data.data_dir,
+                        sources.text_features(config.data))
     setup = make_setup(config, devices)
     train_loader = make_train_loader(config, vocabulary, jax.process_index(), jax.process_count())
     cleanup.callback(train_loader.close)
@@ -519,23 +340,32 @@ def train(config: ExperimentConfig, workdir: str, devices: Optional[list] = None
     # only if it trains: a run already at train.steps keeps the configuration it ran with.
     if is_main and start_step < config.train.steps:
       save_json(config, os.path.join(workdir, "config.json"))
-    writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step)
+    writer = MetricWriter(workdir, enabled=is_main, resume_step=start_step, config=config)
     cleanup.callback(writer.close)
-    progress = ProgressBar(total=config.train.steps, initial=start_step, enabled=is_main)
-    cleanup.callback(progress.close)
-    return _loop(setup, state, start_step, train_loader, vocabulary, ckpt, writer, progress,
-                 preemption, workdir)
+    for callback in callbacks:
+      close = getattr(callback, "close", None)
+      if close is not None:  # A bar closes on errors too.
+        cleanup.callback(close)
+      callback.on_train_begin(start_step, config.train.steps)
+    result = _loop(setup, state, start_step, train_loader, vocabulary, ckpt, writer, callbacks,
+                   preemption, workdir)
+  for callback in callbacks:
+    callback.on_train_end(result)
+  return result
 
 
-def _decoded_metrics(config: ExperimentConfig, metrics: dict) -> str:
-  """', exact_match 0.412, bleu 31.2' for seq2seq tasks: the scores of decoded text."""
+def format_validation(config: ExperimentConfig, metrics: dict) -> str:
+  """'validation loss 2.3456, accuracy 0.412, exact_match 0.300 (unigram entropy 4.1)': the
+  evaluation line of the log and of the CLI's closing summary."""
   names = [n for n in validation_metric_names(config) if n not in EVAL_METRICS and n in metrics]
-  return "".join(f", {name} {metrics[name]:.3f}" for name in names)
+  decoded = "".join(f", {name} {metrics[name]:.3f}" for name in names)
+  return (f"validation loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.3f}{decoded} "
+          f"(unigram entropy {metrics['unigram_entropy']:.4f})")
 
 
 def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoader,
           vocabulary: Vocabulary, ckpt: checkpoints.Checkpointer, writer: MetricWriter,
-          progress: ProgressBar, preemption: "_Preemption", workdir: str) -> dict:
+          callbacks: Sequence[Callback], preemption: "_Preemption", workdir: str) -> TrainResult:
   """Steps from `step` to train.steps: log, evaluate and save on their schedules."""
   config = setup.config
   train_step, eval_step = make_train_step(setup), make_eval_step(setup)
@@ -546,6 +376,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
   window = _Window()
   batches = iter(train_loader)
   first_step = step + 1
+  saved_step = ckpt.latest_step()
   while step < total:
     local_batch = next(batches)
     window.add(local_batch)
@@ -557,12 +388,13 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
     if step % config.train.log_every == 0 or step == total:
       last_train = _train_metrics(step, metrics, window, config, peak_flops=peak)
       writer.write(step, "train", last_train)
-      progress.update(step, last_train)
+      for callback in callbacks:
+        callback.on_log(step, last_train)
       window.reset()
-    else:
-      progress.update(step)
-      if saving:  # Never save a state whose loss or parameters went non-finite.
-        _check_finite(step, {name: float(metrics[name]) for name in ("loss", "param_norm")})
+    elif saving:  # Never save a state whose loss or parameters went non-finite.
+      _check_finite(step, {name: float(metrics[name]) for name in ("loss", "param_norm")})
+    for callback in callbacks:
+      callback.on_step(step)
     if step == first_step:  # Mostly compilation: not training throughput.
       jax.block_until_ready(metrics)
       window.reset()
@@ -572,47 +404,25 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
       last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size,
                            tasks.make_scorer(config, vocabulary))
       writer.write(step, "validation", last_eval)
-      progress.write(f"step {step}: validation loss {last_eval['loss']:.4f}, accuracy "
-                     f"{last_eval['accuracy']:.3f}{_decoded_metrics(config, last_eval)} "
-                     f"(unigram entropy {last_eval['unigram_entropy']:.4f})")
+      if jax.process_index() == 0:
+        logger.info("step %d: %s", step, format_validation(config, last_eval))
+      for callback in callbacks:
+        callback.on_eval(step, last_eval)
       window.reset()  # Evaluation time is not training throughput.
     if saving:
       ckpt.save(step, state, loader_state=global_loader_state(train_loader), experiment_config=config,
                 vocabulary_path=os.path.join(workdir, VOCABULARY_FILE),
                 metrics=last_eval if evaluated else None)
+      saved_step = step
+      for callback in callbacks:
+        callback.on_checkpoint(step, os.path.join(str(ckpt.directory), str(step)))
     if stopping:
       ckpt.wait_until_finished()  # Only then is it saved (a second SIGTERM is ignored meanwhile).
-      progress.write(f"SIGTERM received: saved a checkpoint at step {step} in {ckpt.directory}; "
-                     "run the same command to resume.")
+      if jax.process_index() == 0:
+        logger.warning("SIGTERM received: saved a checkpoint at step %d in %s; run the same "
+                       "command to resume.", step, ckpt.directory)
       break
-  return {"step": step, "train": last_train, "validation": last_eval, "preempted": step < total}
-
-
-# ----------------------------------------------------------------------------
-# Command line
-# ----------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-  add_experiment_arguments(parser)
-  parser.add_argument("--workdir", required=True, help="run directory (checkpoints, metrics, config)")
-  distributed.add_arguments(parser)
-
-
-def run(args: argparse.Namespace) -> int:
-  distributed.initialize(args)
-  config = load_experiment(args.experiment, args.overrides)
-  result = train(config, args.workdir)
-  if result["preempted"]:  # Saved, not finished: a scheduler must not count the job done.
-    return PREEMPTED_EXIT_STATUS
-  if jax.process_index() != 0:
-    return 0
-  if not result["validation"]:  # Resumed at the last step: nothing left to do.
-    print(f"{args.workdir} is already at step {result['step']} (train.steps); "
-          f"raise train.steps with --set to train further, or use `t5x-lite eval`.")
-  else:
-    validation = result["validation"]
-    print(f"final validation loss {validation['loss']:.4f} nats/token "
-          f"(unigram entropy of the validation targets: {validation['unigram_entropy']:.4f}); "
-          f"token accuracy {validation['accuracy']:.3f}{_decoded_metrics(config, validation)}")
-  return 0
+  return TrainResult(step=step, train=last_train, validation=last_eval, preempted=step < total,
+                     checkpoint=(None if saved_step is None
+                                 else os.path.join(str(ckpt.directory), str(saved_step))),
+                     config=config)

@@ -3,11 +3,10 @@
 import dataclasses
 
 import pytest
+from data_helpers import VOCAB_PIECES
 
 from t5x_lite.config import DataConfig
 from t5x_lite.data import get_vocabulary
-
-from data_helpers import VOCAB_PIECES
 
 
 @pytest.fixture(scope="session")

@@ -3,21 +3,21 @@ import re
 import time
 
 import pytest
-
-from t5x_lite import cli
-from t5x_lite.data import Loader, bench
-
 from data_helpers import VOCAB_PIECES
+
+from t5x_lite.cli import bench_data as bench_data_command
+from t5x_lite.cli.main import main
+from t5x_lite.data import Loader, bench
 
 
 def test_bench_data_reports_throughput_and_packing(base_config, vocab, capsys):
   del vocab  # Trained and cached by the fixture, so the command reuses it.
   parser = argparse.ArgumentParser()
-  bench.add_arguments(parser)
+  bench_data_command.add_arguments(parser)
   args = parser.parse_args([
       "--data-dir", base_config.data_dir, "--vocab-train-size", str(VOCAB_PIECES),
       "--inputs-length", "128", "--targets-length", "32", "--batch-size", "4", "--batches", "3"])
-  assert bench.run(args) == 0
+  assert bench_data_command.run(args) == 0
   out = capsys.readouterr().out
   assert 0.8 < float(re.search(r"packing efficiency (\S+),", out).group(1)) <= 1.0
   assert out.rstrip().endswith("ended in epoch 1")  # Counted from 1.
@@ -29,7 +29,7 @@ def test_bench_data_reports_throughput_and_packing(base_config, vocab, capsys):
     (["--dataset", "nothere"], "Check --dataset and --data-dir"),
 ])
 def test_bench_data_errors_name_its_flags(tmp_path, capsys, flags, message):
-  assert cli.main(["bench-data", "--data-dir", str(tmp_path), *flags]) == 2
+  assert main(["bench-data", "--data-dir", str(tmp_path), *flags]) == 2
   assert message in capsys.readouterr().err
 
 
@@ -61,5 +61,5 @@ def test_bench_data_has_the_flags_its_errors_name(base_config, vocab, capsys, fl
   del vocab
   argv = ["bench-data", "--data-dir", base_config.data_dir, "--vocab-train-size", str(VOCAB_PIECES),
           "--batches", "1", *flags]
-  assert cli.main(argv) == 2
+  assert main(argv) == 2
   assert message in capsys.readouterr().err

@@ -7,14 +7,13 @@ import time
 
 import numpy as np
 import pytest
+from data_helpers import batches_equal, stream_examples, unpack
 
 from t5x_lite.config import ExperimentConfig, TrainConfig
 from t5x_lite.data import BATCH_KEYS, DataError, Loader, Vocabulary, make_eval_loader, make_train_loader
 from t5x_lite.data.loader import ShardedLoader
 from t5x_lite.data.packing import packing_efficiency
 from t5x_lite.data.vocabulary import vocabulary_cache_path
-
-from data_helpers import batches_equal, stream_examples, unpack
 
 
 def take(loader, n):

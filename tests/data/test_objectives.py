@@ -2,8 +2,7 @@ import numpy as np
 import pytest
 
 from t5x_lite.data import DataError, span_corruption, span_corruption_raw_length
-from t5x_lite.data.objectives import (
-    Objective, noise_span_lengths, prefix_lm, prefix_lm_raw_length, seq2seq)
+from t5x_lite.data.objectives import Objective, noise_span_lengths, prefix_lm, prefix_lm_raw_length, seq2seq
 
 VOCAB = 1100  # Unpadded size: sentinels are 1099, 1098, ...
 

@@ -7,12 +7,12 @@ import json
 
 import numpy as np
 import pytest
+from data_helpers import unpack
 
+from t5x_lite.cli import import_text
 from t5x_lite.config import ExperimentConfig, TrainConfig
 from t5x_lite.data import DataError, Loader, addition, make_eval_loader, text_to_tfds
 from t5x_lite.data.sources import open_source
-
-from data_helpers import unpack
 
 PAIRS = [(f"question {i}?", f"answer {i * i}") for i in range(30)]
 
@@ -30,12 +30,12 @@ def test_tsv_and_jsonl_pairs(tmp_path, capsys):
   tsv.write_text("".join(f"{q}\t{a}\n" for q, a in PAIRS[:15]) + "\n")
   jsonl.write_text("".join(json.dumps({"q": q, "a": a}) + "\n" for q, a in PAIRS[15:]))
   parser = argparse.ArgumentParser()
-  text_to_tfds.add_arguments(parser)
+  import_text.add_arguments(parser)
   data_dir = str(tmp_path / "tfds")
   args = parser.parse_args([str(tsv), str(jsonl), "--pairs", "--name", "qa", "--data-dir", data_dir,
                             "--inputs-field", "q", "--targets-field", "a",
                             "--validation-fraction", "0.2"])
-  assert text_to_tfds.run(args) == 0
+  assert import_text.run(args) == 0
   assert "--set data.objective=seq2seq" in capsys.readouterr().out
   assert read_pairs("qa", data_dir) == sorted(PAIRS)
 

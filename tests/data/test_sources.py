@@ -5,8 +5,7 @@ import shutil
 import pytest
 
 from t5x_lite.config import DataConfig
-from t5x_lite.data import DataError
-from t5x_lite.data import addition, python_docs
+from t5x_lite.data import DataError, addition, python_docs
 from t5x_lite.data.sources import available_datasets, open_source, prepare
 from t5x_lite.data.splits import assign_split
 

@@ -5,14 +5,15 @@ import os
 
 import pytest
 
-from t5x_lite import cli
+from t5x_lite.cli import import_text
+from t5x_lite.cli.main import main
 from t5x_lite.config import DataConfig
-from t5x_lite.data import DataError
-from t5x_lite.data import text_to_tfds
+from t5x_lite.data import DataError, text_to_tfds
 from t5x_lite.data.builders import RecordsDataset
-from t5x_lite.data.splits import assign_split
 from t5x_lite.data.sources import open_source
+from t5x_lite.data.splits import assign_split
 from t5x_lite.data.vocabulary import vocabulary_cache_path
+from t5x_lite.errors import UserError
 
 
 def read_all(name, split, data_dir):
@@ -45,14 +46,14 @@ def test_jsonl_field_and_cli_helpers(tmp_path, capsys):
   records = [{"body": f"document number {i}", "id": i} for i in range(30)]
   path.write_text("\n".join(json.dumps(r) for r in records) + "\n\n")
   parser = argparse.ArgumentParser()
-  text_to_tfds.add_arguments(parser)
+  import_text.add_arguments(parser)
   data_dir = str(tmp_path / "tfds")
   args = parser.parse_args([str(path), "--name", "my_docs", "--data-dir", data_dir,
                             "--text-field", "body", "--validation-fraction", "0.3"])
   # The underscore spelling of the flags still works.
   assert parser.parse_args([str(path), "--name", "my_docs", "--data_dir", data_dir,
                             "--text_field", "body", "--validation_fraction", "0.3"]) == args
-  assert text_to_tfds.run(args) == 0
+  assert import_text.run(args) == 0
   assert "data.dataset=my_docs" in capsys.readouterr().out
   texts = read_all("my_docs", "train", data_dir) + read_all("my_docs", "validation", data_dir)
   assert sorted(texts) == sorted(r["body"] for r in records)
@@ -137,7 +138,7 @@ def test_a_directory_is_not_an_input_file(tmp_path):
 
 
 def cli_error(capsys, *args) -> str:
-  assert cli.main(["import-text", *args]) == 2
+  assert main(["import-text", *args]) == 2
   return capsys.readouterr().err
 
 
@@ -174,3 +175,20 @@ def test_a_failed_import_leaves_no_folder_and_keeps_the_old_dataset(tmp_path, mo
                               overwrite=True)
   assert sorted(os.listdir(data_dir)) == ["old"]
   assert keys_in("old", str(data_dir)) == before
+
+
+def test_binary_files_and_a_data_dir_that_is_a_file_are_refused(tmp_path):
+  binary = tmp_path / "random.txt"
+  binary.write_bytes(bytes(range(128, 256)) * 200)
+  with pytest.raises(DataError, match=r"random.txt is not text: .* bytes that are not UTF-8"):
+    text_to_tfds.convert_text([str(binary)], "noise", str(tmp_path / "tfds"),
+                              validation_fraction=0.5)
+  (tmp_path / "nul.txt").write_bytes(b"text\0with a NUL")
+  with pytest.raises(DataError, match="hold NUL bytes"):
+    text_to_tfds.convert_text([str(tmp_path / "nul.txt")], "noise", str(tmp_path / "tfds"))
+  good = tmp_path / "good.txt"
+  good.write_text("one paragraph\n\nanother \ufffd one with a stray bad byte\n" * 20)
+  (tmp_path / "file").write_text("")
+  with pytest.raises(UserError, match="--data-dir .*/file is a file; give a directory path"):
+    text_to_tfds.convert_text([str(good)], "good", str(tmp_path / "file"))
+  assert (tmp_path / "file").read_text() == ""

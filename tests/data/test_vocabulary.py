@@ -4,12 +4,11 @@ import re
 
 import numpy as np
 import pytest
+from data_helpers import VOCAB_PIECES
 
-from t5x_lite import cli
+from t5x_lite.cli.main import main
 from t5x_lite.data import DataError, Vocabulary, get_vocabulary, train_vocabulary
 from t5x_lite.data.vocabulary import vocabulary_cache_path
-
-from data_helpers import VOCAB_PIECES
 
 TEXTS = [
     "Hello  world,\tspaced   out.\n\nNew paragraph\n",
@@ -119,7 +118,14 @@ def test_a_file_that_is_not_a_model(tmp_path):
 def test_train_vocab_errors_name_its_flags(corpus_dir, vocab, tmp_path, capsys, flags, message):
   del vocab  # python_docs is built in corpus_dir.
   argv = ["train-vocab", "--data-dir", corpus_dir, "--output", str(tmp_path / "v"), *flags]
-  assert cli.main(argv) == 2
+  assert main(argv) == 2
   err = capsys.readouterr().err
   assert message in err
   assert not re.search(r"\bdata\.(dataset|data_dir|train_split|eval_split|text_feature)\b", err)
+
+
+def test_an_output_prefix_naming_a_directory_is_refused(tmp_path):
+  for prefix in (str(tmp_path) + os.sep, str(tmp_path)):
+    with pytest.raises(DataError, match="names a directory; give a file prefix"):
+      train_vocabulary(["some text"] * 10, prefix, 50)
+  assert os.listdir(tmp_path) == []

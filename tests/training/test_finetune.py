@@ -6,14 +6,14 @@ import os
 
 import jax
 import pytest
+from helpers import REPO
 
-from t5x_lite import cli, trainer
-from t5x_lite.checkpoints import CheckpointError
+from t5x_lite.checkpoints import VOCABULARY_FILE, CheckpointError
+from t5x_lite.cli.main import main
 from t5x_lite.config import load_experiment
 from t5x_lite.data import addition
 from t5x_lite.data.splits import assign_split
-
-from helpers import REPO
+from t5x_lite.training.loop import train
 
 EXPERIMENT = os.path.join(REPO, "experiments", "finetune_addition.py")
 STEPS = 400
@@ -28,18 +28,18 @@ SETTINGS = [
 def test_finetuned_addition_learns(tiny_run, tmp_path, capsys):
   workdir = str(tmp_path / "addition")
   config = load_experiment(EXPERIMENT, [f"checkpoint.init_from={tiny_run}", *SETTINGS])
-  result = trainer.train(config, workdir, devices=jax.devices()[:1])
-  assert result["step"] == STEPS and "exact_match" in result["validation"]
+  result = train(config, workdir, devices=jax.devices()[:1])
+  assert result.step == STEPS and "exact_match" in result.validation
   # The fine-tuned run took the pretrained run's vocabulary; its config.json names its own copy.
   with open(os.path.join(workdir, "config.json")) as f:
     saved = json.load(f)
-  own = os.path.join(workdir, trainer.VOCABULARY_FILE)
+  own = os.path.join(workdir, VOCABULARY_FILE)
   assert saved["data"]["vocabulary"] == os.path.abspath(own)
-  with open(own, "rb") as copy, open(os.path.join(tiny_run, trainer.VOCABULARY_FILE), "rb") as source:
+  with open(own, "rb") as copy, open(os.path.join(tiny_run, VOCABULARY_FILE), "rb") as source:
     assert copy.read() == source.read()
   assert saved["model"]["dropout_rate"] == 0.0 and saved["data"]["data_dir"]  # As resolved.
 
-  assert cli.main(["eval", "--workdir", workdir]) == 0
+  assert main(["eval", "--workdir", workdir]) == 0
   assert "exact_match" in capsys.readouterr().out
   with open(os.path.join(workdir, "eval", f"step_{STEPS}_validation.json")) as f:
     record = json.load(f)
@@ -56,4 +56,4 @@ def test_init_from_a_missing_run_names_the_setting(tmp_path):
   missing = str(tmp_path / "nowhere")
   config = load_experiment(EXPERIMENT, [f"checkpoint.init_from={missing}", *SETTINGS])
   with pytest.raises(CheckpointError, match=r"^checkpoint\.init_from='.*nowhere': .* does not exist"):
-    trainer.train(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+    train(config, str(tmp_path / "run"), devices=jax.devices()[:1])

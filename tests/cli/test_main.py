@@ -1,5 +1,6 @@
 """The `t5x-lite` command: subcommand wiring, output, and one-line user errors."""
 
+import importlib
 import json
 import os
 import subprocess
@@ -8,11 +9,13 @@ import sys
 import jax
 import numpy as np
 import pytest
+from helpers import REPO
 
-from t5x_lite import checkpoints, config as config_lib, model as model_lib
-from t5x_lite.cli import SUBCOMMANDS, main
+from t5x_lite import checkpoints
+from t5x_lite import config as config_lib
+from t5x_lite import model as model_lib
+from t5x_lite.cli.main import SUBCOMMANDS, main
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BASE = os.path.join(REPO, "experiments", "t5_1_1_base.py")
 
 
@@ -59,6 +62,13 @@ def test_python_m_lists_the_subcommands():
                           text=True, check=True, timeout=120)
   for name in SUBCOMMANDS:
     assert name in result.stdout
+
+
+def test_every_subcommand_module_has_its_flags_and_run():
+  """SUBCOMMANDS names modules of t5x_lite.cli, each with add_arguments(parser) and run(args)."""
+  for module, _ in SUBCOMMANDS.values():
+    command = importlib.import_module(f"t5x_lite.cli.{module}")
+    assert callable(command.add_arguments) and callable(command.run), module
 
 
 def test_multi_process_settings(tmp_path, capsys, monkeypatch):
