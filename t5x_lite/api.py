@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from t5x_lite import checkpoints, decoding, evaluation, inference
+from t5x_lite import checkpoints, decoding, evaluation, inference, partitioning
 from t5x_lite.config import ExperimentConfig, MeshConfig
 from t5x_lite.data.vocabulary import Vocabulary
 from t5x_lite.errors import ConfigError
@@ -246,9 +246,9 @@ def load(workdir: Union[str, os.PathLike], *, step: Optional[int] = None,
   meta = checkpoints.read_meta(workdir, step)  # Clear errors for no checkpoint or no such step.
   step = meta["step"]
   if isinstance(mesh, MeshConfig):
+    partitioning.resolve_mesh_shape(mesh, jax.device_count())  # Asked for: it must fit.
     config.mesh = mesh
-  if not isinstance(mesh, Mesh):
-    evaluation.fit_to_devices(config)
+  evaluation.fit_to_devices(config, mesh if isinstance(mesh, Mesh) else None)
   vocabulary = _run_vocabulary(workdir, config, meta)
   setup = make_setup(config, mesh=mesh if isinstance(mesh, Mesh) else None)
   params = checkpoints.restore_params(workdir, setup.abstract_state.params, step)

@@ -197,6 +197,8 @@ def _reading_step(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
   except CheckpointError:
     raise
   except Exception as e:  # Orbax, TensorStore and JSON errors alike.
+    if not _looks_damaged(e):
+      raise  # Out of memory, a sharding or compile error, a bug: not the files' fault.
     reason = (str(e).strip().splitlines() or [""])[0].split(" See full")[0][:300]
     earlier = [s for s in sorted(manager.all_steps()) if s < step]
     fallback = (f"to go on from step {earlier[-1]}, move this one out of the way: mv "
@@ -205,6 +207,17 @@ def _reading_step(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
     raise CheckpointError(
         f"Checkpoint step {step} in {manager.directory} cannot be read, its files are damaged "
         f"or incomplete ({type(e).__name__}: {reason}); {fallback}.") from e
+
+
+# Failures of reading that are no fault of the files (the traceback tells what they are).
+_NOT_DAMAGE = ("RESOURCE_EXHAUSTED", "out of memory", "Out of memory", "sharding", "Sharding")
+
+
+def _looks_damaged(error: Exception) -> bool:
+  if isinstance(error, (MemoryError, KeyboardInterrupt, AssertionError, TypeError)):
+    return False
+  text = str(error)
+  return not any(marker in text for marker in _NOT_DAMAGE)
 
 
 def _check_fits(manager: ocp.CheckpointManager, step: int, expected: dict[str, Any]) -> None:

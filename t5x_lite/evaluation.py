@@ -18,6 +18,7 @@ import re
 from typing import Any, Optional
 
 import jax
+from jax.sharding import Mesh
 
 from t5x_lite import checkpoints, partitioning, tasks
 from t5x_lite.config import ExperimentConfig, MeshConfig, apply_overrides, load_json, validate
@@ -32,21 +33,23 @@ logger = logging.getLogger(__name__)
 EVAL_DIRNAME = "eval"
 
 
-def fit_to_devices(config: ExperimentConfig) -> None:
-  """Keeps the saved mesh if it fits the devices here, else data parallelism over all of them;
-  rounds the batch up to what the batch sharding needs (one microbatch: no gradients here);
-  swaps cuDNN attention (GPU only) for XLA's elsewhere, as a run trained on GPUs may ask."""
+def fit_to_devices(config: ExperimentConfig, mesh: Optional[Mesh] = None) -> None:
+  """Keeps the saved mesh if it fits the devices here, else data parallelism over all of them
+  (or takes `mesh` as given); rounds the batch up to what the batch sharding needs (one
+  microbatch: no gradients here); swaps cuDNN attention (GPU only) for XLA's elsewhere, as a
+  run trained on GPUs may ask."""
   backend = jax.default_backend()
   if config.model.attention_impl == "cudnn" and backend != "gpu":
     logger.warning("model.attention_impl='cudnn' needs a GPU; using 'xla' on %s.", backend)
     config.model.attention_impl = "xla"
-  try:
-    partitioning.resolve_mesh_shape(config.mesh, jax.device_count())
-  except ConfigError as e:
-    logger.warning("The saved mesh does not fit this machine (%s); using data parallelism over "
-                   "its %d devices instead.", e, jax.device_count())
-    config.mesh = MeshConfig()
-  mesh = partitioning.make_mesh(config.mesh)
+  if mesh is None:
+    try:
+      partitioning.resolve_mesh_shape(config.mesh, jax.device_count())
+    except ConfigError as e:
+      logger.warning("The saved mesh does not fit this machine (%s); using data parallelism over "
+                     "its %d devices instead.", e, jax.device_count())
+      config.mesh = MeshConfig()
+    mesh = partitioning.make_mesh(config.mesh)
   ways = partitioning.data_axis_size(mesh, partitioning.logical_rules(config.mesh))
   config.train.grad_accum_steps = 1
   config.train.batch_size = -(-config.train.batch_size // ways) * ways

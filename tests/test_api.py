@@ -169,3 +169,18 @@ def test_public_names_import_lazily():
   assert callable(t5x_lite.load) and callable(t5x_lite.train)
   with pytest.raises(AttributeError):
     _ = t5x_lite.no_such_name
+
+
+def test_load_onto_another_mesh_scores_the_same(model, tiny_run):
+  from t5x_lite import partitioning
+  from t5x_lite.config import MeshConfig
+  two_d = MeshConfig(axes=("data", "model"), shape=(4, 2), rules_preset="model_parallel")
+  other = t5x_lite.load(tiny_run, mesh=two_d)
+  assert dict(other.mesh.shape) == {"data": 4, "model": 2}
+  given = t5x_lite.load(tiny_run, mesh=partitioning.make_mesh(MeshConfig(shape=(2, 1)), jax.devices()[:2]))
+  inputs, targets = ["def f(x):", "The"], ["return x", "end"]
+  for loaded in (other, given):
+    np.testing.assert_allclose(loaded.score(inputs, targets), model.score(inputs, targets),
+                               rtol=1e-5)
+  with pytest.raises(ConfigError, match="mesh"):
+    t5x_lite.load(tiny_run, mesh=MeshConfig(shape=(3, 1)))

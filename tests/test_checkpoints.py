@@ -372,3 +372,12 @@ def test_describe_lists_steps_tree_sizes_and_config(saved):
   assert info["vocabulary"]["path"] == os.path.realpath(saved["vocabulary"])
   text = checkpoints.format_description(info)
   assert "encoder/layers_0/mlp/wi_0" in text and f"{expected_count:,}" in text
+
+
+@pytest.mark.parametrize("error", [MemoryError("host memory"),
+                                   ValueError("RESOURCE_EXHAUSTED: Out of memory allocating 4 GiB"),
+                                   ValueError("Sharding NamedSharding(...) is incompatible")])
+def test_failures_that_are_not_damage_keep_their_own_error(error):
+  with pytest.raises(type(error), match=str(error)[:12]):
+    with checkpoints._reading_step(None, 3):  # pylint: disable=protected-access
+      raise error

@@ -107,6 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
   try:
     return run(args) or 0
   except UserError as e:
+    if os.environ.get("T5X_LITE_TRACEBACK"):  # The whole story, for a bug report.
+      traceback.print_exc()
     _error_line(f"t5x-lite {args.command}{_process_tag()}: error: {e}")
     return _stop(2, str(e))
   except KeyboardInterrupt:

@@ -22,26 +22,23 @@ _T5_1_0_SIZES = {
 }
 
 
+def _sized(family: str, sizes: dict, size: str, **architecture) -> ModelConfig:
+  """A 32128-id model of `family` at `size`, its widths and depths from `sizes`."""
+  if size not in sizes:
+    raise ConfigError(f"Unknown {family} size {size!r}; choose one of {sorted(sizes)}.")
+  d_model, d_ff, heads, layers = sizes[size]
+  return ModelConfig(vocab_size=32128, d_model=d_model, d_ff=d_ff, num_heads=heads, d_kv=64,
+                     num_encoder_layers=layers, num_decoder_layers=layers, **architecture)
+
+
 def t5_1_1(size: str) -> ModelConfig:
   """T5.1.1: gated-GELU FFN, untied logits, no biases."""
-  if size not in _T5_1_1_SIZES:
-    raise ConfigError(f"Unknown T5.1.1 size {size!r}; choose one of {sorted(_T5_1_1_SIZES)}.")
-  d_model, d_ff, heads, layers = _T5_1_1_SIZES[size]
-  return ModelConfig(
-      vocab_size=32128, d_model=d_model, d_ff=d_ff, num_heads=heads, d_kv=64,
-      num_encoder_layers=layers, num_decoder_layers=layers,
-      ffn_activation="gated-gelu", tie_logits=False)
+  return _sized("T5.1.1", _T5_1_1_SIZES, size, ffn_activation="gated-gelu", tie_logits=False)
 
 
 def t5_1_0(size: str) -> ModelConfig:
   """The original T5: ReLU FFN, logits tied to the input embedding."""
-  if size not in _T5_1_0_SIZES:
-    raise ConfigError(f"Unknown T5.1.0 size {size!r}; choose one of {sorted(_T5_1_0_SIZES)}.")
-  d_model, d_ff, heads, layers = _T5_1_0_SIZES[size]
-  return ModelConfig(
-      vocab_size=32128, d_model=d_model, d_ff=d_ff, num_heads=heads, d_kv=64,
-      num_encoder_layers=layers, num_decoder_layers=layers,
-      ffn_activation="relu", tie_logits=True)
+  return _sized("T5.1.0", _T5_1_0_SIZES, size, ffn_activation="relu", tie_logits=True)
 
 
 def tiny(vocab_size: Optional[int] = None) -> ModelConfig:

@@ -88,3 +88,12 @@ def test_multi_process_settings(tmp_path, capsys, monkeypatch):
   assert main(["eval", "--workdir", str(tmp_path)]) == 2
   assert capsys.readouterr().err == ("t5x-lite eval: error: T5X_LITE_NUM_PROCESSES='two' is not a "
                                      "whole number; set it to one, or unset it.\n")
+
+
+def test_user_errors_show_their_traceback_on_request(tmp_path, capsys, monkeypatch):
+  monkeypatch.setenv("T5X_LITE_TRACEBACK", "1")
+  assert main(["eval", "--workdir", str(tmp_path)]) == 2
+  err = capsys.readouterr().err
+  assert "Traceback (most recent call last)" in err and err.rstrip().endswith(
+      "t5x-lite eval: error: " + f"{tmp_path} has no config.json; pass the --workdir of a "
+      "`t5x-lite train` run.")
