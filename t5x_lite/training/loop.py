@@ -15,6 +15,7 @@ import functools
 import logging
 import math
 import os
+import shutil
 import signal
 import socket
 import time
@@ -212,7 +213,14 @@ def _only_run_in(workdir: str):
       raise ConfigError(
           f"{workdir} is being trained by another `t5x-lite train` ({holder}); wait for it or "
           "stop it, or give this run another --workdir.") from None
-    locked = False  # A filesystem without locks (some network mounts): run unguarded.
+    if e.errno not in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS):
+      handle.close()
+      raise ConfigError(f"Cannot lock {workdir}/train.lock ({e.strerror}); check the "
+                        "workdir's permissions and filesystem.") from None
+    # A filesystem without locks (some network mounts): run unguarded, and say so.
+    logger.warning("%s is on a filesystem without file locks: nothing stops a second "
+                   "`t5x-lite train` on it; run one at a time.", workdir)
+    locked = False
   if locked:
     handle.truncate(0)
     handle.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
@@ -292,7 +300,24 @@ def train(config: ExperimentConfig, workdir: str, *, callbacks: Sequence[Callbac
     make_setup(dataclasses.replace(config, model=dataclasses.replace(
         config.model, vocab_size=config.model.vocab_size or PAD_TO_MULTIPLE)), devices)
   check_writable_directory(workdir, "the workdir")
+  created = not os.path.exists(workdir)
   os.makedirs(workdir, exist_ok=True)
+  try:
+    return _train(config, workdir, callbacks, devices)
+  except BaseException:
+    # A run that fails before its first checkpoint leaves no half-made workdir behind (one
+    # it made itself: a directory the user gave that existed is left as it is).
+    checkpoints_dir = os.path.join(workdir, checkpoints.CHECKPOINTS_DIRNAME)
+    saved = os.path.isdir(checkpoints_dir) and any(
+        name.isdigit() for name in os.listdir(checkpoints_dir))
+    if created and not saved and jax.process_index() == 0:
+      shutil.rmtree(workdir, ignore_errors=True)
+    raise
+
+
+def _train(config: ExperimentConfig, workdir: str, callbacks: Sequence[Callback],
+           devices: Optional[list]) -> TrainResult:
+  """train() in a workdir that exists, with a validated copy of the configuration."""
   is_main = jax.process_index() == 0
   callbacks = list(callbacks) if is_main else []
   with contextlib.ExitStack() as cleanup:  # Also on errors: saves in flight finish first.

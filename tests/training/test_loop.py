@@ -157,3 +157,15 @@ def test_a_workdir_that_is_a_file_or_under_one_is_refused_before_any_work(tmp_pa
                  *(f"--set={s}" for s in TINY_SETTINGS)]) == 2
     assert "give a directory path" in capsys.readouterr().err
   assert (tmp_path / "file").read_text() == "keep me"
+
+
+def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_new_workdir(tmp_path):
+  bad = ("train.steps=2", "checkpoint.every_steps=1", "optimizer.learning_rate=1e39")
+  with pytest.raises(loop.TrainingError):
+    _tiny_run(tmp_path / "new", *bad)
+  assert not (tmp_path / "new").exists()
+  (tmp_path / "given").mkdir()
+  (tmp_path / "given" / "notes.txt").write_text("mine")
+  with pytest.raises(loop.TrainingError):
+    _tiny_run(tmp_path / "given", *bad)
+  assert (tmp_path / "given" / "notes.txt").read_text() == "mine"
