@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from typing import Any, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union, cast
 
 import jax
 import numpy as np
@@ -76,9 +76,10 @@ class Model:
     _check_batch_size(batch_size)
     decoding.check_settings(self.config.model, method, max_length,
                             **{**_DECODING_DEFAULTS, **_known_options(decoding_options)})
+    vocabulary = self._require_vocabulary()
     inputs = self._encode_inputs(texts)
     with self._progress(len(inputs), progress, "generate") as bar:
-      return [self.vocabulary.decode(ids) for ids in inference.generate(
+      return [vocabulary.decode(ids) for ids in inference.generate(
           self._setup, self.params, inputs, batch_size=batch_size, method=method,
           max_decode_length=max_length, seed=seed, on_batch=bar.update, **decoding_options)]
 
@@ -112,8 +113,9 @@ class Model:
     if isinstance(options, str) or not options:
       raise ConfigError("rank_classify needs at least one option: a list of strings shared by "
                         "all inputs, or one list per input.")
+    per_input: list[list[str]]
     if all(isinstance(option, str) for option in options):
-      per_input = [list(options)] * len(inputs)
+      per_input = [[str(option) for option in options]] * len(inputs)
     else:
       per_input = [_as_list(choices, "options") for choices in options]
       if len(per_input) != len(inputs):
@@ -153,8 +155,8 @@ class Model:
                      constant_values=1 if key != "decoder_input_tokens" else 0)
               for key, array in zip(keys, arrays)]
     sharding = self._setup.batch_sharding
-    out = self._setup.model.apply({"params": self.params},
-                                  *(inference.to_device(x, sharding) for x in arrays))
+    out = cast(jax.Array, self._setup.model.apply(
+        {"params": self.params}, *(inference.to_device(x, sharding) for x in arrays)))
     return inference.to_host(out)[:rows].astype(np.float32)
 
   def evaluate(self, split: Optional[str] = None, *, dataset: Optional[str] = None,
@@ -171,13 +173,13 @@ class Model:
                             ) -> tuple[dict[str, float], list[dict[str, str]]]:
     """evaluate(), and for seq2seq tasks up to num_samples decoded examples (input, target,
     prediction) to eyeball."""
-    self._require_vocabulary()
+    vocabulary = self._require_vocabulary()
     if max_examples is not None and max_examples < 1:
       raise ConfigError(f"max_examples={max_examples} must be at least 1, or None for all.")
     data = dataclasses.replace(self.config.data, max_eval_examples=max_examples,
                                dataset=dataset or self.config.data.dataset)
     setup = dataclasses.replace(self._setup, config=dataclasses.replace(self.config, data=data))
-    metrics, scorer = evaluation.evaluate_split(setup, self.params, self.vocabulary,
+    metrics, scorer = evaluation.evaluate_split(setup, self.params, vocabulary,
                                                 split or self.config.data.eval_split)
     return metrics, (scorer.samples(num_samples) if scorer and num_samples else [])
 

@@ -63,6 +63,8 @@ def _run_experiment_file(path: str) -> ExperimentConfig:
   directory = os.path.dirname(path)
   module_name = "_t5x_lite_experiment_" + os.path.splitext(os.path.basename(path))[0]
   spec = importlib.util.spec_from_file_location(module_name, path)
+  if spec is None or spec.loader is None:
+    raise ConfigError(f"Experiment file {path} cannot be loaded as Python; give a .py file.")
   module = importlib.util.module_from_spec(spec)
   # Experiments may import sibling experiments (ablations import their base).
   sys.path.insert(0, directory)

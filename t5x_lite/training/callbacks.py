@@ -40,7 +40,7 @@ class ProgressBarCallback(Callback):
   """A tqdm bar with loss, throughput, MFU and time left (the CLI's). Lines written with
   tqdm.write (the CLI's log handler does) appear above it without tearing it."""
 
-  def __init__(self):
+  def __init__(self) -> None:
     self._bar: Optional[ProgressBar] = None
 
   def on_train_begin(self, step: int, total_steps: int) -> None:

@@ -358,7 +358,7 @@ def _train(config: ExperimentConfig, workdir: str, callbacks: Sequence[Callback]
       if config.checkpoint.init_from:
         params = checkpoints.restore_params(config.checkpoint.init_from, setup.abstract_state.params,
                                             config.checkpoint.init_from_step)
-        state = state.replace(params=params)
+        state = dataclasses.replace(state, params=params)
       start_step = 0
     state = jax.block_until_ready(state)  # Start stepping once set-up work has finished.
     # Only once the state is in hand (a failed restore leaves the workdir as it was), and
@@ -426,7 +426,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
     evaluated = step % config.train.eval_every == 0 or step == total
     if evaluated:
       eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
-      last_eval = evaluate(setup, eval_step, state.params, eval_loader, config.model.vocab_size,
+      last_eval = evaluate(setup, eval_step, state.params, eval_loader, vocabulary.vocab_size,
                            tasks.make_scorer(config, vocabulary))
       writer.write(step, "validation", last_eval)
       if jax.process_index() == 0:
