@@ -15,9 +15,10 @@ def _umask() -> int:
   return umask
 
 
-# The mode open() gives a new file; mkstemp's are private (0600), which would hide runs
-# from collaborators in a shared directory.
+# The modes open() and os.makedirs give new files and folders; mkstemp's and mkdtemp's are
+# private (0600, 0700), which would hide runs from collaborators in a shared directory.
 _FILE_MODE = 0o666 & ~_umask()
+DIRECTORY_MODE = 0o777 & ~_umask()
 
 
 def write_atomically(path: str, data: bytes | str) -> None:

@@ -22,6 +22,7 @@ import dataclasses
 import json
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from typing import Any, Callable, Optional
@@ -34,6 +35,7 @@ import numpy as np
 from t5x_lite import checkpoints
 from t5x_lite import model as t5x_model
 from t5x_lite.config import ExperimentConfig, ModelConfig, UserError, from_dict, save_json
+from t5x_lite.fileio import DIRECTORY_MODE, write_atomically
 
 StateDict = dict[str, np.ndarray]
 Params = dict[str, Any]
@@ -404,8 +406,6 @@ _TORCH_FILE = "pytorch_model.bin"
 _TORCH_INDEX = "pytorch_model.bin.index.json"
 SPIECE_FILE = "spiece.model"
 TOKENIZER_FILE = "tokenizer.json"
-# Everything save_hf_folder writes: a folder with only these is an earlier export.
-_EXPORT_FILES = frozenset({_CONFIG_FILE, _SAFETENSORS_FILE, SPIECE_FILE})
 # t5x_lite.data.vocabulary's sentinel count, restated for the reason given at _PAD_ID.
 _EXTRA_IDS = 100
 VOCABULARY_HINT = ("T5, T5.1.1 and Flan-T5 share T5's 32000-piece spiece.model (the "
@@ -506,37 +506,47 @@ def load_hf_folder(path: str) -> tuple[dict, StateDict]:
 
 def save_hf_folder(path: str, params: Params, config: ModelConfig,
                    spiece_model: Optional[str] = None) -> None:
-  """Writes config.json, model.safetensors and (if given) spiece.model.
+  """Writes config.json, model.safetensors and (if given) spiece.model as the folder `path`.
 
-  The folder loads with T5ForConditionalGeneration.from_pretrained(path). It
-  must be new, empty or an earlier export (see _check_export_folder), whose
-  files this replaces.
+  The folder loads with T5ForConditionalGeneration.from_pretrained(path). It is written
+  beside `path`, then moved into place: a folder already there is replaced whole (callers
+  check it may be, see _check_export_folder), and a failed export leaves it as it was.
   """
   hf_config = hf_config_from_model(config)
   state_dict = params_to_hf(params, config)
   save_file = _safetensors().numpy.save_file
-  os.makedirs(path, exist_ok=True)
-  with open(os.path.join(path, _CONFIG_FILE), "w") as f:
-    json.dump(hf_config, f, indent=2)
-    f.write("\n")
-  # transformers refuses safetensors files whose metadata does not name a format.
-  save_file(state_dict, os.path.join(path, _SAFETENSORS_FILE), metadata={"format": "pt"})
-  spiece = os.path.join(path, SPIECE_FILE)
-  if spiece_model:
-    shutil.copyfile(spiece_model, spiece)
-  elif os.path.exists(spiece):  # An earlier export's vocabulary, not this model's.
-    os.remove(spiece)
+  parent = os.path.dirname(os.path.abspath(path))
+  os.makedirs(parent, exist_ok=True)
+  staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-export-", dir=parent)
+  try:
+    write_atomically(os.path.join(staging, _CONFIG_FILE), json.dumps(hf_config, indent=2) + "\n")
+    # transformers refuses safetensors files whose metadata does not name a format.
+    save_file(state_dict, os.path.join(staging, _SAFETENSORS_FILE), metadata={"format": "pt"})
+    if spiece_model:
+      shutil.copyfile(spiece_model, os.path.join(staging, SPIECE_FILE))
+    os.chmod(staging, DIRECTORY_MODE)  # mkdtemp's folders are private.
+    if os.path.exists(path):
+      replaced = staging + "-replaced"
+      os.rename(path, replaced)
+      os.rename(staging, path)
+      shutil.rmtree(replaced)
+    else:
+      os.rename(staging, path)
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)
 
 
-def _check_export_folder(path: str) -> None:
-  """Refuses a file, or a folder holding anything but an earlier export.
+# Files a Hugging Face model folder holds (save_pretrained's, and export-hf's own): only a
+# folder of such files is replaced by export-hf --overwrite.
+_MODEL_FOLDER_FILE = re.compile(
+    r"(config|generation_config|tokenizer|tokenizer_config|special_tokens_map|added_tokens)"
+    r"\.json|spiece\.model|model(-\d+-of-\d+)?\.safetensors|model\.safetensors\.index\.json|"
+    r"pytorch_model(-\d+-of-\d+)?\.bin|pytorch_model\.bin\.index\.json")
 
-  save_pretrained folders hold other files (shards, an index, tokenizer files) that
-  transformers would read beside, or instead of, the new ones, and a folder may hold
-  the user's own files: export never deletes those, it asks for a new folder. An
-  earlier export holds only _EXPORT_FILES, with a config.json that transformers did
-  not write (no transformers_version).
-  """
+
+def _check_export_folder(path: str, overwrite: bool) -> None:
+  """Refuses a file; a folder holding a model unless `overwrite` (which replaces it whole,
+  so no other model's shards stay beside the new files); a folder holding anything else."""
   if not os.path.exists(path):
     return
   if not os.path.isdir(path):
@@ -544,19 +554,15 @@ def _check_export_folder(path: str) -> None:
   names = sorted(os.listdir(path))
   if not names:
     return
-  config_path = os.path.join(path, _CONFIG_FILE)
-  try:
-    config = _read_json(config_path) if os.path.isfile(config_path) else None
-  except InteropError:
-    config = None
-  if (set(names) <= _EXPORT_FILES and isinstance(config, dict)
-      and config.get("model_type") == "t5" and "transformers_version" not in config):
-    return
   shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-  raise InteropError(
-      f"--output {path} is not empty and is not an earlier export-hf folder (it holds "
-      f"{shown}); export into a new or empty folder, so that no other model's files stay "
-      "beside the new ones.")
+  if not all(_MODEL_FOLDER_FILE.fullmatch(name) for name in names):
+    raise InteropError(
+        f"--output {path} is not empty and holds files that are not a model's ({shown}); "
+        "export into a new or empty folder.")
+  if not overwrite:
+    raise InteropError(
+        f"--output {path} holds a model already ({shown}); pass --overwrite to replace it "
+        "(the whole folder), or export into a new folder.")
 
 
 # ----------------------------------------------------------------------------
@@ -719,14 +725,15 @@ def import_hf(path: str, workdir: str, scan_layers: bool = False) -> ExperimentC
   return experiment
 
 
-def export_hf(workdir: str, output: str, step: Optional[int] = None) -> ExperimentConfig:
+def export_hf(workdir: str, output: str, step: Optional[int] = None,
+              overwrite: bool = False) -> ExperimentConfig:
   """Writes the parameters of a workdir's checkpoint (default: latest) as an HF T5 folder.
 
   Works for trained and imported workdirs alike: the model comes from the
   checkpoint's own config; WORKDIR/vocabulary.model, if present, becomes spiece.model.
-  `output` must be new, empty or an earlier export (_check_export_folder).
+  `output` must be new or empty, or hold a model and `overwrite` be set (_check_export_folder).
   """
-  _check_export_folder(output)
+  _check_export_folder(output, overwrite)
   meta = checkpoints.read_meta(workdir, step)  # Fixes the step: a trainer may add one meanwhile.
   experiment = from_dict(meta["config"])
   host = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])

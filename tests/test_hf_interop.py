@@ -511,8 +511,9 @@ def test_relative_workdir_and_one_line_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_import_and_export_destinations(tmp_path, capsys):
-  """A file is no destination; export writes into a new or empty folder or replaces an
-  earlier export (its spiece.model included), and never touches a save_pretrained folder."""
+  """A file is no destination; export writes into a new or empty folder, and replaces a
+  model folder (an earlier export or a save_pretrained one) only with --overwrite, whole:
+  no file of the old model stays. A folder holding anything else is never touched."""
   _hf_model("relu", True, 1, 1).save_pretrained(tmp_path / "hf")
   (tmp_path / "file").write_text("mine")
   assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(tmp_path / "file")]) == 2
@@ -525,16 +526,22 @@ def test_import_and_export_destinations(tmp_path, capsys):
   before = sorted(p.name for p in (tmp_path / "hf").iterdir())
   assert main(["export-hf", "--workdir", work, "--output", str(tmp_path / "hf")]) == 2
   err = capsys.readouterr().err
-  assert "is not empty and is not an earlier export-hf folder (it holds config.json" in err
+  assert "holds a model already (config.json" in err and "pass --overwrite" in err
   assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == before
+  (tmp_path / "hf" / "model-00002-of-00002.safetensors").write_bytes(b"a stale shard")
+  assert main(["export-hf", "--workdir", work, "--output", str(tmp_path / "hf"), "--overwrite"]) == 0
+  assert sorted(p.name for p in (tmp_path / "hf").iterdir()) == ["config.json", "model.safetensors"]
 
   out = tmp_path / "out"
   out.mkdir()
   assert main(["export-hf", "--workdir", work, "--output", str(out)]) == 0  # empty: fine
+  assert main(["export-hf", "--workdir", work, "--output", str(out)]) == 2  # an earlier export
   (out / "spiece.model").write_bytes(b"an earlier export's vocabulary")
-  assert main(["export-hf", "--workdir", work, "--output", str(out)]) == 0
+  assert main(["export-hf", "--workdir", work, "--output", str(out), "--overwrite"]) == 0
   assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors"]
   transformers.T5ForConditionalGeneration.from_pretrained(out)
   (out / "notes.txt").write_text("mine")
-  assert main(["export-hf", "--workdir", work, "--output", str(out)]) == 2
-  assert "(it holds config.json, model.safetensors, notes.txt)" in capsys.readouterr().err
+  assert main(["export-hf", "--workdir", work, "--output", str(out), "--overwrite"]) == 2
+  assert "holds files that are not a model's (config.json, model.safetensors, notes.txt)" in (
+      capsys.readouterr().err)
+  assert (out / "notes.txt").read_text() == "mine"
