@@ -47,4 +47,4 @@ def check_writable_directory(path: str, what: str) -> None:
     raise ConfigError(f"{what} {path} {where}; give a directory path.")
   if not os.access(existing, os.W_OK | os.X_OK):
     raise ConfigError(f"{what} {path} is not writable ({existing} is read-only for this user); "
-                      "give a directory you can write to.")
+                      "give a directory you can write to, or make it writable.")

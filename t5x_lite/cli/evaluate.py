@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 import jax
 
 from t5x_lite import api, evaluation
 from t5x_lite.cli.common import add_distributed_arguments, add_override_argument, initialize_distributed
 from t5x_lite.compare import format_table
+from t5x_lite.fileio import check_writable_directory
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+  # The results are written into WORKDIR/eval: a workdir that cannot take them fails now.
+  if os.path.isdir(args.workdir):
+    check_writable_directory(os.path.join(args.workdir, evaluation.EVAL_DIRNAME),
+                             "--workdir's results folder")
   initialize_distributed(args)
   model = api.load(args.workdir, step=args.step, overrides=args.overrides)
   split = args.split or model.config.data.eval_split

@@ -240,6 +240,13 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   """
   path = os.path.join(workdir, VOCABULARY_FILE)
   if os.path.exists(path):
+    asked = config.data.vocabulary
+    if asked and (not os.path.isfile(asked) or checkpoints.file_reference(asked)["sha256"]
+                  != checkpoints.file_reference(path)["sha256"]):
+      raise ConfigError(
+          f"{workdir} was trained with its own {VOCABULARY_FILE}; data.vocabulary={asked!r} is "
+          "another file. Drop that setting to go on with the run's vocabulary, or train the "
+          "new vocabulary in a new --workdir.")
     config.data.vocabulary = path
   elif config.checkpoint.init_from and not config.data.vocabulary:
     config.data.vocabulary = os.path.join(

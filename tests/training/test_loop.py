@@ -169,3 +169,15 @@ def test_a_run_that_fails_before_its_first_checkpoint_leaves_no_new_workdir(tmp_
   with pytest.raises(loop.TrainingError):
     _tiny_run(tmp_path / "given", *bad)
   assert (tmp_path / "given" / "notes.txt").read_text() == "mine"
+
+
+def test_resuming_with_data_vocabulary_set_to_another_file_is_refused(tiny_run, tmp_path):
+  workdir, config = _resumable_copy(tiny_run, tmp_path)
+  other = tmp_path / "other.model"
+  other.write_bytes(b"not the run's")
+  config.data.vocabulary = str(other)
+  with pytest.raises(config_lib.ConfigError, match=r"trained with its own vocabulary.model; "
+                                                   r"data.vocabulary=.*other.model' is another file"):
+    loop.resolve_vocabulary(config, workdir)
+  config.data.vocabulary = os.path.join(workdir, "vocabulary.model")  # Its own: fine.
+  assert loop.resolve_vocabulary(config, workdir).vocab_size == config.model.vocab_size
