@@ -38,6 +38,7 @@ import contextlib
 import hashlib
 import json
 import math
+import os
 from typing import Any, Iterator, Optional
 
 import jax
@@ -70,7 +71,8 @@ class CheckpointError(UserError, ValueError):
 def _absolute(path: str) -> epath.Path:
   """Orbax writes only to absolute paths; gs:// and other URIs already are."""
   path = epath.Path(path)
-  return path if path.is_absolute() else path.absolute()
+  # A relative path is a local one (os.path, as etils' paths gained absolute() only lately).
+  return path if path.is_absolute() else epath.Path(os.path.abspath(os.fspath(path)))
 
 
 def checkpoint_dir(path: str) -> epath.Path:
