@@ -17,6 +17,8 @@ import sys
 from typing import Iterator, Optional
 
 import jax
+import numpy as np
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from t5x_lite import api, checkpoints, decoding, evaluation
@@ -217,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
                    args.overwrite) if args.output else None
   model = api.load(args.workdir, step=step, overrides=args.overrides)
   main = jax.process_index() == 0
-  done = output.records_done() if output else 0
+  done = output.records_done() if output and main else 0
+  if jax.process_count() > 1:  # Every process must skip what process 0 has written.
+    done = int(multihost_utils.broadcast_one_to_all(np.int64(done)))
   too_long = model.vocabulary and sum(len(ids) >= config.data.inputs_length
                                       for ids in model.vocabulary.encode_batch(inputs[done:]))
   if too_long and main:
