@@ -23,10 +23,10 @@ TIMEOUT_S = 400
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
-  cache = str(tmp_path_factory.mktemp("jax_cache"))
-  return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
-          "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+def env():
+  # No persistent compilation cache: on JAX 0.12.1 (CPU, gloo) two processes that load
+  # executables another two-process run cached hang in their first step.
+  return {**os.environ, "JAX_PLATFORMS": "cpu"}
 
 
 def _free_port() -> int:
