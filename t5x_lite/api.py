@@ -13,6 +13,7 @@ padding and the decoder's key/value cache are handled inside each method.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import itertools
 import os
 from typing import Any, Mapping, Optional, Sequence, Union, cast
@@ -203,7 +204,11 @@ class Model:
                 disable=not show or jax.process_index() != 0)
 
 
-_DECODING_DEFAULTS = dict(temperature=1.0, top_k=0, top_p=1.0, num_beams=4, length_penalty=0.6)
+# The options decoding.decode takes beside the method and length, with its own defaults.
+_DECODING_DEFAULTS = {name: parameter.default
+                      for name, parameter in inspect.signature(decoding.decode).parameters.items()
+                      if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+                      and name not in ("method", "max_decode_length", "rng")}
 
 
 def _known_options(options: Mapping[str, Any]) -> dict[str, Any]:
