@@ -80,9 +80,12 @@ def _version(package: str) -> Optional[str]:
 
 
 def throughput_fields(step_times: list[float], batch: int, inputs_length: int, targets_length: int,
-                      flops_per_sequence: int, peak_flops: float) -> dict[str, Any]:
+                      flops_per_sequence: int, peak_flops: float,
+                      measured_matmul_flops: float = 0.0) -> dict[str, Any]:
   """Rates from per-step times; shared with tools/bench_hf_t5.py so both
-  tools derive seq/s, TFLOP/s and MFU identically (from the median step)."""
+  tools derive seq/s, TFLOP/s and MFU identically (from the median step). MFU is against
+  the datasheet peak; mfu_of_measured_matmul against the matmul rate measured on the device
+  kind, where there is one."""
   median = statistics.median(step_times)
   seq_per_s = batch / median
   achieved = seq_per_s * flops_per_sequence
@@ -96,6 +99,7 @@ def throughput_fields(step_times: list[float], batch: int, inputs_length: int, t
       "tflops_per_s": achieved / 1e12,
       "peak_tflops": peak_flops / 1e12 if peak_flops else None,
       "mfu": achieved / peak_flops if peak_flops else None,
+      "mfu_of_measured_matmul": achieved / measured_matmul_flops if measured_matmul_flops else None,
   }
 
 
@@ -231,7 +235,8 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
       **throughput_fields(step_times, config.train.batch_size, data.inputs_length,
                           data.targets_length,
                           flops.train_flops_per_sequence(model_cfg, data.inputs_length,
-                                                         data.targets_length), peak),
+                                                         data.targets_length), peak,
+                          flops.measured_matmul_flops_per_device() * device_count),
       "compile_s": compile_s,
       "peak_memory_bytes": peak_memory_bytes(),
       "compiled_memory": aot.memory_bytes(step),

@@ -12,18 +12,24 @@ import jax
 
 from t5x_lite.config import ModelConfig
 
-# Dense bf16 peak FLOP/s per device, for MFU. The H100 figure is the one
-# docs/reference.md measured through JAX (8192^3 bf16 matmul), not the datasheet.
+# Datasheet dense bf16 peak FLOP/s per chip, for MFU (the usual definition; docs/reference.md).
+# Matched by prefix in this order, so the PCIe H100 (756) is found before the SXM one.
 PEAK_FLOPS_BY_DEVICE_KIND = {
-    "NVIDIA H100": 789e12,
-    "NVIDIA H200": 789e12,
-    "NVIDIA A100-SXM4-80GB": 312e12,
-    "NVIDIA A100-SXM4-40GB": 312e12,
+    "NVIDIA H100 PCIe": 756e12,
+    "NVIDIA H100": 989e12,
+    "NVIDIA H200": 989e12,
+    "NVIDIA A100": 312e12,
     "TPU v4": 275e12,
     "TPU v5 lite": 197e12,
     "TPU v5e": 197e12,
     "TPU v5p": 459e12,
     "TPU v6 lite": 918e12,
+    "TPU v6e": 918e12,
+}
+# What an 8192^3 bf16 matmul reached through JAX on the device (docs/reference.md): MFU
+# against it is a second figure, the share of what this software stack can reach.
+MEASURED_MATMUL_FLOPS_BY_DEVICE_KIND = {
+    "NVIDIA H100 80GB HBM3": 789e12,
 }
 
 
@@ -48,13 +54,19 @@ def train_flops_per_sequence(config: ModelConfig, inputs_length: int, targets_le
   return 3 * forward_flops_per_sequence(config, inputs_length, targets_length)
 
 
+def _by_prefix(table: dict[str, float], device_kind: Optional[str]) -> float:
+  kind = jax.devices()[0].device_kind if device_kind is None else device_kind
+  return next((value for name, value in table.items() if kind.startswith(name)), 0.0)
+
+
 def peak_flops_per_device(override: float = 0.0, device_kind: Optional[str] = None) -> float:
-  """The known peak of `device_kind` (default: JAX's first device), or `override` when set;
-  0 if unknown. Device kinds are matched by prefix, e.g. "NVIDIA H100 80GB HBM3"."""
+  """The datasheet peak of `device_kind` (default: JAX's first device), or `override` when
+  set; 0 if unknown. Device kinds are matched by prefix, e.g. "NVIDIA H100 80GB HBM3"."""
   if override > 0:
     return override
-  kind = jax.devices()[0].device_kind if device_kind is None else device_kind
-  for name, peak in PEAK_FLOPS_BY_DEVICE_KIND.items():
-    if kind.startswith(name):
-      return peak
-  return 0.0
+  return _by_prefix(PEAK_FLOPS_BY_DEVICE_KIND, device_kind)
+
+
+def measured_matmul_flops_per_device(device_kind: Optional[str] = None) -> float:
+  """The bf16 matmul rate measured through JAX on `device_kind`; 0 where none was measured."""
+  return _by_prefix(MEASURED_MATMUL_FLOPS_BY_DEVICE_KIND, device_kind)

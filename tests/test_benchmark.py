@@ -26,7 +26,8 @@ SMALL = [f"--set={setting}" for setting in (
 FIELDS = (
     "system", "experiment", "batch", "inputs_length", "targets_length", "steps", "warmup",
     "step_time_median_s", "step_time_mean_s", "step_time_min_s", "seq_per_s", "tokens_per_s",
-    "flops_per_sequence", "tflops_per_s", "peak_tflops", "mfu", "compile_s", "peak_memory_bytes",
+    "flops_per_sequence", "tflops_per_s", "peak_tflops", "mfu",
+    "mfu_of_measured_matmul", "compile_s", "peak_memory_bytes",
     "loss", "parameters", "device_kind", "device_count", "backend", "settings", "model", "versions")
 
 
@@ -54,6 +55,7 @@ def test_benchmark_command_prints_one_json_record(capsys):
   # MFU is against the stated peak of every device of the mesh.
   assert record["peak_tflops"] == 2 * record["device_count"]
   assert record["mfu"] == pytest.approx(record["tflops_per_s"] / record["peak_tflops"])
+  assert record["mfu_of_measured_matmul"] is None  # no matmul rate measured on a CPU
   assert record["peak_memory_bytes"] is None  # the CPU backend reports none
   memory = record["compiled_memory"]  # XLA's accounting is there on every backend
   assert memory["arguments"] > 4 * record["parameters"] and memory["temp"] > 0
@@ -154,6 +156,10 @@ def test_hf_peer_prints_one_json_record_with_the_same_flops(capsys):
 
 def test_peak_flops_of_a_named_device_kind():
   """Looked up by prefix for the torch peer's device names; an override wins; unknown is 0."""
-  assert flops.peak_flops_per_device(device_kind="NVIDIA H100 80GB HBM3") == 789e12
+  # The datasheet peak (989), with the matmul rate measured through JAX (789) kept apart.
+  assert flops.peak_flops_per_device(device_kind="NVIDIA H100 80GB HBM3") == 989e12
+  assert flops.peak_flops_per_device(device_kind="NVIDIA H100 PCIe") == 756e12
+  assert flops.measured_matmul_flops_per_device("NVIDIA H100 80GB HBM3") == 789e12
+  assert flops.measured_matmul_flops_per_device("cpu") == 0.0
   assert flops.peak_flops_per_device(device_kind="cpu") == 0.0
   assert flops.peak_flops_per_device(2e12, device_kind="NVIDIA H100 80GB HBM3") == 2e12

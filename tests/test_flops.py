@@ -84,10 +84,11 @@ def test_logits_scale_with_targets_only():
 
 
 def test_peak_of_other_known_device_kinds():
-  assert flops.peak_flops_per_device(device_kind="NVIDIA H200") == 789e12
+  assert flops.peak_flops_per_device(device_kind="NVIDIA H200") == 989e12
   assert flops.peak_flops_per_device(device_kind="NVIDIA A100-SXM4-40GB") == 312e12
   assert flops.peak_flops_per_device(device_kind="TPU v5 lite") == 197e12
   assert flops.peak_flops_per_device(device_kind="TPU v5p") == 459e12
+  assert flops.peak_flops_per_device(device_kind="TPU v6 lite") == 918e12
   # Prefix, not substring: a name that merely contains a known kind is unknown.
   assert flops.peak_flops_per_device(device_kind="Quadro NVIDIA H100") == 0.0
 

@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                            "train's (default: a temporary directory)")
   parser.add_argument("--peak-tflops", type=float, default=0.0,
                       help="peak bf16 TFLOP/s of one device for MFU (default: known devices, "
-                           "e.g. 789 for an H100; otherwise MFU is null)")
+                           "the datasheet's, e.g. 989 for an H100 SXM; otherwise MFU is null)")
 
 
 def run(args: argparse.Namespace) -> int:
