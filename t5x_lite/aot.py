@@ -19,6 +19,7 @@ from typing import Optional
 
 import jax
 
+from t5x_lite import flops
 from t5x_lite.config import ConfigError, ExperimentConfig, UserError
 from t5x_lite.training.step import make_setup, make_train_step
 
@@ -199,6 +200,17 @@ def memory_bytes(compiled) -> dict[str, Optional[int]]:
           "total": stats.argument_size_in_bytes + outputs + stats.temp_size_in_bytes}
 
 
+def xla_flops(compiled) -> Optional[float]:
+  """FLOPs of the compiled step by XLA's cost analysis, recomputation included (None where
+  the backend does not say): against the analytic count this shows what remat and the
+  chunked loss redo, and work the count leaves out."""
+  analysis = compiled.cost_analysis()
+  if isinstance(analysis, (list, tuple)):  # One entry per program in older jax.
+    analysis = analysis[0] if analysis else None
+  flops_count = (analysis or {}).get("flops")
+  return float(flops_count) if flops_count else None
+
+
 def compile_report(config: ExperimentConfig, target: str, devices: list) -> dict:
   """The step compiled for `devices`: per-device memory by XLA's accounting and, on GPU and
   TPU targets, whether it fits (a TPU compiler refuses a step that does not: then the
@@ -209,6 +221,12 @@ def compile_report(config: ExperimentConfig, target: str, devices: list) -> dict
   except OutOfMemory as e:
     return {**report, "fits": False, "compiler_message": str(e)}
   memory = report["memory_per_device_bytes"] = memory_bytes(compiled)
+  report["xla_flops_per_device"] = xla_flops(compiled)
+  analytic = (flops.train_flops_per_sequence(config.model, config.data.inputs_length,
+                                             config.data.targets_length)
+              * config.train.batch_size / len(devices))
+  report["xla_flops_ratio"] = (report["xla_flops_per_device"] / analytic
+                               if report["xla_flops_per_device"] else None)
   # cuDNN's fused attention calls in the program: 0 means attention runs as XLA ops.
   report["fused_attention_calls"] = compiled.as_text().count('custom_call_target="__cudnn$fmha')
   if is_tpu(target):

@@ -136,6 +136,9 @@ def _format_compiled(compiled: dict) -> list[str]:
   for name, value in compiled["memory_per_device_bytes"].items():
     lines.append(f"  {name:<22} {_gib(value):>14}")
   lines.append(f"  {'fused attention calls':<22} {compiled['fused_attention_calls']:>14}")
+  if compiled.get("xla_flops_ratio"):
+    lines.append(f"  XLA's FLOPs of the step: {compiled['xla_flops_ratio']:.3f} x the model FLOPs "
+                 f"(recomputation included)")
   if "device_memory_bytes" in compiled:
     usable = compiled["memory_fraction"] * compiled["device_memory_bytes"]
     budget = (f"the {_gib(usable)} jax may use ({compiled['memory_fraction']:.0%} of "

@@ -18,6 +18,7 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.ad_checkpoint import checkpoint_name
 
 from t5x_lite.config import ModelConfig
 from t5x_lite.partitioning import ActivationSharding, constrain
@@ -45,6 +46,15 @@ def _param(module: nn.Module, name: str, init: Callable, shape: tuple, axes: tup
 
 def _kernel_init(in_axis, out_axis, scale: float = 1.0, distribution: str = "truncated_normal"):
   return nn.initializers.variance_scaling(scale, "fan_in", distribution, in_axis=in_axis, out_axis=out_axis)
+
+
+def dropout(config: ModelConfig) -> nn.Dropout:
+  """The dropout of embeddings, residuals, the MLP hidden and the stacks' outputs: T5X's
+  (and Mesh TensorFlow's) keeps one mask per (batch, feature), shared along the length
+  (broadcast_dims=(-2,)); with dropout_shared_over_length=False one per element, as
+  Hugging Face's T5."""
+  shared = (-2,) if config.dropout_shared_over_length else ()
+  return nn.Dropout(config.dropout_rate, broadcast_dims=shared)
 
 
 # ----------------------------------------------------------------------------
@@ -123,9 +133,9 @@ class Norm(nn.Module):
     bias = None
     if cfg.norm == "layernorm":
       bias = _param(self, "bias", nn.initializers.zeros, (x.shape[-1],), ("embed",), param_dtype)
-    normalize = functools.partial(_normalize, layernorm=cfg.norm == "layernorm", eps=cfg.norm_eps,
-                                  dtype=activation_dtype(cfg))
-    return _recomputed_if_minimal(cfg, normalize)(x, scale, bias)
+    y = _normalize(x, scale, bias, layernorm=cfg.norm == "layernorm", eps=cfg.norm_eps,
+                   dtype=activation_dtype(cfg))
+    return checkpoint_name(y, "norm")
 
 
 def _normalize(x: Array, scale: Array, bias: Optional[Array], *, layernorm: bool, eps: float,
@@ -139,15 +149,6 @@ def _normalize(x: Array, scale: Array, bias: Optional[Array], *, layernorm: bool
   if bias is not None:
     y = y + bias.astype(jnp.float32)
   return y.astype(dtype)
-
-
-def _recomputed_if_minimal(cfg: ModelConfig, fn: Callable) -> Callable:
-  """remat_policy='minimal': `fn` (elementwise work, no matmul) is recomputed from its
-  inputs in the backward pass instead of keeping its float32 and activation-function
-  intermediates, which are most of a layer's saved activations at T5's sizes."""
-  if cfg.remat_policy == "minimal":
-    return jax.checkpoint(fn, policy=jax.checkpoint_policies.nothing_saveable)
-  return fn
 
 
 class Embed(nn.Module):
@@ -207,14 +208,56 @@ class AttentionMask:
     return jnp.broadcast_to(jnp.maximum(lengths, 1), (batch_size,))
 
 
+@jax.custom_vjp
+def attention_weights(query: Array, key: Array, bias: Optional[Array],
+                      mask: Optional[Array]) -> Array:
+  """softmax(query . key + bias, masked) as (b, h, q, s) weights in the query's dtype.
+
+  query: (b, q, h, k); key: (b, s, h, k); bias: (1, h, q, s) float32; mask: (b|1, 1, q|1, s)
+  bool or None. The logits and the softmax are float32; the backward pass keeps only the
+  weights, in the activation dtype (the second matmul keeps them anyway), instead of
+  autodiff's float32 softmax output: at T5-base's batch 128 that is 1.6 GB per encoder
+  layer. The score gradient is formed in float32, reduced there for the bias, and meets
+  the query and key matmuls in the activation dtype, as T5X's bfloat16 attention does.
+  """
+  return _attention_weights_forward(query, key, bias, mask)[0]
+
+
+def _attention_weights_forward(query, key, bias, mask):
+  logits = jnp.einsum("bqhk,bshk->bhqs", query, key, preferred_element_type=jnp.float32)
+  if bias is not None:
+    logits = logits + bias
+  if mask is not None:
+    logits = jnp.where(mask, logits, _NEG_INF)
+  weights = jax.nn.softmax(logits, axis=-1).astype(query.dtype)
+  return weights, (query, key, weights, bias, mask)
+
+
+def _attention_weights_backward(residuals, weights_grad):
+  query, key, weights, bias, mask = residuals
+  weights32, grad32 = weights.astype(jnp.float32), weights_grad.astype(jnp.float32)
+  logits_grad = weights32 * (grad32 - jnp.sum(grad32 * weights32, axis=-1, keepdims=True))
+  if mask is not None:
+    logits_grad = jnp.where(mask, logits_grad, 0.0)
+  bias_grad = None if bias is None else jnp.sum(logits_grad, axis=0, keepdims=True)
+  logits_grad = logits_grad.astype(query.dtype)
+  query_grad = jnp.einsum("bhqs,bshk->bqhk", logits_grad, key)
+  key_grad = jnp.einsum("bhqs,bqhk->bshk", logits_grad, query)
+  return query_grad, key_grad, bias_grad, None
+
+
+attention_weights.defvjp(_attention_weights_forward, _attention_weights_backward)
+
+
 def dot_product_attention(query: Array, key: Array, value: Array, bias: Optional[Array],
                           mask: AttentionMask, *, impl: str,
                           weights_dropout: Optional[Callable[[Array], Array]] = None) -> Array:
   """Attention without 1/sqrt(d) scaling (T5 folds it into the query init).
 
   query: (b, q, h, k); key, value: (b, s, h, k); bias: (1, h, q, s) float32. Logits and
-  softmax in float32. weights_dropout, applied to the (b, h, q, s) attention weights as T5X
-  does, needs them materialised: with it the einsum path runs whatever `impl` says.
+  softmax in float32 (`attention_weights`). weights_dropout, applied to the (b, h, q, s)
+  attention weights as T5X does, needs them materialised: with it the einsum path runs
+  whatever `impl` says.
   """
   query_length, key_length = query.shape[1], key.shape[1]
   if impl != "xla" and weights_dropout is None:
@@ -228,13 +271,8 @@ def dot_product_attention(query: Array, key: Array, value: Array, bias: Optional
     return jax.nn.dot_product_attention(
         query, key, value, bias=bias, scale=1.0, is_causal=mask.causal,
         key_value_seq_lengths=mask.key_lengths(query.shape[0]), implementation=implementation)
-  logits = jnp.einsum("bqhk,bshk->bhqs", query, key, preferred_element_type=jnp.float32)
-  if bias is not None:
-    logits = logits + bias
-  dense = mask.dense(query_length, key_length)
-  if dense is not None:
-    logits = jnp.where(dense, logits, _NEG_INF)
-  weights = jax.nn.softmax(logits, axis=-1).astype(query.dtype)
+  weights = checkpoint_name(
+      attention_weights(query, key, bias, mask.dense(query_length, key_length)), "attention_weights")
   if weights_dropout is not None:
     weights = weights_dropout(weights)
   return jnp.einsum("bhqs,bshk->bqhk", weights, value)
@@ -269,7 +307,7 @@ class Attention(nn.Module):
 
     def project(x, w):
       y = jnp.einsum("bld,dhk->blhk", x, w.reshape(d, h, k).astype(dtype))
-      return constrain(y, self.sharding, BATCH_LENGTH_HEADS_KV)
+      return checkpoint_name(constrain(y, self.sharding, BATCH_LENGTH_HEADS_KV), "attention_qkv")
 
     query = project(inputs_q, wq)
     if decode and self.kind == "cross":
@@ -287,8 +325,9 @@ class Attention(nn.Module):
           nn.Dropout(cfg.dropout_rate, broadcast_dims=(-2,)), deterministic=False)
     out = dot_product_attention(query, key, value, bias, mask, impl=cfg.attention_impl,
                                 weights_dropout=weights_dropout)
-    out = constrain(out, self.sharding, BATCH_LENGTH_HEADS_KV)
-    return jnp.einsum("blhk,hkd->bld", out, wo.reshape(h, k, d).astype(dtype))
+    out = checkpoint_name(constrain(out, self.sharding, BATCH_LENGTH_HEADS_KV), "attention_mix")
+    out = jnp.einsum("blhk,hkd->bld", out, wo.reshape(h, k, d).astype(dtype))
+    return checkpoint_name(out, "attention_out")
 
   def _update_cache(self, key: Array, value: Array, position: Array) -> tuple[Array, Array]:
     """Writes this step's key/value at `position`; returns the whole cache.
@@ -331,16 +370,13 @@ class MLP(nn.Module):
 
     def up(name):
       w = _param(self, name, in_init, (cfg.d_model, cfg.d_ff), ("embed", "mlp"), param_dtype)
-      return constrain(jnp.einsum("bld,df->blf", x, w.astype(dtype)), self.sharding, BATCH_LENGTH_MLP)
+      y = jnp.einsum("bld,df->blf", x, w.astype(dtype))
+      return checkpoint_name(constrain(y, self.sharding, BATCH_LENGTH_MLP), "mlp_up")
 
-    if cfg.gated_ffn:
-      hidden = _recomputed_if_minimal(cfg, lambda gate, linear: activation(gate) * linear)(
-          up("wi_0"), up("wi_1"))
-    else:
-      hidden = _recomputed_if_minimal(cfg, activation)(up("wi"))
-    hidden = nn.Dropout(cfg.dropout_rate)(hidden, deterministic=deterministic)
+    hidden = activation(up("wi_0")) * up("wi_1") if cfg.gated_ffn else activation(up("wi"))
+    hidden = dropout(cfg)(checkpoint_name(hidden, "mlp_hidden"), deterministic=deterministic)
     wo = _param(self, "wo", out_init, (cfg.d_ff, cfg.d_model), ("mlp", "embed"), param_dtype)
-    return jnp.einsum("blf,fd->bld", hidden, wo.astype(dtype))
+    return checkpoint_name(jnp.einsum("blf,fd->bld", hidden, wo.astype(dtype)), "mlp_out")
 
 
 # ----------------------------------------------------------------------------
@@ -356,13 +392,13 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x: Array, bias: Optional[Array], mask: AttentionMask) -> tuple[Array, None]:
     cfg = self.config
-    dropout = nn.Dropout(cfg.dropout_rate)
+    residual_dropout = dropout(cfg)
     y = Norm(cfg, name="pre_attention_layer_norm")(x)
     y = Attention(cfg, self.sharding, name="attention")(y, y, bias, mask, deterministic=self.deterministic)
-    x = constrain(x + dropout(y, deterministic=self.deterministic), self.sharding, BATCH_LENGTH_EMBED)
+    x = constrain(x + residual_dropout(y, deterministic=self.deterministic), self.sharding, BATCH_LENGTH_EMBED)
     y = Norm(cfg, name="pre_mlp_layer_norm")(x)
     y = MLP(cfg, self.sharding, name="mlp")(y, deterministic=self.deterministic)
-    x = constrain(x + dropout(y, deterministic=self.deterministic), self.sharding, BATCH_LENGTH_EMBED)
+    x = constrain(x + residual_dropout(y, deterministic=self.deterministic), self.sharding, BATCH_LENGTH_EMBED)
     return x, None
 
 
@@ -376,36 +412,48 @@ class DecoderLayer(nn.Module):
   def __call__(self, x: Array, encoded: Array, bias: Optional[Array], self_mask: AttentionMask,
                cross_mask: AttentionMask, decode_position: Optional[Array]) -> tuple[Array, None]:
     cfg = self.config
-    dropout = nn.Dropout(cfg.dropout_rate)
+    residual_dropout = dropout(cfg)
     det = self.deterministic
     y = Norm(cfg, name="pre_self_attention_layer_norm")(x)
     y = Attention(cfg, self.sharding, kind="self", name="self_attention")(
         y, y, bias, self_mask, deterministic=det, decode=self.decode, decode_position=decode_position)
-    x = constrain(x + dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
+    x = constrain(x + residual_dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
     y = Norm(cfg, name="pre_cross_attention_layer_norm")(x)
     y = Attention(cfg, self.sharding, kind="cross", name="encoder_decoder_attention")(
         y, encoded, None, cross_mask, deterministic=det, decode=self.decode)
-    x = constrain(x + dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
+    x = constrain(x + residual_dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
     y = Norm(cfg, name="pre_mlp_layer_norm")(x)
     y = MLP(cfg, self.sharding, name="mlp")(y, deterministic=det)
-    x = constrain(x + dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
+    x = constrain(x + residual_dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
     return x, None
 
 
-_REMAT_POLICIES = {
-    # "none" and "minimal" have no layer-level remat; "minimal" recomputes only norms and
-    # activation functions (_recomputed_if_minimal).
-    "full": None,  # Save nothing: recompute the whole layer.
-    "dots": jax.checkpoint_policies.checkpoint_dots,
-    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+# What each remat policy keeps for the backward pass, by the checkpoint_name tags above;
+# the rest of a layer is recomputed from its input. From most kept to least:
+_SAVED_ACTIVATIONS = {
+    # Everything tagged: no matmul recomputed, only the elementwise work between the tagged
+    # tensors. Without this autodiff would keep every residual it makes, float32 norm
+    # intermediates included (a scan stacks them over the layers: 97 instead of 40 GiB
+    # for T5.1.1-base at batch 128 on an H100; 60 unrolled).
+    "none": ("norm", "attention_qkv", "attention_weights", "attention_mix", "attention_out",
+             "mlp_up", "mlp_hidden", "mlp_out"),
+    # Every matmul output and the attention weights: only elementwise work (norms,
+    # activation functions) is recomputed.
+    "minimal": ("attention_qkv", "attention_weights", "attention_mix", "attention_out",
+                "mlp_up", "mlp_out"),
+    # Matmul outputs: the attention weights are recomputed (their query-key matmul included).
+    "dots": ("attention_qkv", "attention_mix", "attention_out", "mlp_up", "mlp_out"),
+    # The weight matmuls' outputs: all of attention is recomputed.
+    "dots_no_batch": ("attention_qkv", "attention_out", "mlp_up", "mlp_out"),
+    # The layer input only: the whole layer is recomputed.
+    "full": (),
 }
 
 
 def _stack(layer_cls: type, config: ModelConfig, num_layers: int, num_args: int, cache_axis: int):
   """Wraps a layer class with rematerialisation and, optionally, nn.scan."""
-  if config.remat_policy in _REMAT_POLICIES:
-    layer_cls = nn.remat(layer_cls, policy=_REMAT_POLICIES[config.remat_policy],
-                         prevent_cse=not config.scan_layers)
+  policy = jax.checkpoint_policies.save_only_these_names(*_SAVED_ACTIVATIONS[config.remat_policy])
+  layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not config.scan_layers)
   if config.scan_layers:
     layer_cls = nn.scan(
         layer_cls,
@@ -433,7 +481,7 @@ class Encoder(nn.Module):
     if cfg.position_scheme == "relative":
       positions = _positions(embedded.shape[1])
       bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
-    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
+    x = dropout(cfg)(embedded, deterministic=deterministic)
     x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
     layer = _stack(EncoderLayer, cfg, cfg.num_encoder_layers, num_args=2, cache_axis=1)
     if cfg.scan_layers:
@@ -442,7 +490,7 @@ class Encoder(nn.Module):
       for i in range(cfg.num_encoder_layers):
         x, _ = layer(cfg, self.sharding, deterministic, name=f"layers_{i}")(x, bias, mask)
     x = Norm(cfg, name="encoder_norm")(x)
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    return dropout(cfg)(x, deterministic=deterministic)
 
 
 class Decoder(nn.Module):
@@ -480,7 +528,7 @@ class Decoder(nn.Module):
     if cfg.position_scheme == "relative":
       bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(
           query_positions, key_positions)
-    x = nn.Dropout(cfg.dropout_rate)(embedded, deterministic=deterministic)
+    x = dropout(cfg)(embedded, deterministic=deterministic)
     x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
     layer = _stack(DecoderLayer, cfg, cfg.num_decoder_layers, num_args=5, cache_axis=1)
     args = (encoded, bias, self_mask, cross_mask, decode_position)
@@ -490,15 +538,18 @@ class Decoder(nn.Module):
       for i in range(cfg.num_decoder_layers):
         x, _ = layer(cfg, self.sharding, deterministic, decode, name=f"layers_{i}")(x, *args)
     x = Norm(cfg, name="decoder_norm")(x)
-    return nn.Dropout(cfg.dropout_rate)(x, deterministic=deterministic)
+    return dropout(cfg)(x, deterministic=deterministic)
 
 
 def project_logits(x: Array, kernel: Array, scale: float,
                    sharding: Optional[ActivationSharding] = None) -> Array:
-  """(b, l, d) decoder output -> (b, l, v) logits, with kernel (d, v) and scale from
-  `Transformer.logits_kernel`. A plain function, so the chunked loss can call it inside
-  jax.checkpoint / lax.scan, where a bound module cannot go."""
-  logits = jnp.einsum("bld,dv->blv", x, kernel.astype(x.dtype))
+  """(b, l, d) decoder output -> (b, l, v) float32 logits, with kernel (d, v) and scale from
+  `Transformer.logits_kernel`. In float32 whatever the activation dtype, as T5X "for
+  stability": a bfloat16 projection is off by up to 0.13 nats per token at |logits| of
+  20-40 (train.loss_chunk_size keeps the float32 logits from existing all at once). A plain
+  function, so the chunked loss can call it inside jax.checkpoint / lax.scan, where a bound
+  module cannot go."""
+  logits = jnp.einsum("bld,dv->blv", x.astype(jnp.float32), kernel.astype(jnp.float32))
   if scale != 1.0:
     logits = logits * scale
   return constrain(logits, sharding, BATCH_LENGTH_VOCAB)

@@ -31,11 +31,15 @@ class ModelConfig:
   relative_attention_max_distance: int = 128
   # None: 0.1 when fine-tuning (checkpoint.init_from set), else 0.0 as in T5.1.1 pretraining.
   dropout_rate: Optional[float] = None
+  # True: one dropout mask per (batch, feature) shared along the length, as T5X and Mesh
+  # TensorFlow; False: one per element, as Hugging Face's T5.
+  dropout_shared_over_length: bool = True
   # Stack layers with nn.scan: one compiled layer, stacked parameters.
   scan_layers: bool = False
-  # What the backward pass keeps: none (everything autodiff saves) | minimal (all but the
-  # norms' and activation functions' intermediates, recomputed: no matmul) | dots (matmul
-  # outputs) | dots_no_batch (weight matmuls' outputs) | full (layer inputs only)
+  # What the backward pass keeps: none (everything; no recomputation) | minimal (every
+  # matmul output and the attention weights: norms and activation functions recomputed) |
+  # dots (matmul outputs: attention weights recomputed) | dots_no_batch (weight matmuls'
+  # outputs: all of attention recomputed) | full (layer inputs only)
   remat_policy: str = "none"
   # Activation dtype: auto = bfloat16 on GPU/TPU, float32 on CPU.
   dtype: str = "auto"

@@ -127,7 +127,8 @@ class _Preemption:
 
 
 # What fine-tuning may change about a pretrained model; the rest is its architecture.
-_TRAINING_TIME_FIELDS = ("dropout_rate", "remat_policy", "dtype", "attention_impl")
+_TRAINING_TIME_FIELDS = ("dropout_rate", "dropout_shared_over_length", "remat_policy", "dtype",
+                         "attention_impl")
 
 
 def _architecture_differences(saved: ModelConfig, model: ModelConfig) -> list[str]:
