@@ -131,6 +131,9 @@ def _tpu_devices(target: str) -> list:
   try:
     topology = topologies.get_topology_desc(topology_name=target, platform="tpu")
   except RuntimeError as e:  # libtpu missing (JaxRuntimeError, a subclass, is handled below)
+    if "lockfile" in str(e):  # libtpu serves one process per machine at a time.
+      raise UserError(f"--target {target}: another process on this machine is using libtpu "
+                      f"(a TPU compile or job); wait for it to end and run this again.") from e
     if isinstance(e, jax.errors.JaxRuntimeError):
       raise ConfigError(f"--target {target}: not a TPU topology libtpu knows ({e}).") from e
     raise UserError(
