@@ -18,7 +18,7 @@
 # (Alternatives ordered by `t5x-lite info --target h100`: docs/performance.md.)
 #   ablate base b128, one switch each against t5x-base: t5x-base-noscan,
 #          t5x-base-chunked (train.loss_chunk_size=38), t5x-base-dots (remat),
-#          t5x-base-noflags (XLA_FLAGS=""), t5x-base-minimal (remat minimal):
+#          t5x-base-noflags (XLA_FLAGS=""), t5x-base-none (remat none):
 #          which optimisations to keep
 #   packing the packed step (segment masks, as training on packed data runs it)
 #          with XLA and cuDNN attention: t5x-base-packed, t5x-base-cudnn-packed
@@ -128,13 +128,13 @@ jax.numpy.zeros(1).block_until_ready()" >>"$OUT/logs/preflight.log" 2>&1; then
 run_one() {
   case $1 in
     t5x-base) t5x t5x-base experiments/t5_1_1_base.py "--batch 128" \
-        "--batch 128 --set model.remat_policy=minimal" ;;
+        "--batch 128 --set model.remat_policy=dots_no_batch" ;;
     t5x-base-cudnn) t5x t5x-base-cudnn experiments/t5_1_1_base.py \
         "--batch 128 --set model.attention_impl=cudnn" \
         "--batch 128 --set model.attention_impl=cudnn --set model.remat_policy=dots" ;;
     hf-base) hf hf-base base 128 ;;
     t5x-small) t5x t5x-small experiments/t5_1_1_small.py "--batch 256" \
-        "--batch 256 --set model.remat_policy=minimal" ;;
+        "--batch 256 --set model.remat_policy=dots_no_batch" ;;
     hf-small) hf hf-small small 256 ;;
     t5x-large) t5x t5x-large experiments/t5_1_1_large.py "--batch 128" \
         "--batch 128 --set model.remat_policy=full" "--batch 64" ;;
@@ -144,8 +144,8 @@ run_one() {
         "--batch 128 --set model.scan_layers=false" ;;
     t5x-base-chunked) t5x t5x-base-chunked experiments/t5_1_1_base.py \
         "--batch 128 --set train.loss_chunk_size=38" ;;
-    t5x-base-minimal) t5x t5x-base-minimal experiments/t5_1_1_base.py \
-        "--batch 128 --set model.remat_policy=minimal" ;;
+    t5x-base-none) t5x t5x-base-none experiments/t5_1_1_base.py \
+        "--batch 128 --set model.remat_policy=none" ;;
     t5x-base-dots) t5x t5x-base-dots experiments/t5_1_1_base.py \
         "--batch 128 --set model.remat_policy=dots" ;;
     t5x-base-noflags) XLA_FLAGS="" t5x t5x-base-noflags experiments/t5_1_1_base.py "--batch 128" ;;
@@ -160,7 +160,7 @@ run_one() {
     large) run_one t5x-large ;;
     xl) run_one t5x-xl ;;
     ablate) run_one t5x-base-noscan; run_one t5x-base-chunked; run_one t5x-base-dots
-        run_one t5x-base-minimal
+        run_one t5x-base-none
         run_one t5x-base-noflags ;;
     packing) run_one t5x-base-packed; run_one t5x-base-cudnn-packed ;;
     input) run_one t5x-base-real ;;
@@ -216,7 +216,7 @@ if "t5x-base-real" in best:
 baselines = {"t5x-base-noscan": "t5x-base", "t5x-base-chunked": "t5x-base",
              "t5x-base-dots": "t5x-base", "t5x-base-noflags": "t5x-base",
              "t5x-base-packed": "t5x-base", "t5x-base-cudnn-packed": "t5x-base-cudnn",
-             "t5x-base-minimal": "t5x-base"}
+             "t5x-base-none": "t5x-base"}
 for run, baseline in baselines.items():
   if run in best and baseline in best:
     print(f"{run} / {baseline} = {best[run]['seq_per_s'] / best[baseline]['seq_per_s']:.3f}x seq/s, "
@@ -240,7 +240,7 @@ fi
 for item in "$@"; do  # a typo must not cost a device call's worth of runs
   case $item in
     t5x-base|t5x-base-cudnn|hf-base|t5x-small|hf-small|t5x-large|t5x-xl|t5x-base-noscan) ;;
-    t5x-base-chunked|t5x-base-dots|t5x-base-noflags|t5x-base-real|t5x-base-minimal) ;;
+    t5x-base-chunked|t5x-base-dots|t5x-base-noflags|t5x-base-real|t5x-base-none) ;;
     t5x-base-packed|t5x-base-cudnn-packed) ;;
     base|small|large|xl|ablate|packing|input|all) ;;
     *) echo "unknown run or group: $item (see the header of $0)" >&2; exit 2 ;;
