@@ -450,10 +450,26 @@ _SAVED_ACTIVATIONS = {
 }
 
 
+def _fused_attention_outputs(primitive, *_, **__) -> bool:
+  """cuDNN attention's forward outputs (its result and softmax statistics: what its backward
+  needs), the fused path's counterpart of the tagged attention mix; unnamed, they would be
+  recomputed by running the forward kernel again in the backward pass."""
+  return primitive.name.startswith("dot_product_attention_fwd")
+
+
+def remat_policy(name: str) -> Callable:
+  """The jax.checkpoint policy of model.remat_policy `name`."""
+  saved = _SAVED_ACTIVATIONS[name]
+  policy = jax.checkpoint_policies.save_only_these_names(*saved)
+  if "attention_mix" in saved:
+    policy = jax.checkpoint_policies.save_from_both_policies(policy, _fused_attention_outputs)
+  return policy
+
+
 def _stack(layer_cls: type, config: ModelConfig, num_layers: int, num_args: int, cache_axis: int):
   """Wraps a layer class with rematerialisation and, optionally, nn.scan."""
-  policy = jax.checkpoint_policies.save_only_these_names(*_SAVED_ACTIVATIONS[config.remat_policy])
-  layer_cls = nn.remat(layer_cls, policy=policy, prevent_cse=not config.scan_layers)
+  layer_cls = nn.remat(layer_cls, policy=remat_policy(config.remat_policy),
+                       prevent_cse=not config.scan_layers)
   if config.scan_layers:
     layer_cls = nn.scan(
         layer_cls,

@@ -97,7 +97,13 @@ def test_h100_target_compiles_cudnn_attention_without_a_gpu(capsys, monkeypatch)
   fused = report["compiled"]
   assert fused["device_kind"] == "NVIDIA H100 80GB HBM3" and fused["fits"]
   assert fused["memory_fraction"] == 0.9
-  # Encoder self, decoder self and cross attention, forward and backward.
+  # Encoder self, decoder self and cross attention, forward and backward, per layer; a
+  # policy that keeps the attention's output keeps the fused forward's results with it (the
+  # backward pass does not run the forward kernel again), full remat runs it again.
   assert fused["fused_attention_calls"] >= 6
+  calls = {policy: _info(capsys, "--target", "h100", *sets, "--set", "model.attention_impl=cudnn",
+                         "--set", f"model.remat_policy={policy}")["compiled"]["fused_attention_calls"]
+           for policy in ("none", "full")}
+  assert calls["none"] == fused["fused_attention_calls"] < calls["full"]
   plain = _info(capsys, "--target", "h100", *sets)["compiled"]
   assert plain["fused_attention_calls"] == 0
