@@ -23,6 +23,12 @@ and deleted by the next writer (``Checkpointer`` construction). Readers
 (``restore_params``, ``read_meta``, ``describe``) open the directory read-only,
 so an evaluator never deletes a trainer's in-progress save.
 
+Failures: a full disk during a save (ENOSPC, raised when the save starts or when its
+background write is waited for) is one CheckpointError naming the step and the checkpoint
+kept; the unfinished folder is left to the next writer as above. ``describe`` (``t5x-lite
+inspect``) flags a finished step whose files were removed or truncated since, from the
+metadata and OCDBT indexes, without reading arrays.
+
 Retention: the latest ``CheckpointConfig.keep`` steps are always kept (0 = keep
 all). With ``keep_best_metric`` set, the single best step by that metric (given
 to ``save`` as ``metrics``) is kept in addition, compared by
@@ -35,6 +41,7 @@ writes shared files from process 0 only).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -45,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 from absl import logging
 from etils import epath
 
@@ -190,6 +198,25 @@ def _mismatches(item: str, saved: Any, expected: Any) -> list[str]:
   return missing + extra + reshaped
 
 
+def _first_line(error: BaseException) -> str:
+  """An error's gist: Orbax and TensorStore append the whole store spec to it."""
+  line = (str(error).strip().splitlines() or [""])[0]
+  return line.split(" See full")[0].split(" [tensorstore_spec=")[0][:300]
+
+
+def _move_aside(directory: epath.Path, step: int) -> str:
+  """The command that moves a damaged step out of Orbax's sight (nothing is deleted)."""
+  return f"mv {directory / str(step)} {directory.parent / f'damaged_step_{step}'}"
+
+
+def _damaged_message(directory: epath.Path, steps: list[int], step: int, reason: str) -> str:
+  earlier = [s for s in sorted(steps) if s < step]
+  fallback = (f"to go on from step {earlier[-1]}, move this one out of the way: "
+              f"{_move_aside(directory, step)}" if earlier else "no earlier step is saved")
+  return (f"Checkpoint step {step} in {directory} cannot be read, its files are damaged "
+          f"or incomplete ({reason}); {fallback}.")
+
+
 @contextlib.contextmanager
 def _reading_step(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
   """Turns a failure to read a finished step (its files damaged or deleted since) into one
@@ -201,14 +228,8 @@ def _reading_step(manager: ocp.CheckpointManager, step: int) -> Iterator[None]:
   except Exception as e:  # Orbax, TensorStore and JSON errors alike.
     if not _looks_damaged(e):
       raise  # Out of memory, a sharding or compile error, a bug: not the files' fault.
-    reason = (str(e).strip().splitlines() or [""])[0].split(" See full")[0][:300]
-    earlier = [s for s in sorted(manager.all_steps()) if s < step]
-    fallback = (f"to go on from step {earlier[-1]}, move this one out of the way: mv "
-                f"{manager.directory / str(step)} {manager.directory.parent / f'damaged_step_{step}'}"
-                if earlier else "no earlier step is saved")
-    raise CheckpointError(
-        f"Checkpoint step {step} in {manager.directory} cannot be read, its files are damaged "
-        f"or incomplete ({type(e).__name__}: {reason}); {fallback}.") from e
+    raise CheckpointError(_damaged_message(
+        manager.directory, list(manager.all_steps()), step, f"{type(e).__name__}: {_first_line(e)}")) from e
 
 
 # Failures of reading that are no fault of the files (the traceback tells what they are).
@@ -220,6 +241,87 @@ def _looks_damaged(error: Exception) -> bool:
     return False
   text = str(error)
   return not any(marker in text for marker in _NOT_DAMAGE)
+
+
+class _DamagedFile(FileNotFoundError):
+  """A file of a step is missing or shorter than the data it should hold; the message names it."""
+
+
+def _check_array_files(item_dir: epath.Path, name: str) -> None:
+  """Raises _DamagedFile for the first file of an item's OCDBT database that is missing or
+  shorter than the array data its b-tree points into. Reads the b-tree nodes (small) and
+  the files' sizes, not the arrays; ``name``: how the message spells ``item_dir``."""
+  if not json.loads((item_dir / "_METADATA").read_text()).get("use_ocdbt", True):
+    return  # One file per chunk (never written by this package): nothing cheap to check.
+  if not (item_dir / "manifest.ocdbt").exists():
+    raise _DamagedFile(f"{name}/manifest.ocdbt: missing")
+  path = f"{item_dir}/"
+  base = ts.KvStore.open(path if "://" in path else {"driver": "file", "path": path}).result()
+  versions = ts.ocdbt.dump(base).result()["versions"]
+  pending = [versions[-1]["root"].get("location")] if versions else []
+  ends: dict[str, int] = {}  # File -> the furthest byte the tree points to in it.
+  while pending:
+    location = pending.pop()
+    if location is None:  # An empty tree.
+      continue
+    _check_file(item_dir, name, *_file_and_end(location))  # Named, not a TensorStore error.
+    for entry in ts.ocdbt.dump(base, location).result().get("entries", []):
+      for value in entry.values():
+        if isinstance(value, str) and value.startswith("btreenode:"):
+          pending.append(value)
+        elif isinstance(value, str) and value.startswith("value:"):
+          file, end = _file_and_end(value)
+          ends[file] = max(ends.get(file, 0), end)
+  for file, end in sorted(ends.items()):
+    _check_file(item_dir, name, file, end)
+
+
+def _check_file(item_dir: epath.Path, name: str, file: str, end: int) -> None:
+  size = (item_dir / file).stat().length if (item_dir / file).exists() else None
+  if size is None or size < end:
+    problem = "missing" if size is None else f"truncated to {size} bytes, its data end at byte {end}"
+    raise _DamagedFile(f"{name}/{file}: {problem}")
+
+
+def _file_and_end(location: str) -> tuple[str, int]:
+  """'value:ocdbt.process_0/:d/<id>:<offset>:<length>' (an OCDBT dump's reference) ->
+  ('ocdbt.process_0/d/<id>', offset + length)."""
+  _, prefix, rest = location.split(":", 2)
+  file, offset, length = rest.rsplit(":", 2)
+  return prefix + file, int(offset) + int(length)
+
+
+def _damage(manager: ocp.CheckpointManager, step: int) -> Optional[str]:
+  """Why a finished ``step`` could not be restored (what is wrong with which file), or None.
+
+  Cheap enough to run on every step: it reads the items' metadata, the meta JSON and the
+  OCDBT b-trees, and checks the arrays' files are there and long enough; no array is read.
+  """
+  step_dir, name = manager.directory / str(step), f"{manager.directory.name}/{step}"
+  where = f"{name}/meta"
+  try:
+    _require(step_dir, name, "meta", "metadata")
+    loader_state = _read_meta(manager, step).get("loader_state")
+    for item in ("params",) + (() if loader_state is None else ("opt_state",)):
+      where = f"{name}/{item}"
+      _require(step_dir, name, item, "_METADATA")
+      _check_array_files(step_dir / item, where)
+    where = name
+    manager.item_metadata(step)  # What a restore reads first (it opens every array).
+  except _DamagedFile as e:
+    return str(e)
+  except Exception as e:
+    if not _looks_damaged(e):
+      raise
+    return f"{where}: {type(e).__name__}: {_first_line(e)}"
+  return None
+
+
+def _require(directory: epath.Path, name: str, *parts: str) -> None:
+  """Raises _DamagedFile naming the first missing one of directory/a, directory/a/b, ..."""
+  for i in range(len(parts)):
+    if not directory.joinpath(*parts[:i + 1]).exists():
+      raise _DamagedFile(f"{name}/{'/'.join(parts[:i + 1])}: missing")
 
 
 def _check_fits(manager: ocp.CheckpointManager, step: int, expected: dict[str, Any]) -> None:
@@ -242,6 +344,13 @@ def _check_fits(manager: ocp.CheckpointManager, step: int, expected: dict[str, A
     shown = lines[:_MAX_REPORTED]
     if len(lines) > _MAX_REPORTED:
       shown.append(f"  ... and {len(lines) - _MAX_REPORTED} more")
+    sizes = _vocab_sizes(metadata["params"], expected["params"])
+    if sizes is not None:
+      others = sum(not any(name in line for name in _VOCAB_AXES) for line in lines)
+      raise CheckpointError(
+          vocabulary_mismatch(f"Checkpoint step {step} in {manager.directory}",
+                              _read_meta(manager, step), *sizes)
+          + (f" ({others} other arrays differ too.)" if others else "") + "\n" + "\n".join(shown))
     hint = ""
     if all(line.lstrip().startswith("opt_state/") for line in lines):
       hint = (" Only the optimizer state differs: resume with the optimizer settings the run was "
@@ -250,6 +359,41 @@ def _check_fits(manager: ocp.CheckpointManager, step: int, expected: dict[str, A
     raise CheckpointError(
         f"Checkpoint step {step} in {manager.directory} does not fit the configured model "
         f"({len(lines)} mismatched arrays).{hint}\n" + "\n".join(shown))
+
+
+# The arrays with a vocabulary axis, and which axis it is (model.py's token embedder and
+# untied output projection); optimizer statistics of these arrays carry the same names.
+_VOCAB_AXES = {"token_embedder/embedding": 0, "logits_dense": 1}
+
+
+def _vocab_sizes(saved: Any, expected: Any) -> Optional[tuple[int, int]]:
+  """(saved, expected) vocabulary sizes where the embedding's vocabulary axis differs."""
+  saved_flat, expected_flat = _flat(saved), _flat(expected)
+  for name, axis in _VOCAB_AXES.items():
+    have, want = saved_flat.get(name), expected_flat.get(name)
+    if have is not None and want is not None and len(have.shape) == len(want.shape) > axis and (
+        have.shape[axis] != want.shape[axis]):
+      return int(have.shape[axis]), int(want.shape[axis])
+  return None
+
+
+def vocabulary_mismatch(where: str, meta: dict, saved: int, size: int) -> str:
+  """Says that the checkpoint ``where`` (with its ``meta``) was trained with vocab_size
+  ``saved`` and which vocabulary file (a list of reshaped arrays does not say that another
+  vocabulary is the cause), that this run has ``size``, and how to go on."""
+  recorded = meta.get("vocabulary") or {}
+  path = recorded.get("path") or ((meta.get("config") or {}).get("data") or {}).get("vocabulary")
+  trained = f"vocab_size {saved}"
+  if path:
+    trained += f" (vocabulary {path}"
+    if recorded.get("sha256") and epath.Path(path).is_file() and (
+        file_reference(path)["sha256"] != recorded["sha256"]):
+      trained += f", sha256 {recorded['sha256'][:12]}...: that file has been replaced since"
+    trained += ")"
+  settings = (f"data.vocabulary={path} " if path else "") + f"model.vocab_size={saved}"
+  return (f"{where} was trained with {trained}; this run has vocab_size {size}. Use the same "
+          f"vocabulary as the checkpoint (--set {settings}, or drop the settings that changed "
+          "them), or start a new workdir to train with the new vocabulary from scratch.")
 
 
 def _check_shardings(item: str, abstract: Any) -> None:
@@ -331,6 +475,7 @@ class Checkpointer:
     if cleanup is not None:
       cleanup.result()
     self._best_metric = config.keep_best_metric
+    self._writing: Optional[int] = None  # The step whose save may still be in flight.
 
   def latest_step(self) -> Optional[int]:
     return self._manager.latest_step()
@@ -346,18 +491,21 @@ class Checkpointer:
     the background (async_save). A step that is already saved is not saved again.
     """
     step = int(step)
+    self.wait_until_finished()  # Else Orbax would report the previous save's failure as this one's.
     if step in self._manager.all_steps():
       return False
     metrics = _jsonable(metrics or {})
     meta = _meta(step, experiment_config, vocabulary_path, loader_state, metrics)
     tracked = {self._best_metric: metrics[self._best_metric]} if self._best_metric in metrics else None
-    return self._manager.save(
-        step,
-        args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            opt_state=ocp.args.StandardSave(state.opt_state),
-            meta=ocp.args.JsonSave(meta)),
-        metrics=tracked, force=True)
+    self._writing = step
+    with self._saving(step):
+      return self._manager.save(
+          step,
+          args=ocp.args.Composite(
+              params=ocp.args.StandardSave(state.params),
+              opt_state=ocp.args.StandardSave(state.opt_state),
+              meta=ocp.args.JsonSave(meta)),
+          metrics=tracked, force=True)
 
   def restore(self, abstract_state: Any, step: Optional[int] = None) -> tuple[Any, dict]:
     """(state, meta) of ``step`` (default: latest), each array in its target sharding.
@@ -367,7 +515,7 @@ class Checkpointer:
     there is no checkpoint, the step is absent, it holds parameters only, or shapes
     differ from the target.
     """
-    self._manager.wait_until_finished()
+    self.wait_until_finished()
     step = _resolve_step(self._manager, step)
     targets = {"params": abstract_state.params, "opt_state": abstract_state.opt_state}
     for item, tree in targets.items():
@@ -383,17 +531,60 @@ class Checkpointer:
     return state, meta
 
   def wait_until_finished(self) -> None:
-    self._manager.wait_until_finished()
+    """Returns once the last save is on disk; raises CheckpointError if the disk filled up."""
+    step, self._writing = self._writing, None
+    with self._saving(step):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
     """Waits for pending writes and deletions; call before the process exits."""
-    self._manager.close()
+    try:
+      self.wait_until_finished()
+    finally:
+      self._manager.close()  # Orbax raises a failed save once: this only closes.
+
+  @contextlib.contextmanager
+  def _saving(self, step: Optional[int]) -> Iterator[None]:
+    """A full disk during the save of ``step`` (raised when it starts, or when its background
+    write is waited for) becomes one message that says which checkpoint is kept."""
+    try:
+      yield
+    except Exception as e:
+      if step is None or not _is_disk_full(e):
+        raise
+      self._manager.reload()  # From the disk: Orbax forgot the steps it meant to delete after this save.
+      kept = [s for s in self._manager.all_steps() if s != step]
+      outcome = (f"the last complete checkpoint (step {max(kept)}) is kept; free space (or set "
+                 "checkpoint.keep lower) and resume with the same command" if kept else
+                 "no complete checkpoint is saved yet; free space and run the same command again")
+      raise CheckpointError(
+          f"disk full while saving the checkpoint of step {step} in {self.directory}: {outcome}.") from e
 
   def __enter__(self) -> Checkpointer:
     return self
 
   def __exit__(self, *exc_info: Any) -> None:
     self.close()
+
+
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+_DISK_FULL_TEXT = ("No space left on device", "Disk quota exceeded")
+
+
+def _is_disk_full(error: BaseException) -> bool:
+  """Whether a full disk (or quota) caused ``error``: Orbax wraps the OSError in asyncio,
+  future and ExceptionGroup layers; TensorStore keeps only its text."""
+  seen, pending = set(), [error]
+  while pending:
+    e = pending.pop()
+    if e is None or id(e) in seen:
+      continue
+    seen.add(id(e))
+    if (isinstance(e, OSError) and e.errno in _DISK_FULL_ERRNOS) or any(
+        text in str(e) for text in _DISK_FULL_TEXT):
+      return True
+    pending += [e.__cause__, e.__context__, *getattr(e, "exceptions", ())]
+  return False
 
 
 def save_params(workdir: str, params: Any, experiment_config: ExperimentConfig, step: int = 0,
@@ -467,14 +658,21 @@ def _bytes_on_disk(directory: epath.Path) -> int:
 
 
 def describe(path: str, step: Optional[int] = None) -> dict:
-  """Steps, bytes on disk per step, and the parameter tree and config of ``step`` (latest).
+  """Steps, bytes on disk per step, damaged steps, and the parameter tree and config of
+  ``step`` (default: the latest step that is not damaged).
 
-  Reads metadata and JSON only; no array is loaded.
+  Reads metadata, JSON and the arrays' indexes only; no array is loaded.
   """
   with _reading(path) as manager:
     directory = manager.directory
+    asked = step
     step = _resolve_step(manager, step)
     steps = sorted(manager.all_steps())
+    damaged = {s: reason for s in steps if (reason := _damage(manager, s)) is not None}
+    if asked is None:
+      step = max((s for s in steps if s not in damaged), default=step)
+    if step in damaged:
+      raise CheckpointError(_damaged_message(directory, steps, step, damaged[step]))
     saved = _flat(manager.item_metadata(step)["params"])
     meta = _read_meta(manager, step)
   params = {name: {"shape": list(leaf.shape), "dtype": str(np.dtype(leaf.dtype))}
@@ -484,6 +682,7 @@ def describe(path: str, step: Optional[int] = None) -> dict:
       "steps": steps,
       "step": step,
       "bytes_on_disk": {s: _bytes_on_disk(directory / str(s)) for s in steps},
+      "damaged": damaged,  # Step -> which file is missing, truncated or unreadable.
       "params": params,
       "num_params": sum(math.prod(p["shape"]) for p in params.values()),
       "param_bytes": sum(math.prod(p["shape"]) * np.dtype(p["dtype"]).itemsize
@@ -508,7 +707,11 @@ def _human_bytes(n: float) -> str:
 def format_description(info: dict) -> str:
   """describe() as text for a terminal."""
   lines = [f"Checkpoints in {info['directory']}", "Steps (bytes on disk):"]
-  lines += [f"  {s}: {_human_bytes(info['bytes_on_disk'][s])}" for s in info["steps"]]
+  for s in info["steps"]:
+    damage = info["damaged"].get(s)
+    lines.append(f"  {s}: {_human_bytes(info['bytes_on_disk'][s])}" + (
+        f"  DAMAGED ({damage}); move it aside with: {_move_aside(epath.Path(info['directory']), s)}"
+        if damage else ""))
   lines.append(
       f"Parameters at step {info['step']}: {info['num_params']:,} "
       f"({_human_bytes(info['param_bytes'])})")

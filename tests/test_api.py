@@ -158,6 +158,21 @@ def test_load_refuses_an_old_layout_config_and_a_swapped_vocabulary(tiny_run, tm
     t5x_lite.load(copy)
 
 
+def test_load_with_another_vocab_size_names_the_checkpoints_vocabulary(tiny_run):
+  before = _tree(tiny_run)
+  meta = checkpoints.read_meta(tiny_run)
+  size, vocabulary = meta["config"]["model"]["vocab_size"], meta["vocabulary"]["path"]
+  with pytest.raises(checkpoints.CheckpointError) as error:
+    t5x_lite.load(tiny_run, overrides=[f"model.vocab_size={size + 128}"])
+  assert str(error.value).splitlines()[0] == (
+      f"Checkpoint step 20 in {tiny_run}/checkpoints was trained with vocab_size {size} (vocabulary "
+      f"{vocabulary}); this run has vocab_size {size + 128}. Use the same vocabulary as the "
+      f"checkpoint (--set data.vocabulary={vocabulary} model.vocab_size={size}, or drop the settings "
+      "that changed them), or start a new workdir to train with the new vocabulary from scratch.")
+  assert _tree(tiny_run) == before
+  assert t5x_lite.load(tiny_run).config.model.vocab_size == size
+
+
 def test_public_names_import_lazily():
   import subprocess
   import sys

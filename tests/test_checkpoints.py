@@ -1,7 +1,9 @@
 """Checkpoints: round trips, resharding across meshes, retention, errors, crash safety."""
 
+import errno
 import functools
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -381,3 +383,184 @@ def test_failures_that_are_not_damage_keep_their_own_error(error):
   with pytest.raises(type(error), match=str(error)[:12]):
     with checkpoints._reading_step(None, 3):  # pylint: disable=protected-access
       raise error
+
+
+# ----------------------------------------------------------------------------
+# Another vocabulary size, and a disk that fills up while saving
+# ----------------------------------------------------------------------------
+
+
+def digests(workdir) -> dict[str, str]:
+  """Every file under workdir with the sha256 of its bytes: what a failed call may not change."""
+  return {os.path.relpath(os.path.join(root, name), workdir):
+          hashlib.sha256(open(os.path.join(root, name), "rb").read()).hexdigest()
+          for root, _, names in os.walk(workdir) for name in names}
+
+
+def test_another_vocab_size_names_the_checkpoints_vocabulary(saved):
+  """Resuming (Checkpointer.restore) and init_from / load (restore_params) alike say which
+  vocabulary the checkpoint was trained with, and touch nothing."""
+  before = digests(saved["workdir"])
+  abstract = abstract_state(model_config(vocab_size=256), ADAFACTOR, (1, 1))
+  directory = os.path.join(saved["workdir"], "checkpoints")
+  vocabulary = os.path.realpath(saved["vocabulary"])
+  expected = (
+      f"Checkpoint step 20 in {directory} was trained with vocab_size 128 (vocabulary {vocabulary}); "
+      "this run has vocab_size 256. Use the same vocabulary as the checkpoint (--set "
+      f"data.vocabulary={vocabulary} model.vocab_size=128, or drop the settings that changed them), or "
+      "start a new workdir to train with the new vocabulary from scratch.\n"
+      "  params/logits_dense: saved (128, 128), expected (128, 256)\n"
+      "  params/token_embedder/embedding: saved (128, 128), expected (256, 128)")
+  with pytest.raises(CheckpointError) as error:
+    checkpoints.restore_params(saved["workdir"], abstract.params)
+  assert str(error.value) == expected
+  with Checkpointer(saved["workdir"], CheckpointConfig()) as ckpt:
+    with pytest.raises(CheckpointError) as error:
+      ckpt.restore(abstract)
+  assert str(error.value) == expected + (
+      "\n  opt_state/0/v_col/logits_dense: saved (128,), expected (256,)"
+      "\n  opt_state/0/v_col/token_embedder/embedding: saved (128,), expected (256,)")
+  assert digests(saved["workdir"]) == before
+  params = checkpoints.restore_params(saved["workdir"], saved["abstract"].params)
+  assert_trees_equal(params, saved["state"].params)
+
+
+def test_another_vocab_size_and_other_changes_counts_them(saved):
+  abstract = abstract_state(model_config(vocab_size=256, num_decoder_layers=1), ADAFACTOR, (1, 1))
+  with pytest.raises(CheckpointError) as error:
+    checkpoints.restore_params(saved["workdir"], abstract.params)
+  first, *listed = str(error.value).splitlines()
+  assert first.startswith("Checkpoint step 20 in ") and "was trained with vocab_size 128" in first
+  others = [line for line in listed if "logits_dense" not in line and "token_embedder" not in line]
+  assert first.endswith(f"from scratch. ({len(others)} other arrays differ too.)") and others
+
+
+# Saves under a disk that fills up, in a process of its own as for a real run: a write that
+# fails does not stop the others of that save, which go on writing into its unfinished folder
+# until the process ends. The write of the step's meta JSON (Orbax writes it through epath, in
+# the background when async_save) fails as on a full disk; the last line of each case's output
+# is its outcome.
+_FULL_DISK = textwrap.dedent("""
+    import errno, hashlib, json, os, sys
+    import jax.numpy as jnp
+    from etils import epath
+    from t5x_lite.checkpoints import Checkpointer
+    from t5x_lite.config import CheckpointConfig, ExperimentConfig
+    from t5x_lite.errors import UserError
+    from t5x_lite.train_state import TrainState
+
+    def save(ckpt, step):
+      params = {"w": jnp.full((4, 3), float(step)), "b": jnp.full((3,), float(step))}
+      state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=(jnp.zeros(()),))
+      return ckpt.save(step, state, loader_state={"seed": 1}, experiment_config=ExperimentConfig(),
+                       vocabulary_path=None)
+
+    path_class, full = type(epath.Path(os.getcwd())), False
+    write_text = path_class.write_text
+    def write_text_or_fail(self, *args, **kwargs):
+      if full and self.name == "metadata" and self.parent.name.split(".")[0] == "meta":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(self))
+      return write_text(self, *args, **kwargs)
+    path_class.write_text = write_text_or_fail
+
+    def digests(path):
+      return {os.path.relpath(os.path.join(root, name), path):
+              hashlib.sha256(open(os.path.join(root, name), "rb").read()).hexdigest()
+              for root, _, names in os.walk(path) for name in names}
+
+    for case in sys.argv[1:]:
+      workdir = os.path.join(os.getcwd(), case)
+      mode, waited_by = case.split("-", 1)
+      full = False
+      ckpt = Checkpointer(workdir, CheckpointConfig(every_steps=1, keep=1, async_save=mode == "async"))
+      if waited_by != "first":
+        save(ckpt, 1)
+        ckpt.wait_until_finished()
+      before = digests(workdir)
+      full = True
+      try:
+        save(ckpt, 2)  # Synchronous: fails here. Asynchronous: when it is waited for.
+        if waited_by == "next_save":
+          save(ckpt, 3)
+        elif waited_by == "close":
+          ckpt.close()
+        else:
+          ckpt.wait_until_finished()
+        outcome = {"error": None}
+      except Exception as e:
+        outcome = {"error": type(e).__name__, "user_error": isinstance(e, UserError), "message": str(e)}
+      ckpt.close()  # Orbax reports a failed save once: closing after it raises nothing.
+      print(json.dumps({**outcome, "before": before}), flush=True)
+""")
+
+_FULL_DISK_CASES = ["sync-wait", "async-wait", "async-next_save", "async-close", "sync-first"]
+
+
+@pytest.fixture(scope="module")
+def full_disk(tmp_path_factory) -> dict:
+  """Each case's workdir and outcome, from one process for all of them."""
+  base = tmp_path_factory.mktemp("full_disk")
+  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  result = subprocess.run([sys.executable, "-c", _FULL_DISK, *_FULL_DISK_CASES], cwd=base, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  outcomes = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+  assert len(outcomes) == len(_FULL_DISK_CASES), result.stderr[-3000:]
+  return {case: (base / case, outcome) for case, outcome in zip(_FULL_DISK_CASES, outcomes)}
+
+
+@pytest.mark.parametrize("case", _FULL_DISK_CASES[:-1])
+def test_a_full_disk_keeps_the_last_checkpoint_and_says_so(full_disk, case):
+  """Whether the save fails at once (synchronous) or when it is waited for (asynchronous: by
+  wait_until_finished, the next save or close), one message names the step and the one kept."""
+  workdir, outcome = full_disk[case]
+  directory = workdir / "checkpoints"
+  assert outcome["error"] == "CheckpointError" and outcome["user_error"]
+  assert outcome["message"] == (
+      f"disk full while saving the checkpoint of step 2 in {directory}: the last complete "
+      "checkpoint (step 1) is kept; free space (or set checkpoint.keep lower) and resume with "
+      "the same command.")
+  # Step 1 is as it was (keep=1 deletes it only once step 2 is complete); the unfinished
+  # step 2 is no step.
+  assert digests(workdir) == {**outcome["before"], **{
+      name: digest for name, digest in digests(workdir).items()
+      if name.startswith("checkpoints/2.orbax-checkpoint-tmp/")}}
+  assert sorted(os.listdir(directory)) == ["1", "2.orbax-checkpoint-tmp"]
+  assert checkpoints.all_steps(str(workdir)) == [1]
+  # Resuming with the same command: the writer deletes the unfinished save; step 1 restores.
+  with Checkpointer(str(workdir), CheckpointConfig(every_steps=1, keep=1)) as ckpt:
+    state, meta = ckpt.restore(toy_abstract())
+    assert meta["step"] == 1 and float(state.params["w"][0, 0]) == 1.0
+    assert save(ckpt, 2, toy_state(2))
+  assert sorted(os.listdir(directory)) == ["2"]
+
+
+def test_a_full_disk_before_any_checkpoint_says_none_is_kept(full_disk):
+  workdir, outcome = full_disk["sync-first"]
+  assert outcome["message"] == (
+      f"disk full while saving the checkpoint of step 2 in {workdir / 'checkpoints'}: no complete "
+      "checkpoint is saved yet; free space and run the same command again.")
+  assert checkpoints.all_steps(str(workdir)) == []
+
+
+@pytest.mark.parametrize("error", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    ExceptionGroup("commit failed", [ValueError("other"), OSError(errno.EDQUOT, "Disk quota exceeded")]),
+    ValueError('UNKNOWN: Error writing local file "/x/d/7ab": [OS error 28: No space left on device]'),
+])
+def test_disk_full_is_found_however_orbax_wraps_it(error):
+  wrapped = RuntimeError("Failed to run 5 Handler Commit operations")
+  wrapped.__cause__ = error
+  assert checkpoints._is_disk_full(wrapped)  # pylint: disable=protected-access
+
+
+def test_other_save_failures_keep_their_own_error(tmp_path, monkeypatch):
+  ckpt = Checkpointer(str(tmp_path), CheckpointConfig(async_save=False))
+
+  def denied(*args, **kwargs):
+    raise PermissionError(errno.EACCES, "Permission denied")
+
+  monkeypatch.setattr(ckpt._manager, "save", denied)  # pylint: disable=protected-access
+  with pytest.raises(PermissionError):
+    save(ckpt, 1, toy_state(1))
+  ckpt.close()

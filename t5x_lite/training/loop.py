@@ -240,6 +240,7 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   run without its own vocabulary uses the one of the run it starts from.
   """
   path = os.path.join(workdir, VOCABULARY_FILE)
+  starting_from = config.checkpoint.init_from if not os.path.exists(path) else None
   if os.path.exists(path):
     asked = config.data.vocabulary
     if asked and (not os.path.isfile(asked) or checkpoints.file_reference(asked)["sha256"]
@@ -254,15 +255,21 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
         os.path.dirname(checkpoints.checkpoint_dir(config.checkpoint.init_from)), VOCABULARY_FILE)
   sources.prepare(config.data)
   vocabulary = get_vocabulary(config.data)
+  # Checked before the copy is written: a refused run leaves the workdir as it was.
+  if config.model.vocab_size is not None and config.model.vocab_size < vocabulary.vocab_size:
+    if starting_from:  # The size is the checkpoint's (inherit_architecture): its vocabulary differs.
+      meta = checkpoints.read_meta(starting_from, config.checkpoint.init_from_step)
+      raise ConfigError(checkpoints.vocabulary_mismatch(
+          f"checkpoint.init_from={starting_from!r} (step {meta['step']})", meta,
+          config.model.vocab_size, vocabulary.vocab_size))
+    raise ConfigError(
+        f"model.vocab_size={config.model.vocab_size} is smaller than the vocabulary's "
+        f"{vocabulary.vocab_size} ids; set model.vocab_size to {vocabulary.vocab_size} or None.")
   if jax.process_index() == 0 and not os.path.exists(path):
     write_atomically(path, vocabulary.model_proto)
   config.data.vocabulary = os.path.abspath(path)  # What config.json records: this run's own.
   if config.model.vocab_size is None:
     config.model.vocab_size = vocabulary.vocab_size
-  elif config.model.vocab_size < vocabulary.vocab_size:
-    raise ConfigError(
-        f"model.vocab_size={config.model.vocab_size} is smaller than the vocabulary's "
-        f"{vocabulary.vocab_size} ids; set model.vocab_size to {vocabulary.vocab_size} or None.")
   return vocabulary
 
 

@@ -1,17 +1,22 @@
 """Fine-tuning the tiny pretrained run on the built-in addition task learns: exact match on held-out
 sums far above blind guessing (about 1%), measured by `t5x-lite eval` over the whole split."""
 
+import hashlib
 import json
 import os
 
 import jax
+import numpy as np
 import pytest
 from helpers import REPO
 
+from t5x_lite import checkpoints
+from t5x_lite import config as config_lib
+from t5x_lite import model as model_lib
 from t5x_lite.checkpoints import VOCABULARY_FILE, CheckpointError
 from t5x_lite.cli.main import main
-from t5x_lite.config import load_experiment
-from t5x_lite.data import addition
+from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
+from t5x_lite.data import Vocabulary, addition, train_vocabulary
 from t5x_lite.data.splits import assign_split
 from t5x_lite.training.loop import train
 
@@ -57,3 +62,46 @@ def test_init_from_a_missing_run_names_the_setting(tmp_path):
   config = load_experiment(EXPERIMENT, [f"checkpoint.init_from={missing}", *SETTINGS])
   with pytest.raises(CheckpointError, match=r"^checkpoint\.init_from='.*nowhere': .* does not exist"):
     train(config, str(tmp_path / "run"), devices=jax.devices()[:1])
+
+
+def _digests(path: str) -> dict[str, str]:
+  return {os.path.relpath(os.path.join(root, name), path):
+          hashlib.sha256(open(os.path.join(root, name), "rb").read()).hexdigest()
+          for root, _, names in os.walk(path) for name in names}
+
+
+def test_init_from_with_a_vocabulary_of_another_size_names_the_checkpoints(tmp_path):
+  """A checkpoint's embedding has its vocabulary's size: fine-tuning it with a larger vocabulary
+  is refused naming both, before anything is written, and the checkpoint is left as it was."""
+  source = str(tmp_path / "pretrained")
+  recorded = tmp_path / "pretrained.model"
+  recorded.write_bytes(b"the pretraining run's vocabulary")
+  model = config_lib.tiny(vocab_size=128)
+  shapes, _ = model_lib.abstract_params(model)
+  params = jax.tree.map(lambda x: np.full(x.shape, 0.5, x.dtype), shapes)
+  checkpoints.save_params(source, params, ExperimentConfig(model=model), vocabulary_path=str(recorded))
+  words = ["".join(chr(97 + (i * 7 + j * i) % 26) for j in range(3 + i % 5)) for i in range(3000)]
+  other = train_vocabulary([" ".join(words[i:i + 12]) for i in range(0, 3000, 12)],
+                           str(tmp_path / "other"), 320)  # 320 + 100 ids: vocab_size 512.
+  before = _digests(source)
+  expected = (
+      f"checkpoint.init_from='{source}' (step 0) was trained with vocab_size 128 (vocabulary "
+      f"{recorded}); this run has vocab_size {Vocabulary(other).vocab_size}. Use the same vocabulary "
+      f"as the checkpoint (--set data.vocabulary={recorded} model.vocab_size=128, or drop the "
+      "settings that changed them), or start a new workdir to train with the new vocabulary from "
+      "scratch.")
+  config = load_experiment(EXPERIMENT, [f"checkpoint.init_from={source}", f"data.vocabulary={other}",
+                                        *SETTINGS])
+  for workdir in (tmp_path / "new", tmp_path / "given"):
+    if workdir.name == "given":
+      workdir.mkdir()
+    with pytest.raises(ConfigError) as error:
+      train(config, str(workdir), devices=jax.devices()[:1])
+    assert str(error.value) == expected
+  assert not (tmp_path / "new").exists()
+  assert VOCABULARY_FILE not in os.listdir(tmp_path / "given")
+  assert _digests(source) == before
+  on_one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=on_one), shapes)
+  restored = checkpoints.restore_params(source, abstract)
+  assert all(np.all(np.asarray(x) == 0.5) for x in jax.tree.leaves(restored))
