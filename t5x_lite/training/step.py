@@ -109,8 +109,8 @@ def init_state(setup: Setup, seed: int) -> TrainState:
 
 def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_loss: float,
                   label_smoothing: float, dropout_rng: Optional[jax.Array],
-                  loss_chunk_size: int, packed: bool = True) -> tuple[jax.Array, dict]:
-  """Loss sum to differentiate, and metric sums (loss, z-loss, accuracy, tokens).
+                  loss_chunk_size: int, packed: bool = True, loss_scale: Any = 1.0) -> tuple[jax.Array, dict]:
+  """Loss sum times `loss_scale` to differentiate, and metric sums (loss, z-loss, accuracy, tokens).
 
   loss_chunk_size > 0 (train.loss_chunk_size) computes the same sums chunk by chunk
   from the decoder output, never holding the full logits (losses.chunked_output_sums).
@@ -136,7 +136,7 @@ def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_
   else:
     sums, correct = losses.output_sums(forward(), targets, weights, z_loss=z_loss,
                                        label_smoothing=label_smoothing)
-  return sums.loss, {"loss": sums.loss, "z_loss": sums.z_loss, "correct": correct, "weight": sums.weight}
+  return sums.loss * loss_scale, {"loss": sums.loss, "z_loss": sums.z_loss, "correct": correct, "weight": sums.weight}
 
 
 def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
@@ -156,22 +156,24 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainSt
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     # Dropout noise is a function of the step, so a resumed run repeats it.
     rng = jax.random.fold_in(base_rng, state.step) if dropout else None
+    # The per-token mean's divisor, known from the batch before the forward pass: the
+    # gradient comes out divided (no extra pass over it), and each parameter's update can
+    # start as soon as its own gradient is ready.
+    tokens = jnp.maximum(jnp.sum(batch["decoder_loss_weights"].astype(jnp.float32)), 1.0)
     if accum == 1:
-      grads, sums = grad_fn(state.params, batch, dropout_rng=rng)
+      grads, sums = grad_fn(state.params, batch, dropout_rng=rng, loss_scale=1.0 / tokens)
     else:
       micro = jax.tree.map(lambda x: x.reshape((accum, x.shape[0] // accum) + x.shape[1:]), batch)
 
       def accumulate(carry, inputs):
         index, microbatch = inputs
         micro_rng = None if rng is None else jax.random.fold_in(rng, index)
-        grads, sums = grad_fn(state.params, microbatch, dropout_rng=micro_rng)
+        grads, sums = grad_fn(state.params, microbatch, dropout_rng=micro_rng, loss_scale=1.0 / tokens)
         return jax.tree.map(jnp.add, carry, (grads, sums)), None
 
       zeros = jax.tree.map(jnp.zeros_like, (state.params, {k: jnp.zeros((), jnp.float32) for k in
                                                           ("loss", "z_loss", "correct", "weight")}))
       (grads, sums), _ = jax.lax.scan(accumulate, zeros, (jnp.arange(accum), micro))
-    tokens = jnp.maximum(sums["weight"], 1.0)
-    grads = jax.tree.map(lambda g: g / tokens, grads)
     new_state = state.apply_gradients(grads, setup.optimizer)
     metrics = {
         # Cross-entropy alone, as in evaluation; the z-loss term is reported beside it.
