@@ -6,7 +6,8 @@ restored alone:
 - ``params``: the parameter pytree (StandardSave: tensorstore, one array per leaf);
 - ``opt_state``: the optimizer state pytree (same format);
 - ``meta``: JSON with the step, the data loader's state, the resolved experiment
-  configuration (``config.to_dict``), the vocabulary reference (path + sha256) and
+  configuration (``config.to_dict``), the vocabulary reference (path + sha256), the
+  dataset's fingerprint (``data.sources.fingerprint``; absent in older checkpoints) and
   the metrics given to ``save``.
 
 A parameters-only checkpoint (``save_params``, e.g. a model imported from
@@ -432,12 +433,13 @@ def file_reference(path: str) -> dict[str, str]:
 
 
 def _meta(step: int, experiment_config: ExperimentConfig, vocabulary_path: Optional[str],
-          loader_state: Optional[dict], metrics: dict) -> dict:
+          loader_state: Optional[dict], metrics: dict, dataset: Optional[dict] = None) -> dict:
   return {
       "step": step,
       "loader_state": _jsonable(loader_state),
       "config": _jsonable(config_lib.to_dict(experiment_config)),
       "vocabulary": file_reference(vocabulary_path) if vocabulary_path else None,
+      "dataset": _jsonable(dataset),  # What the run read, to tell on resume if it was replaced.
       "metrics": metrics,
   }
 
@@ -484,8 +486,11 @@ class Checkpointer:
     return sorted(self._manager.all_steps())
 
   def save(self, step: int, state: Any, *, loader_state: dict, experiment_config: ExperimentConfig,
-           vocabulary_path: Optional[str], metrics: Optional[dict] = None) -> bool:
+           vocabulary_path: Optional[str], metrics: Optional[dict] = None,
+           dataset: Optional[dict] = None) -> bool:
     """Starts saving ``step`` (the trainer decides when); returns whether it did.
+
+    ``dataset``: the fingerprint of the data trained on (data.sources.fingerprint), if known.
 
     Returns as soon as the arrays are copied off the devices; writing continues in
     the background (async_save). A step that is already saved is not saved again.
@@ -495,7 +500,7 @@ class Checkpointer:
     if step in self._manager.all_steps():
       return False
     metrics = _jsonable(metrics or {})
-    meta = _meta(step, experiment_config, vocabulary_path, loader_state, metrics)
+    meta = _meta(step, experiment_config, vocabulary_path, loader_state, metrics, dataset)
     tracked = {self._best_metric: metrics[self._best_metric]} if self._best_metric in metrics else None
     self._writing = step
     with self._saving(step):
@@ -641,7 +646,7 @@ def _read_meta(manager: ocp.CheckpointManager, step: int) -> dict:
 
 
 def read_meta(path: str, step: Optional[int] = None) -> dict:
-  """The JSON meta item: step, loader_state, config, vocabulary, metrics."""
+  """The JSON meta item: step, loader_state, config, vocabulary, dataset (if recorded), metrics."""
   with _reading(path) as manager:
     step = _resolve_step(manager, step)
     with _reading_step(manager, step):

@@ -42,7 +42,7 @@ def activation_bytes_estimate(cfg: config_lib.ModelConfig, batch: int, inputs_le
                + cfg.num_heads * (targets_length + inputs_length) * 6)
   per_layer = {"encoder": batch * inputs_length * enc_token, "decoder": batch * targets_length * dec_token}
   logits = batch * targets_length * cfg.vocab_size * (itemsize + 4)
-  if cfg.remat_policy in ("none", "minimal"):  # "minimal" saves less; an upper bound
+  if cfg.remat_policy in ("none", "minimal", "compiler"):  # "minimal" saves less; an upper bound
     layers = cfg.num_encoder_layers * per_layer["encoder"] + cfg.num_decoder_layers * per_layer["decoder"]
   else:
     inputs_kept = batch * (cfg.num_encoder_layers * inputs_length + cfg.num_decoder_layers * targets_length)

@@ -3,7 +3,8 @@ batch that fit a device, found by compiling candidates for it (t5x_lite.aot; the
 need not be present).
 
 Cheapest means least recomputed: the policies are tried from keeping everything to keeping
-only layer inputs, and the first that fits at the experiment's batch wins. The largest batch
+only layer inputs (with unrolled layers, leaving it to the compiler first), and the first
+that fits at the experiment's batch wins. The largest batch
 is searched by doubling (or halving, when nothing fits) the experiment's batch, so it stays
 divisible by the devices, with that policy and with full rematerialisation.
 """
@@ -51,7 +52,9 @@ def suggest(config: ExperimentConfig, target: str, devices: list,
     return bool(candidate.get("fits"))
 
   batch = config.train.batch_size
-  cheapest = next((policy for policy in POLICIES_BY_COST if fits(batch, policy)), None)
+  # Unrolled layers may also be left to the compiler (which the TPU's rematerialises itself).
+  policies = POLICIES_BY_COST if config.model.scan_layers else ("compiler",) + POLICIES_BY_COST
+  cheapest = next((policy for policy in policies if fits(batch, policy)), None)
   largest: dict[str, Optional[int]] = {}
   for policy in dict.fromkeys(p for p in (cheapest, "full") if p is not None):
     # Full remat keeps the least, so it fits wherever any policy does.

@@ -158,7 +158,7 @@ def _remat_loss(cfg, batch):
 
 
 @pytest.mark.parametrize("policy, changes", [
-    ("full", {}), ("dots", {}), ("dots_no_batch", {}), ("minimal", {}),
+    ("full", {}), ("dots", {}), ("dots_no_batch", {}), ("minimal", {}), ("compiler", {}),
     ("minimal", {"norm": "layernorm", "ffn_activation": "relu", "scan_layers": True}),
 ])
 def test_remat_keeps_values_and_gradients(policy, changes):

@@ -9,7 +9,7 @@ from t5x_lite.cli.main import main
 from t5x_lite.config import ConfigError, load_experiment
 
 # Bytes per example each policy needs in the stand-in; the device offers 1000.
-PER_EXAMPLE = {"none": 40, "minimal": 30, "dots": 20, "dots_no_batch": 15, "full": 10}
+PER_EXAMPLE = {"compiler": 35, "none": 40, "minimal": 30, "dots": 20, "dots_no_batch": 15, "full": 10}
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def compiled(monkeypatch):
     (256, None, {"full": 64}),
 ])
 def test_cheapest_policy_and_largest_batch(compiled, batch, cheapest, largest):
-  config = load_experiment(TINY_EXPERIMENT, [f"train.batch_size={batch}"])
+  config = load_experiment(TINY_EXPERIMENT, [f"train.batch_size={batch}", "model.scan_layers=true"])
   result = suggest.suggest(config, "h100", ["device"])
   assert result["cheapest_policy"] == cheapest and result["largest_batch"] == largest
   assert len(compiled) == len(set(compiled)) == len(result["candidates"])  # nothing compiled twice
@@ -48,11 +48,20 @@ def test_cheapest_policy_and_largest_batch(compiled, batch, cheapest, largest):
   assert f"largest batch with remat full: --set train.batch_size={largest['full']}" in text
 
 
+def test_unrolled_layers_may_be_left_to_the_compiler(compiled):
+  """With unrolled layers, leaving remat to the compiler (which a TPU's does itself) is tried
+  first; a scanned stack cannot be left to it."""
+  config = load_experiment(TINY_EXPERIMENT, ["train.batch_size=16", "model.scan_layers=false"])
+  result = suggest.suggest(config, "v5e:2x2", ["device"])
+  assert compiled[0] == (16, "compiler") and result["cheapest_policy"] == "compiler"
+  assert result["largest_batch"] == {"compiler": 16, "full": 64}
+
+
 def test_halving_stops_where_the_batch_no_longer_divides(compiled):
-  config = load_experiment(TINY_EXPERIMENT, ["train.batch_size=384"])
+  config = load_experiment(TINY_EXPERIMENT, ["train.batch_size=384", "model.scan_layers=true"])
   result = suggest.suggest(config, "h100", ["device"] * 3)  # 384 -> 192 -> 96 (fits: 960)
   assert result["largest_batch"] == {"full": 96}
-  config = load_experiment(TINY_EXPERIMENT, ["train.batch_size=2000"])
+  config = load_experiment(TINY_EXPERIMENT, ["train.batch_size=2000", "model.scan_layers=true"])
   assert suggest.suggest(config, "h100", ["device"] * 2000)["largest_batch"] == {"full": None}
 
 

@@ -39,7 +39,9 @@ class ModelConfig:
   # What the backward pass keeps: none (everything; no recomputation) | minimal (every
   # matmul output and the attention weights: norms and activation functions recomputed) |
   # dots (matmul outputs: attention weights recomputed) | dots_no_batch (weight matmuls'
-  # outputs: all of attention recomputed) | full (layer inputs only)
+  # outputs: all of attention recomputed) | full (layer inputs only) | compiler (no jax
+  # remat: XLA keeps what autodiff saves and may rematerialise on its own, as the TPU compiler
+  # does to fit a chip; unrolled layers only)
   remat_policy: str = "none"
   # Activation dtype: auto = bfloat16 on GPU/TPU, float32 on CPU.
   dtype: str = "auto"

@@ -3,12 +3,14 @@
 Datasets are found on disk ("name[/config][:version]" under data_dir) and read through
 `tfds.builder_from_directory(...).as_data_source(split)`, so no dataset code is imported and no
 TensorFlow is needed. The built-in datasets ("python_docs", "addition") are built on first use,
-or up front by `prepare`.
+or up front by `prepare`. `fingerprint` identifies the data a run reads, for its checkpoints.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 import os
 import re
 from typing import Optional, Sequence
@@ -22,6 +24,9 @@ _INFO = "dataset_info.json"
 # only when needed, like tensorflow_datasets itself, so that importing the data package
 # (the trainer, the benchmark) works on machines without tensorflow-datasets.
 BUILT_IN = {"python_docs": "t5x_lite.data.python_docs", "addition": "t5x_lite.data.addition"}
+# Written by import-text next to a dataset's files: split -> a digest of its records, for
+# fingerprint (text replaced by other text of the same length leaves every size as it was).
+RECORDS_DIGEST = "records_digest.json"
 
 
 def resolve_data_dir(data_dir: Optional[str]) -> str:
@@ -145,6 +150,16 @@ def prepare(data_config: DataConfig) -> None:
   _build_if_missing(data_config.dataset, resolve_data_dir(data_config.data_dir))
 
 
+def _split_info(name: str, version_dir: str, info, split: str):
+  """The SplitInfo of `split` ('train[:10%]' -> train's); a DataError naming the splits there are."""
+  split_base = split.split("[")[0]
+  if split_base not in info.splits:
+    raise DataError(
+        f"Dataset {name!r} at {version_dir} has no split {split_base!r}; its splits are: "
+        f"{', '.join(sorted(info.splits))}. Set data.train_split / data.eval_split accordingly.")
+  return info.splits[split_base]
+
+
 def open_source(
     name: str, split: str, data_dir: Optional[str], features: Sequence[str]) -> TextSource:
   """Opens split `split` of dataset `name` for random access; builds a missing built-in one."""
@@ -162,11 +177,7 @@ def open_source(
         f"{dataset_dirname(name)} --data_dir={data_dir} --file_format=array_record`, or convert "
         f"it in place with `tfds convert_format --dataset_version_dir={version_dir} "
         "--out_file_format=array_record` (converting needs TensorFlow to read TFRecord).")
-  split_base = split.split("[")[0]
-  if split_base not in info.splits:
-    raise DataError(
-        f"Dataset {name!r} at {version_dir} has no split {split_base!r}; its splits are: "
-        f"{', '.join(sorted(info.splits))}. Set data.train_split / data.eval_split accordingly.")
+  _split_info(name, version_dir, info, split)
   keys = sorted(info.features.keys())
   # The features come from text_features: the text, or the inputs and the targets.
   settings = (("data.text_feature",) if len(features) == 1
@@ -178,3 +189,39 @@ def open_source(
           f"{', '.join(keys)}. Set {setting} to one of them.")
   source = builder.as_data_source(split=split, file_format="array_record")
   return TextSource(source, features, f"{name} {split} ({version_dir})")
+
+
+def fingerprint(data_config: DataConfig) -> dict:
+  """What identifies the data of a run's train and eval splits, from the dataset's metadata and
+  file sizes (no record is read), as JSON: a checkpoint records it, so that resuming on data
+  replaced since (`import-text --overwrite`) is refused instead of going on with other text.
+
+  Per split: its examples, shards, bytes and shard file sizes, and the digest of its records
+  where import-text wrote one; also the dataset's folder and the sha256 of its dataset_info.json.
+  """
+  name = data_config.dataset
+  version_dir = _version_dir(name, resolve_data_dir(data_config.data_dir))
+  import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel  (see BUILT_IN)
+  info = tfds.builder_from_directory(version_dir).info
+  digests_path = os.path.join(version_dir, RECORDS_DIGEST)
+  digests = {}
+  if os.path.isfile(digests_path):
+    with open(digests_path, encoding="utf-8") as f:
+      digests = json.load(f)
+
+  def split_fingerprint(split: str) -> dict:
+    split_info = _split_info(name, version_dir, info, split)
+    lengths = [int(n) for n in split_info.shard_lengths]
+    paths = [os.fspath(p) for p in split_info.filepaths]
+    found = {"split": split, "examples": sum(lengths), "shards": len(lengths),
+             "num_bytes": int(split_info.num_bytes),
+             "shard_bytes": [os.path.getsize(p) if os.path.isfile(p) else None for p in paths]}
+    if split_info.name in digests:
+      found["records_digest"] = digests[split_info.name]
+    return found
+
+  with open(os.path.join(version_dir, _INFO), "rb") as f:
+    info_sha256 = hashlib.sha256(f.read()).hexdigest()
+  return {"dataset": name, "path": version_dir, "dataset_info_sha256": info_sha256,
+          "train_split": split_fingerprint(data_config.train_split),
+          "eval_split": split_fingerprint(data_config.eval_split)}

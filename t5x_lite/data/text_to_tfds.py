@@ -9,12 +9,15 @@ Where two input files share a name, each is named by the end of its path that te
 (d1/a.txt, d2/a.txt), so files with distinct names split as they always have.
 
 The dataset is written in a hidden folder next to its final place and moved there once complete,
-so a failed import leaves neither a half-written dataset nor a damaged earlier one.
+so a failed import leaves neither a half-written dataset nor a damaged earlier one. A digest of
+each split's records goes with it (sources.RECORDS_DIGEST), so that a run resumed after the text
+was replaced by other text, even of the same length, is told (sources.fingerprint).
 """
 
 from __future__ import annotations
 
 import glob
+import hashlib
 import json
 import os
 import re
@@ -173,6 +176,13 @@ def read_pairs(path: str, inputs_field: str = "inputs", targets_field: str = "ta
     raise DataError(f"Input file {path}: expected a .tsv or .jsonl file of (inputs, targets) pairs.")
 
 
+def _record_digest(key: str, record: dict[str, str]) -> int:
+  """A record's sha256 as a number: a split's digest is their sum, which the order of the input
+  files (which the dataset does not depend on) leaves as it is."""
+  text = json.dumps([key, record], sort_keys=True).encode("utf-8")
+  return int.from_bytes(hashlib.sha256(text).digest(), "big")
+
+
 def _remove_cached_vocabularies(name: str, data_dir: str) -> None:
   """Vocabularies trained on a dataset are cached next to it (vocabulary_cache_path, named
   vocab_*.model): one trained on the text this replaces must not be reused."""
@@ -197,8 +207,11 @@ def _convert(inputs: list[str], name: str, data_dir: Optional[str], features: tu
   records: Records = lambda: (record for path, key_name in zip(inputs, names)
                               for record in read(path, key_name))
   counts = {"train": 0, "validation": 0}
-  for key, _ in records():
-    counts[assign_split(key, validation_fraction)] += 1
+  digests = {"train": 0, "validation": 0}  # For sources.fingerprint: see _record_digest.
+  for key, record in records():
+    split = assign_split(key, validation_fraction)
+    counts[split] += 1
+    digests[split] = (digests[split] + _record_digest(key, record)) % 2**256
   if not all(counts.values()):
     raise DataError(
         f"Splitting {sum(counts.values())} {kind} with {fraction_name}={validation_fraction} "
@@ -216,6 +229,8 @@ def _convert(inputs: list[str], name: str, data_dir: Optional[str], features: tu
         name=name, features=features, records=records, data_dir=staging,
         description=f"{kind.capitalize()} from {', '.join(names)}.",
         validation_fraction=validation_fraction).download_and_prepare()
+    with open(os.path.join(staging, name, VERSION, sources.RECORDS_DIGEST), "w", encoding="utf-8") as f:
+      json.dump({split: f"{total:064x}" for split, total in digests.items()}, f)
     if os.path.exists(version_dir):
       os.rename(version_dir, os.path.join(staging, "replaced"))
     os.makedirs(os.path.dirname(version_dir), exist_ok=True)

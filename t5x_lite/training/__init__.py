@@ -1,2 +1,3 @@
 """Training: the sharded steps (step.py), the loop with resume and preemption (loop.py),
-and the hooks it reports through (callbacks.py)."""
+what a resumed or fine-tuned run must share with its checkpoint (resume.py), and the hooks
+the loop reports through (callbacks.py)."""

@@ -29,9 +29,6 @@ from t5x_lite.checkpoints import VOCABULARY_FILE
 from t5x_lite.config import (
   EVAL_METRICS,
   ExperimentConfig,
-  ModelConfig,
-  all_keys,
-  get_field,
   save_json,
   validate,
   validation_metric_names,
@@ -45,6 +42,12 @@ from t5x_lite.fileio import check_writable_directory, write_atomically
 from t5x_lite.metrics import MetricWriter, check_loggers_installed
 from t5x_lite.train_state import TrainState
 from t5x_lite.training.callbacks import Callback
+from t5x_lite.training.resume import (
+  check_resumable,
+  check_same_data,
+  check_same_stream,
+  inherit_architecture,
+)
 from t5x_lite.training.step import (
   Batch,
   Setup,
@@ -124,78 +127,6 @@ class _Preemption:
 
   def __exit__(self, *exc):
     signal.signal(signal.SIGTERM, self._previous)
-
-
-# What fine-tuning may change about a pretrained model; the rest is its architecture.
-_TRAINING_TIME_FIELDS = ("dropout_rate", "dropout_shared_over_length", "remat_policy", "dtype",
-                         "attention_impl")
-
-
-def _architecture_differences(saved: ModelConfig, model: ModelConfig) -> list[str]:
-  """Architecture fields where `model` differs from a checkpoint's; an unresolved
-  vocab_size (None: from the vocabulary) is no difference."""
-  return [f.name for f in dataclasses.fields(ModelConfig)
-          if f.name not in _TRAINING_TIME_FIELDS and getattr(saved, f.name) != getattr(model, f.name)
-          and not (f.name == "vocab_size" and model.vocab_size is None)]
-
-
-def inherit_architecture(config: ExperimentConfig, source: str, step: Optional[int] = None) -> None:
-  """The model of a run that starts from a checkpoint (checkpoint.init_from) is the
-  checkpoint's: its saved architecture replaces the experiment's, keeping only
-  training-time settings."""
-  saved = checkpoints.read_config(source, step).model
-  differing = _architecture_differences(saved, config.model)
-  if differing and jax.process_index() == 0:
-    logger.info("Starting from %s: using its architecture for %s.", source,
-                ", ".join(f"model.{name}" for name in differing))
-  config.model = dataclasses.replace(
-      saved, **{name: getattr(config.model, name) for name in _TRAINING_TIME_FIELDS})
-
-
-def check_resumable(config: ExperimentConfig, workdir: str, step: int) -> None:
-  """A resumed run keeps its architecture: continuing a checkpoint as another model
-  (say gated-GELU weights run as SwiGLU) would silently train something else. Other
-  settings may change (a larger train.steps, another batch size); they are listed."""
-  saved_config = checkpoints.read_config(workdir, step)
-  saved = saved_config.model
-  changed = [f"{key} {get_field(saved_config, key)!r} -> {get_field(config, key)!r}"
-             for key in all_keys(config)
-             if get_field(config, key) not in (None, "")  # Resolved later (vocabulary, ...).
-             and not key.startswith("model.") and key != "name"
-             and get_field(config, key) != get_field(saved_config, key)]
-  if changed and jax.process_index() == 0:
-    logger.info("Resuming %s at step %d with changed settings: %s.", workdir, step,
-                "; ".join(changed))
-  differing = _architecture_differences(saved, config.model)
-  if differing:
-    changes = "; ".join(f"model.{name}: saved {getattr(saved, name)!r}, now "
-                        f"{getattr(config.model, name)!r}" for name in differing)
-    raise ConfigError(
-        f"{workdir} holds a run of another architecture at step {step} ({changes}). Resume "
-        "it with the architecture it was trained with (drop those --set overrides), or "
-        "train the new architecture in a new --workdir.")
-
-
-def check_same_stream(meta: dict, train_loader: ShardedLoader, config: ExperimentConfig,
-                      workdir: str) -> None:
-  """A resumed run reads on from where its checkpoint stopped: with the same vocabulary
-  and the stream split into as many shards (else data would be repeated or skipped)."""
-  step = meta["step"]
-  saved_shards = len(meta["loader_state"]["shards"])
-  if saved_shards != train_loader.shards:
-    raise ConfigError(
-        f"{workdir} step {step} was trained with its data stream in {saved_shards} shard(s) "
-        f"(data.shards, where 0 means one per process); this run would read "
-        f"{train_loader.shards}, repeating or skipping data. Resume with --set "
-        f"data.shards={saved_shards} (it must be a multiple of the process count), or with "
-        f"{saved_shards} process(es).")
-  saved_vocabulary = meta.get("vocabulary")
-  if saved_vocabulary and (checkpoints.file_reference(config.data.vocabulary)["sha256"]
-                           != saved_vocabulary["sha256"]):
-    raise ConfigError(
-        f"{config.data.vocabulary} is not the vocabulary {workdir} was trained with up to step "
-        f"{step} (it was {saved_vocabulary['path']}, sha256 {saved_vocabulary['sha256'][:12]}...); "
-        "put that file back in its place to resume.")
 
 
 @contextlib.contextmanager
@@ -361,6 +292,10 @@ def _train(config: ExperimentConfig, workdir: str, callbacks: Sequence[Callback]
     # Evaluation's split must exist before the first step, not at the first evaluation.
     sources.open_source(config.data.dataset, config.data.eval_split, config.data.data_dir,
                         sources.text_features(config.data))
+    # Recorded at every save; a resumed run is checked against it before any other work.
+    data_fingerprint = sources.fingerprint(config.data)
+    if start_step is not None:
+      check_same_data(checkpoints.read_meta(workdir, start_step), data_fingerprint, workdir)
     setup = make_setup(config, devices)
     train_loader = make_train_loader(config, vocabulary, jax.process_index(), jax.process_count())
     cleanup.callback(train_loader.close)
@@ -388,7 +323,7 @@ def _train(config: ExperimentConfig, workdir: str, callbacks: Sequence[Callback]
         cleanup.callback(close)
       callback.on_train_begin(start_step, config.train.steps)
     result = _loop(setup, state, start_step, train_loader, vocabulary, ckpt, writer, callbacks,
-                   preemption, workdir)
+                   preemption, workdir, data_fingerprint)
   for callback in callbacks:
     callback.on_train_end(result)
   return result
@@ -405,7 +340,8 @@ def format_validation(config: ExperimentConfig, metrics: dict) -> str:
 
 def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoader,
           vocabulary: Vocabulary, ckpt: checkpoints.Checkpointer, writer: MetricWriter,
-          callbacks: Sequence[Callback], preemption: "_Preemption", workdir: str) -> TrainResult:
+          callbacks: Sequence[Callback], preemption: "_Preemption", workdir: str,
+          data_fingerprint: dict) -> TrainResult:
   """Steps from `step` to train.steps: log, evaluate and save on their schedules."""
   config = setup.config
   train_step, eval_step = make_train_step(setup), make_eval_step(setup)
@@ -452,7 +388,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
     if saving:
       ckpt.save(step, state, loader_state=global_loader_state(train_loader), experiment_config=config,
                 vocabulary_path=os.path.join(workdir, VOCABULARY_FILE),
-                metrics=last_eval if evaluated else None)
+                metrics=last_eval if evaluated else None, dataset=data_fingerprint)
       saved_step = step
       for callback in callbacks:
         callback.on_checkpoint(step, os.path.join(str(ckpt.directory), str(step)))

@@ -70,6 +70,8 @@ def test_misspelled_eval_metric_fails_before_training():
     (["model.dropout_rate=1.0"], r"model.dropout_rate=1.0 must be in \[0, 1\)"),
     (["model.relative_attention_num_buckets=2"], r"at least 4 buckets"),
     (["model.relative_attention_max_distance=16"], r"max distance above half"),
+    (["model.remat_policy=compiler", "model.scan_layers=true"],
+     r'model.remat_policy="compiler" needs model.scan_layers=false: a scanned stack keeps'),
 ])
 def test_values_out_of_range(overrides, expected):
   with pytest.raises(ConfigError, match=expected):

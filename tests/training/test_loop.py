@@ -12,7 +12,7 @@ from helpers import TINY_EXPERIMENT, TINY_SETTINGS, TINY_STEPS
 from t5x_lite import checkpoints
 from t5x_lite import config as config_lib
 from t5x_lite import metrics as metrics_lib
-from t5x_lite.training import loop
+from t5x_lite.training import loop, resume
 
 
 def _tiny_run(workdir, *overrides):
@@ -123,7 +123,7 @@ def test_resuming_with_another_vocabulary_is_refused(tmp_path):
   loader = type("OneShard", (), {"shards": 1})()
   with pytest.raises(config_lib.ConfigError, match=r"other.model is not the vocabulary .* trained "
                                                    r"with up to step 7 \(it was /runs/a/vocabulary"):
-    loop.check_same_stream(meta, loader, config, "runs/a")
+    resume.check_same_stream(meta, loader, config, "runs/a")
 
 
 def test_a_second_job_on_the_same_workdir_is_refused(tiny_run, tmp_path):
