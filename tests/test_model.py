@@ -176,13 +176,16 @@ def test_remat_keeps_values_and_gradients(policy, changes):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
-def test_remat_policies_keep_less_in_order_and_scan_keeps_no_more_than_unrolled():
+def test_remat_policies_keep_less_in_order_and_scan_keeps_only_the_named():
   """XLA's accounting of the compiled gradient in bfloat16: each policy from none to full
-  keeps less than the one before it (scanned, where XLA adds nothing of its own), none of
-  them more than none, and a scanned stack no more than the unrolled one."""
+  keeps less than the one before it (scanned, where XLA adds nothing of its own), minimal
+  no more than none unrolled, and a scanned stack under none keeps far less than one
+  without remat, whose every autodiff residual (float32 norm intermediates included) the
+  scan would stack over the layers."""
   batch = random_batch(np.random.default_rng(14), 16, 64, 16, 128)
 
   def scratch_bytes(policy, scan):
+    # Built without validation: a scanned stack without remat ("compiler") is refused there.
     cfg = tiny_model(remat_policy=policy, scan_layers=scan, dtype="bfloat16", num_encoder_layers=3,
                      num_decoder_layers=3)
     params = jax.eval_shape(lambda: model_lib.init_params(cfg, jax.random.key(14)))
@@ -193,9 +196,9 @@ def test_remat_policies_keep_less_in_order_and_scan_keeps_no_more_than_unrolled(
   scanned = [scratch_bytes(policy, True) for policy in policies]
   assert all(later < 0.98 * earlier for earlier, later in itertools.pairwise(scanned)), scanned
   assert scanned[-1] < 0.5 * scanned[0], scanned  # full keeps only the layers' inputs
+  assert scanned[0] < 0.8 * scratch_bytes("compiler", True), scanned
   unrolled = {policy: scratch_bytes(policy, False) for policy in ("none", "minimal")}
   assert unrolled["minimal"] < 1.05 * unrolled["none"], unrolled
-  assert scanned[0] <= unrolled["none"] and scanned[1] <= unrolled["minimal"], (scanned, unrolled)
 
 
 @pytest.mark.parametrize("packed", [True, False])
