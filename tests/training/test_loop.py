@@ -42,7 +42,7 @@ def test_a_run_already_done_keeps_its_configuration(tiny_run, tmp_path, caplog):
   shutil.copytree(tiny_run, workdir)
   saved_config = open(os.path.join(workdir, "config.json")).read()
   config = config_lib.load_experiment(TINY_EXPERIMENT, [*TINY_SETTINGS, "train.steps=5"])
-  with caplog.at_level(logging.INFO, logger=loop.logger.name):
+  with caplog.at_level(logging.INFO, logger=resume.logger.name):
     result = loop.train(config, workdir, devices=jax.devices()[:1])
   assert result.step == TINY_STEPS and not result.validation and not result.preempted
   assert open(os.path.join(workdir, "config.json")).read() == saved_config
