@@ -186,8 +186,8 @@ def test_remat_policies_keep_less_in_order_and_scan_keeps_only_the_named():
 
   def scratch_bytes(policy, scan):
     # Built without validation: a scanned stack without remat ("compiler") is refused there.
-    cfg = tiny_model(remat_policy=policy, scan_layers=scan, dtype="bfloat16", num_encoder_layers=3,
-                     num_decoder_layers=3)
+    cfg = tiny_model(remat_policy=policy, scan_layers=scan, dtype="bfloat16", num_encoder_layers=2,
+                     num_decoder_layers=2)
     params = jax.eval_shape(lambda: model_lib.init_params(cfg, jax.random.key(14)))
     compiled = jax.jit(jax.grad(_remat_loss(cfg, batch))).lower(params).compile()
     return compiled.memory_analysis().temp_size_in_bytes
