@@ -168,11 +168,16 @@ def compile_train_step(config: ExperimentConfig, devices: list) -> tuple[object,
   allocated: state and batch are shapes. config.model.vocab_size must be resolved.
   Raises OutOfMemory when the compiler finds the step does not fit."""
   setup = make_setup(config, devices)
+  return compile_timed(make_train_step(setup), setup.abstract_state,
+                       abstract_batch(config, setup.batch_sharding))
+
+
+def compile_timed(jitted, *abstract_args) -> tuple[object, float]:
+  """(`jitted` compiled for the shapes `abstract_args`, seconds to lower and compile).
+  Raises OutOfMemory when the compiler finds it does not fit the device."""
   start = time.perf_counter()
   try:
-    lowered = make_train_step(setup).lower(
-        setup.abstract_state, abstract_batch(config, setup.batch_sharding))
-    compiled = lowered.compile()
+    compiled = jitted.lower(*abstract_args).compile()
   except jax.errors.JaxRuntimeError as e:
     if str(e).startswith("RESOURCE_EXHAUSTED"):
       raise OutOfMemory(str(e).splitlines()[0]) from e
@@ -232,14 +237,18 @@ def compile_report(config: ExperimentConfig, target: str, devices: list) -> dict
                                if report["xla_flops_per_device"] else None)
   # cuDNN's fused attention calls in the program: 0 means attention runs as XLA ops.
   report["fused_attention_calls"] = compiled.as_text().count('custom_call_target="__cudnn$fmha')
+  return {**report, **fit(target, memory)}
+
+
+def fit(target: str, memory: dict[str, Optional[int]]) -> dict:
+  """Whether a compiled step with per-device `memory` (memory_bytes) fits `target`: on a TPU
+  the compiler checked it against the chip's memory (it refuses a step that does not fit);
+  on a GPU against the share of device memory jax's allocator takes. {} for the CPU."""
   if is_tpu(target):
-    report["fits"] = True  # The TPU compiler checked it against the chip's memory.
-  elif target in TARGETS:
-    gpu, fraction = TARGETS[target], memory_fraction()
-    report.update({
-        "device_memory_bytes": gpu.memory_bytes,
-        "memory_fraction": fraction,
-        "needed_fraction": memory["total"] / gpu.memory_bytes,
-        "fits": memory["total"] <= fraction * gpu.memory_bytes,
-    })
-  return report
+    return {"fits": True}
+  if target not in TARGETS or memory["total"] is None:
+    return {}
+  gpu, fraction = TARGETS[target], memory_fraction()
+  return {"device_memory_bytes": gpu.memory_bytes, "memory_fraction": fraction,
+          "needed_fraction": memory["total"] / gpu.memory_bytes,
+          "fits": memory["total"] <= fraction * gpu.memory_bytes}

@@ -450,6 +450,10 @@ _SAVED_ACTIVATIONS = {
 }
 
 
+# Least recomputation first: each keeps less than the one before it.
+REMAT_POLICIES = tuple(_SAVED_ACTIVATIONS)
+
+
 def _fused_attention_outputs(primitive, *_, **__) -> bool:
   """cuDNN attention's forward outputs (its result and softmax statistics: what its backward
   needs), the fused path's counterpart of the tagged attention mix; unnamed, they would be

@@ -16,9 +16,8 @@ from typing import Callable, Optional
 
 from t5x_lite import aot
 from t5x_lite.config import ConfigError, ExperimentConfig
+from t5x_lite.model import REMAT_POLICIES
 
-# Least recomputation first (model._SAVED_ACTIVATIONS keeps less at each step).
-POLICIES_BY_COST = ("none", "minimal", "dots", "dots_no_batch", "full")
 MAX_DOUBLINGS = 4
 
 
@@ -53,7 +52,7 @@ def suggest(config: ExperimentConfig, target: str, devices: list,
 
   batch = config.train.batch_size
   # Unrolled layers may also be left to the compiler (which the TPU's rematerialises itself).
-  policies = POLICIES_BY_COST if config.model.scan_layers else ("compiler",) + POLICIES_BY_COST
+  policies = REMAT_POLICIES if config.model.scan_layers else ("compiler",) + REMAT_POLICIES
   cheapest = next((policy for policy in policies if fits(batch, policy)), None)
   largest: dict[str, Optional[int]] = {}
   for policy in dict.fromkeys(p for p in (cheapest, "full") if p is not None):

@@ -33,7 +33,6 @@ import argparse
 import json
 import os
 import sys
-import time
 import types
 from typing import Any, Optional
 
@@ -105,16 +104,6 @@ def analytic_model_config(size: str):
                      tie_logits=False)
 
 
-def xla_flops(compiled) -> Optional[float]:
-  """One device's FLOPs by XLA's cost analysis of the compiled step (a dict, or a list of one
-  dict per program, depending on jax's version); None where the backend gives none (GPU
-  targets compiled without a GPU: use --target cpu for the count)."""
-  costs = compiled.cost_analysis()
-  if isinstance(costs, (list, tuple)):
-    costs = costs[0] if costs else None
-  return float(costs["flops"]) if costs and costs.get("flops") else None
-
-
 def compile_step(network: types.ModuleType, args: argparse.Namespace,
                  devices: list) -> tuple[Any, float]:
   """(compiled train step, seconds to lower and compile) of T5X's network for `devices`,
@@ -127,7 +116,7 @@ def compile_step(network: types.ModuleType, args: argparse.Namespace,
   import optax
   from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-  from t5x_lite.aot import OutOfMemory
+  from t5x_lite.aot import compile_timed
 
   if args.batch % len(devices):
     raise UserError(f"--batch {args.batch}: not divisible by the target's {len(devices)} devices.")
@@ -166,15 +155,7 @@ def compile_step(network: types.ModuleType, args: argparse.Namespace,
   abstract_batch = {key: jax.ShapeDtypeStruct(shape, jnp.int32, sharding=split) for key, shape in shapes.items()}
   step = jax.jit(train_step, in_shardings=(replicated, split), out_shardings=(replicated, replicated),
                  donate_argnums=(0,))
-  start = time.perf_counter()
-  try:
-    lowered = step.lower(abstract_state, abstract_batch)
-    compiled = lowered.compile()
-  except jax.errors.JaxRuntimeError as e:
-    if str(e).startswith("RESOURCE_EXHAUSTED"):
-      raise OutOfMemory(str(e).splitlines()[0]) from e
-    raise
-  return compiled, time.perf_counter() - start
+  return compile_timed(step, abstract_state, abstract_batch)
 
 
 def report(args: argparse.Namespace) -> dict:
@@ -200,14 +181,8 @@ def report(args: argparse.Namespace) -> dict:
   except aot.OutOfMemory as e:
     return {**result, "fits": False, "compiler_message": str(e)}
   memory = result["memory_per_device_bytes"] = aot.memory_bytes(compiled)
-  if aot.is_tpu(args.target):
-    result["fits"] = True  # The TPU compiler checked it against the chip's memory.
-  elif args.target in aot.TARGETS and memory["total"] is not None:
-    gpu, fraction = aot.TARGETS[args.target], aot.memory_fraction()
-    result.update({"device_memory_bytes": gpu.memory_bytes, "memory_fraction": fraction,
-                   "needed_fraction": memory["total"] / gpu.memory_bytes,
-                   "fits": memory["total"] <= fraction * gpu.memory_bytes})
-  counted = xla_flops(compiled)
+  result.update(aot.fit(args.target, memory))
+  counted = aot.xla_flops(compiled)
   per_sequence = flops.train_flops_per_sequence(analytic_model_config(args.size), args.inputs_length,
                                                 args.targets_length)
   analytic = per_sequence * args.batch / len(devices)  # One device's share, as XLA's count.
