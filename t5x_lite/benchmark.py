@@ -164,7 +164,7 @@ def input_fields(setup, step, state, local_batch: dict[str, np.ndarray], vocabul
   """The "input" record: the compiled step fed by the experiment's training loader
   against the same loop on the synthetic batch, then the loader alone (it keeps up
   while loader_batches_per_s > 1 / synthetic_step_s). Loader figures are this process's."""
-  from t5x_lite.data.loader import make_train_loader  # pylint: disable=import-outside-toplevel
+  from t5x_lite.data.pipeline import make_train_loader  # pylint: disable=import-outside-toplevel
   skip = max(1, setup.config.data.prefetch)  # The loader's queue length.
   timed = functools.partial(pipelined_step_time, step, sharding=setup.batch_sharding, steps=steps,
                             warmup=warmup, skip=skip)

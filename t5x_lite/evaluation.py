@@ -20,9 +20,9 @@ from typing import Any, Optional
 import jax
 from jax.sharding import Mesh
 
-from t5x_lite import checkpoints, partitioning, tasks
+from t5x_lite import checkpoints, partitioning, text_metrics
 from t5x_lite.config import ExperimentConfig, MeshConfig, apply_overrides, load_json, validate
-from t5x_lite.data.loader import make_eval_loader
+from t5x_lite.data.pipeline import eval_tasks, make_eval_loader
 from t5x_lite.data.vocabulary import Vocabulary
 from t5x_lite.errors import ConfigError
 from t5x_lite.fileio import write_atomically
@@ -66,19 +66,41 @@ def load_config(workdir: str, overrides: Optional[list[str]] = None) -> Experime
   return validate(apply_overrides(config, overrides or []))
 
 
+def evaluate_tasks(setup: Setup, eval_step, params: Any, vocabulary: Vocabulary
+                   ) -> tuple[dict, Optional[text_metrics.Seq2SeqScorer]]:
+  """Metrics over every example of data.eval_split once, and the scorer holding the decodes.
+
+  A mixture is evaluated task by task: its metrics are each task's as "TASK/METRIC", and every
+  metric's mean over the tasks that report it under its own name (keep_best_metric reads those).
+  The scorer returned is the first seq2seq task's.
+  """
+  config = setup.config
+  results, first_scorer = {}, None
+  for task in eval_tasks(config):
+    scorer = text_metrics.make_scorer(config, vocabulary, task)
+    # Closed on errors too, so no prefetch thread outlives the evaluation.
+    with contextlib.closing(make_eval_loader(config, vocabulary, jax.process_index(),
+                                             jax.process_count(), task=task.name)) as loader:
+      metrics = evaluate(setup, eval_step, params, loader, config.model.vocab_size, scorer)
+      metrics["examples"] = loader.examples_seen
+    results[task.name] = metrics
+    first_scorer = first_scorer or scorer
+  if len(results) == 1:
+    return next(iter(results.values())), first_scorer
+  combined = {f"{name}/{key}": value for name, metrics in results.items() for key, value in metrics.items()}
+  for key in dict.fromkeys(k for metrics in results.values() for k in metrics):
+    values = [metrics[key] for metrics in results.values() if key in metrics]
+    combined[key] = sum(values) if key in ("examples", "target_tokens") else sum(values) / len(values)
+  return combined, first_scorer
+
+
 def evaluate_split(setup: Setup, params: Any, vocabulary: Vocabulary,
-                   split: str) -> tuple[dict, Optional[tasks.Seq2SeqScorer]]:
-  """Metrics over every example of `split` once (and the scorer holding the decodes, if any)."""
+                   split: str) -> tuple[dict, Optional[text_metrics.Seq2SeqScorer]]:
+  """evaluate_tasks on `split`."""
   config = dataclasses.replace(setup.config,
                                data=dataclasses.replace(setup.config.data, eval_split=split))
-  scorer = tasks.make_scorer(config, vocabulary)
-  # Closed on errors too, so no prefetch thread outlives the evaluation.
-  with contextlib.closing(make_eval_loader(config, vocabulary, jax.process_index(),
-                                           jax.process_count())) as loader:
-    metrics = evaluate(setup, make_eval_step(setup), params, loader, config.model.vocab_size,
-                       scorer)
-    metrics["examples"] = loader.examples_seen
-  return metrics, scorer
+  return evaluate_tasks(dataclasses.replace(setup, config=config), make_eval_step(setup), params,
+                        vocabulary)
 
 
 def results_path(workdir: str, step: int, split: str) -> str:

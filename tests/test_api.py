@@ -177,7 +177,7 @@ def test_public_names_import_lazily():
   import subprocess
   import sys
   code = ("import sys, t5x_lite; assert 'jax' not in sys.modules; "
-          "import t5x_lite.data.packing; assert 't5x_lite.data.loader' not in sys.modules; "
+          "import t5x_lite.data.packing; assert 't5x_lite.data.pipeline' not in sys.modules; "
           "assert 'sentencepiece' not in sys.modules; print(sorted(t5x_lite.__all__))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
   assert "load" in out.stdout and "train" in out.stdout

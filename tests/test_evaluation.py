@@ -3,11 +3,11 @@ results file and TensorBoard written; a saved mesh that does not fit falls back 
 cuDNN attention to XLA off GPUs; the loader is stopped when evaluation fails.
 """
 
+import dataclasses
 import json
 import logging
 import os
 import threading
-from types import SimpleNamespace
 
 import jax
 import numpy as np
@@ -16,19 +16,41 @@ from helpers import TINY_STEPS
 
 from t5x_lite import api, evaluation
 from t5x_lite.cli.main import main
-from t5x_lite.data import make_eval_loader
+from t5x_lite.data import make_eval_loader, pipeline
+from t5x_lite.data.objectives import document_examples
 from t5x_lite.training.loop import resolve_vocabulary
 
 
 def direct_count(loader) -> tuple[int, int]:
-  """(examples, target tokens) of the loader's split, straight from the source and objective."""
+  """(examples, target tokens) of the loader's split, straight from the source and objective.
+
+  The loader reads one pretraining task, unshuffled, in one pass: in T5's stream its documents are
+  concatenated in order and cut into pieces of the objective's raw length (a last shorter piece of
+  2 tokens or more makes one more example); otherwise each document is cut on its own.
+  """
+  (prepared,) = loader.tasks
+  task, maker = prepared.task, prepared.maker
+  assert maker is not None and not loader.shuffle and loader.shards == 1, "a pretraining eval loader"
+  records = prepared.source.records(range(len(prepared.source)))
+  docs = [loader.vocabulary.encode(r[task.text_feature]) for r in records]
+  task_id = pipeline._task_id(task.name)
   examples = tokens = 0
-  for doc in loader.documents(0):
-    texts = loader.source.get([int(doc)])[0]
-    doc_tokens = [loader.vocabulary.encode(t) for t in texts]
-    for _, targets in loader.objective.examples(doc_tokens, (loader.seed, 0, int(doc))):
+  if task.concatenate_documents:
+    assert all(d.size <= task.max_document_tokens for d in docs), "no document is cut to a random chunk"
+    stream = np.concatenate(docs)
+    offset = 0
+    while stream.size - offset >= 2:
+      seed = (loader.seed, task_id, 0, examples)
+      length = maker.raw_length(seed)
+      _, targets = maker.example(stream[offset:offset + length], seed)
+      offset += length
       examples += 1
       tokens += targets.size
+  else:
+    for doc, doc_tokens in enumerate(docs):
+      for _, targets, _, _ in document_examples(maker, doc_tokens, (loader.seed, task_id, 0, doc)):
+        examples += 1
+        tokens += targets.size
   return examples, tokens
 
 
@@ -104,8 +126,12 @@ def test_an_error_mid_eval_stops_the_loader_thread(tiny_run, monkeypatch):
 
   monkeypatch.setattr(evaluation, "make_eval_step", lambda setup: None)
   monkeypatch.setattr(evaluation, "evaluate", failing_evaluate)
+  fake_setup = dataclasses.make_dataclass("FakeSetup", ["config"])(config)
   with pytest.raises(RuntimeError, match="device lost"):
-    evaluation.evaluate_split(SimpleNamespace(config=config), None, vocabulary, "validation")
+    evaluation.evaluate_split(fake_setup, None, vocabulary, "validation")
+  # grain's reading threads are told to stop on close and end a moment later.
+  for thread in started:
+    thread.join(timeout=10)
   assert started and not any(t.is_alive() for t in started)
 
 

@@ -5,13 +5,17 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
-from t5x_lite.config import DataConfig, ExperimentConfig, validate
-from t5x_lite.data import bench
+from t5x_lite.config import DataConfig, ExperimentConfig, load_experiment, validate
+from t5x_lite.data import bench, pipeline
 from t5x_lite.data.errors import name_flags
 from t5x_lite.errors import ConfigError, UserError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+  parser.add_argument("--experiment", default=None,
+                      help="measure this experiment's data (its task or mixture) instead of the "
+                           "data flags below; --set KEY=VALUE overrides it")
+  parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
   parser.add_argument("--dataset", default="python_docs")
   parser.add_argument("--data-dir", "--data_dir", dest="data_dir", default=None)
   parser.add_argument("--vocabulary", default="", help='.model path, or "" to train/reuse one')
@@ -42,13 +46,21 @@ def run(args: argparse.Namespace) -> int:
   for flag, value in (("--batch-size", args.batch_size), ("--batches", args.batches)):
     if value < 1:
       raise ConfigError(f"{flag}={value} must be at least 1.")
-  # Flags set the DataConfig field of their dest (--data-dir sets data_dir, --split train_split).
-  fields = {f.name for f in dataclasses.fields(DataConfig)} & set(vars(args))
-  config = DataConfig(pack=not args.no_pack, **{name: getattr(args, name) for name in fields})
-  flags = {f"data.{name}": "--" + name.replace("_", "-") for name in fields}
-  flags["data.train_split"] = flags["data.train_split / data.eval_split"] = "--split"
+  if args.experiment:
+    config = load_experiment(args.experiment, args.overrides).data
+    flags: dict[str, str] = {}
+  else:
+    if args.overrides:
+      raise ConfigError("--set overrides an experiment's settings: give --experiment too, or use "
+                        "the data flags.")
+    # Flags set the DataConfig field of their dest (--data-dir sets data_dir, --split train_split).
+    fields = {f.name for f in dataclasses.fields(DataConfig)} & set(vars(args))
+    config = DataConfig(pack=not args.no_pack, **{name: getattr(args, name) for name in fields})
+    flags = {f"data.{name}": "--" + name.replace("_", "-") for name in fields}
+    flags["data.train_split"] = flags["data.train_split / data.eval_split"] = "--split"
   try:
     validate(ExperimentConfig(data=config))  # Checks the objective and lengths like `train`.
+    pipeline.prepare_data(config)  # A mixture's vocabulary, as `train` finds it.
     result = bench.measure(config, batch_size=args.batch_size, batches=args.batches)
   except UserError as e:
     raise name_flags(e, flags) from e
@@ -57,4 +69,8 @@ def run(args: argparse.Namespace) -> int:
         f"{result['examples_per_s']:.0f} examples/s, {result['rows_per_s']:.0f} rows/s, "
         f"{result['examples_per_row']:.2f} examples/row, packing efficiency "
         f"{result['packing_efficiency']:.3f}, ended in epoch {result['epoch']}")
+  if len(result["task_shares"]) > 1:
+    print(f"{'task':<32} {'share':>8} {'rate':>8}")
+    for name, (share, rate) in result["task_shares"].items():
+      print(f"{name:<32} {share:8.3f} {rate:8.3f}")
   return 0

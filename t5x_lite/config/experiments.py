@@ -45,6 +45,10 @@ def load_experiment(name_or_path: str, overrides: Optional[list[str]] = None) ->
         "get_config(), or a run's config.json.")
   check_types(config, f" in {path}")
   apply_overrides(config, overrides or [])
+  if path.endswith(".py") and not config.data.tasks_module:
+    from t5x_lite.data import tasks  # pylint: disable=import-outside-toplevel  (data imports config)
+    if tasks.is_registered(config.data.dataset):  # Registered by the file (or what it imports).
+      config.data.tasks_module = path
   return validate(config)
 
 

@@ -59,8 +59,13 @@ class ModelConfig:
 class DataConfig:
   """Where text comes from and how it becomes fixed-shape batches."""
 
-  # TFDS dataset name ("c4/en:3.1.0") or "python_docs" for the built-in corpus.
+  # TFDS dataset name ("c4/en:3.1.0"), "python_docs" for the built-in corpus, or a registered
+  # task or mixture (t5x_lite.data.register_task / register_mixture) with its own objective.
   dataset: str = "python_docs"
+  # The Python file (or module) that registers data.dataset's task or mixture, imported before
+  # it is looked up; set to the experiment file when that is where the name was registered, so
+  # eval, infer and resume from config.json find it too.
+  tasks_module: str = ""
   # TFDS data_dir; None = ~/tensorflow_datasets (or $TFDS_DATA_DIR).
   data_dir: Optional[str] = None
   text_feature: str = "text"
@@ -74,14 +79,22 @@ class DataConfig:
   # Pieces of a vocabulary trained here (before the extra ids).
   vocab_train_size: int = 32000
   vocab_extra_ids: int = 100
-  # span_corruption | prefix_lm | seq2seq
+  # span_corruption | prefix_lm | ul2 (UL2's mixture of denoisers, docs/ul2.md) | seq2seq
   objective: str = "span_corruption"
   inputs_length: int = 512
   targets_length: int = 114
   noise_density: float = 0.15
   mean_noise_span_length: float = 3.0
+  # Pretraining objectives read T5's stream: a random chunk of at most max_document_tokens of
+  # each document, documents concatenated and cut into full-length examples (False: each
+  # document cut on its own, the short pieces packed together).
+  concatenate_documents: bool = True
+  max_document_tokens: int = 65536
   pack: bool = True
+  # Threads reading and tokenizing documents (-1: one per CPU core); with worker_processes > 0,
+  # that many grain worker processes do it instead.
   num_workers: int = 2
+  worker_processes: int = 0
   prefetch: int = 4
   # Independent training streams the global batch is split into (0 = one per
   # process). A multiple of every process count you use gives the same batches

@@ -9,7 +9,7 @@ from t5x_lite.config.overrides import all_keys, coerce, field_types, get_field, 
 from t5x_lite.config.schema import ExperimentConfig, ModelConfig
 from t5x_lite.errors import ConfigError
 
-# What data.eval_metrics may ask for (scored by t5x_lite.tasks).
+# What data.eval_metrics may ask for (scored by t5x_lite.text_metrics).
 TEXT_METRICS = ("exact_match", "bleu", "rouge")
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 # What every evaluation reports (t5x_lite.trainer.evaluate).
@@ -43,7 +43,7 @@ _CHOICES = {
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
     "model.attention_impl": ("xla", "cudnn", "auto"),
-    "data.objective": ("span_corruption", "prefix_lm", "seq2seq"),
+    "data.objective": ("span_corruption", "prefix_lm", "ul2", "seq2seq"),
     "optimizer.name": ("adafactor", "adamw"),
     "optimizer.schedule": ("rsqrt", "cosine", "constant"),
     "mesh.rules_preset": ("data_parallel", "fsdp", "model_parallel", "2d", "custom"),
@@ -112,8 +112,10 @@ RANGES: dict[str, Range] = {
     "data.noise_density": Range(0, 1, low_open=True, high_open=True),
     # 0 divides by zero in the span arithmetic; below 1, spans are 1 token long anyway.
     "data.mean_noise_span_length": Range(1),
-    # SentencePiece's encoding threads, where a negative count means one per CPU core.
+    # Reading and tokenizing threads, where a negative count means one per CPU core.
     "data.num_workers": Range(0, also=(-1,), note="or -1 for one per CPU core"),
+    "data.worker_processes": _NON_NEGATIVE,
+    "data.max_document_tokens": Range(2),
     "data.prefetch": _NON_NEGATIVE,
     "data.shards": Range(0, note="where 0 means one per process"),
     "data.max_eval_examples": Range(0, low_open=True, also=(None,),

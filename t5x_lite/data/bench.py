@@ -10,8 +10,8 @@ import contextlib
 import time
 
 from t5x_lite.config import DataConfig
-from t5x_lite.data.loader import Loader
 from t5x_lite.data.packing import packing_efficiency
+from t5x_lite.data.pipeline import Loader
 from t5x_lite.data.vocabulary import get_vocabulary
 
 
@@ -34,13 +34,17 @@ def measure(data_config: DataConfig, *, batch_size: int = 128, batches: int = 50
     timed = [next(loader) for _ in range(batches)]
     elapsed = time.perf_counter() - start
   examples = loader.examples_seen - start_examples
+  total = max(sum(loader.task_examples.values()), 1)
   return {
+      # Per task: (its share of the examples made so far, its rate).
+      "task_shares": {name: (count / total, rate) for (name, count), rate in
+                      zip(loader.task_examples.items(), loader.rates)},
       "examples_per_s": examples / elapsed,
       "rows_per_s": batches * batch_size / elapsed,
       "examples_per_row": examples / (batches * batch_size),
       # Batches all have the same shape, so the mean is the fraction over all of them.
       "packing_efficiency": sum(packing_efficiency(b) for b in timed) / batches,
-      "epoch": loader.get_state()["epoch"] + 1,  # The one the timed batches ended in, from 1.
+      "epoch": loader.epoch() + 1,  # The one the timed batches ended in, from 1.
   }
 
 

@@ -1,4 +1,5 @@
-"""Pretraining objectives on token arrays (pure NumPy): span corruption, prefix LM, seq2seq.
+"""Pretraining objectives on token arrays (pure NumPy): span corruption, prefix LM, seq2seq,
+and the specs a task names them by (SpanCorruption, PrefixLM, UL2, Seq2Seq).
 
 Every function returns (inputs, targets) int32 arrays that end with EOS. Randomness comes from
 `np.random.default_rng(seed)`, where seed may be an int or a tuple such as
@@ -7,17 +8,23 @@ Every function returns (inputs, targets) int32 arrays that end with EOS. Randomn
 
 from __future__ import annotations
 
-from typing import Sequence
+import dataclasses
+import functools
+from typing import TYPE_CHECKING, Iterator, Protocol, Sequence
 
 import numpy as np
 
 from t5x_lite.data.errors import DataError
 from t5x_lite.data.vocabulary import EOS_ID
 
+if TYPE_CHECKING:
+  from t5x_lite.data.vocabulary import Vocabulary
+
 Seed = int | Sequence[int]
 Example = tuple[np.ndarray, np.ndarray]
 
 
+@functools.lru_cache(maxsize=4096)  # Called per example with a handful of distinct lengths.
 def _noise_counts(length: int, noise_density: float, mean_noise_span_length: float) -> tuple[int, int]:
   """(noise tokens, noise spans) for `length` raw tokens, as T5's random_spans_noise_mask.
 
@@ -54,10 +61,8 @@ def span_corruption_raw_length(
 
 def _random_segmentation(rng: np.random.Generator, num_items: int, num_segments: int) -> np.ndarray:
   """Lengths of a uniformly random split of num_items into num_segments non-empty parts."""
-  starts = np.zeros(num_items, dtype=bool)
-  starts[1 + rng.choice(num_items - 1, num_segments - 1, replace=False)] = True
-  segment_ids = np.cumsum(starts)
-  return np.bincount(segment_ids, minlength=num_segments)
+  cuts = np.sort(1 + rng.choice(num_items - 1, num_segments - 1, replace=False))
+  return np.diff(np.concatenate([[0], cuts, [num_items]]))
 
 
 def noise_span_lengths(
@@ -86,15 +91,18 @@ def span_corruption(
   spans = noise_span_lengths(
       tokens.size, seed=seed, noise_density=noise_density,
       mean_noise_span_length=mean_noise_span_length)
-  bounds = np.concatenate([[0], np.cumsum(spans)])
-  inputs, targets = [], []
-  for i in range(spans.size // 2):
-    sentinel = np.array([vocab_size - 1 - i], dtype=np.int32)
-    nonnoise_start, noise_start, noise_end = bounds[2 * i], bounds[2 * i + 1], bounds[2 * i + 2]
-    inputs += [tokens[nonnoise_start:noise_start], sentinel]
-    targets += [sentinel, tokens[noise_start:noise_end]]
+  starts = np.concatenate([[0], np.cumsum(spans)[:-1]])
+  nonnoise_starts, noise_starts = starts[0::2], starts[1::2]  # Span i: sentinel i in both.
+  sentinels = (vocab_size - 1 - np.arange(noise_starts.size)).astype(np.int32)
+  is_noise = np.repeat(np.arange(spans.size) % 2 == 1, spans)
+  # Inputs: the non-noise tokens, each noise span's first token replaced by its sentinel and
+  # the rest dropped; targets: the same with the roles swapped.
+  inputs, targets = tokens.copy(), tokens.copy()
+  inputs[noise_starts], targets[nonnoise_starts] = sentinels, sentinels
+  keep_inputs, keep_targets = ~is_noise, is_noise.copy()
+  keep_inputs[noise_starts] = keep_targets[nonnoise_starts] = True
   eos = np.array([EOS_ID], dtype=np.int32)
-  return np.concatenate(inputs + [eos]), np.concatenate(targets + [eos])
+  return np.concatenate([inputs[keep_inputs], eos]), np.concatenate([targets[keep_targets], eos])
 
 
 def prefix_lm_raw_length(inputs_length: int, targets_length: int) -> int:
@@ -136,70 +144,129 @@ def seq2seq(inputs: np.ndarray, targets: np.ndarray, *, inputs_length: int, targ
           np.concatenate([np.asarray(targets, np.int32)[:targets_length - 1], eos]))
 
 
-class Objective:
-  """Turns one tokenized document into examples; long documents become several chunks."""
+# ----- objectives as a task names them ------------------------------------------------------------
+#
+# An objective spec (what a Task or data.objective names) builds, for given lengths and
+# vocabulary, an ExampleMaker: raw_length(seed) tokens in, one (inputs, targets) example out.
+# The pipeline asks raw_length before cutting the tokens, so a mixture of denoisers can give each
+# example the length its own denoiser needs.
 
-  def __init__(self, name: str, *, inputs_length: int, targets_length: int, sentinel_vocab_size: int,
-               extra_ids: int, noise_density: float = 0.15, mean_noise_span_length: float = 3.0):
-    """sentinel_vocab_size and extra_ids are the vocabulary's unpadded size and sentinel count."""
-    if name not in ("span_corruption", "prefix_lm", "seq2seq"):
-      raise ValueError(f"Unknown objective {name!r}; choose span_corruption, prefix_lm or seq2seq.")
-    self.name = name
-    self.inputs_length = inputs_length
-    self.targets_length = targets_length
-    self.sentinel_vocab_size = sentinel_vocab_size
-    self.noise_density = noise_density
-    self.mean_noise_span_length = mean_noise_span_length
-    if name == "span_corruption":
-      self.raw_length = span_corruption_raw_length(
-          inputs_length, targets_length, noise_density, mean_noise_span_length)
-      # Spans never decrease with length, so a full chunk needs the most sentinels.
-      _, spans = _noise_counts(self.raw_length, noise_density, mean_noise_span_length)
-      if spans > extra_ids:
-        raise DataError(
-            f"span_corruption at inputs_length={inputs_length} / targets_length={targets_length} "
-            f"corrupts chunks of {self.raw_length} tokens into {spans} noise spans, each needing "
-            f"its own sentinel, but the vocabulary has {extra_ids} extra ids. Raise "
-            "data.vocab_extra_ids, shorten the lengths, or raise data.mean_noise_span_length.")
-    elif name == "prefix_lm":
-      self.raw_length = prefix_lm_raw_length(inputs_length, targets_length)
 
-  def chunks(self, doc: np.ndarray) -> list[np.ndarray]:
-    """`doc` cut into raw_length pieces, dropping no token that can make an example.
+class ExampleMaker(Protocol):
+  def raw_length(self, seed: Seed) -> int:
+    """Tokens the example with this seed is made from (at most)."""
 
-    A piece needs 2 tokens: span corruption hides at least one and keeps at least one, prefix LM
-    needs a prefix and a rest. So a 1-token tail takes the last token of the piece before it
-    (every piece of 2 to raw_length tokens fits the lengths), and the pieces stay a pure function
-    of the document. Dropped, as no example can hold them: a 1-token document, and the odd last
-    token when raw_length is 2 (the shortest lengths).
-    """
-    starts = list(range(0, doc.size, self.raw_length))
-    if doc.size % self.raw_length == 1 and len(starts) > 1 and self.raw_length > 2:
-      starts[-1] -= 1
-    pieces = [doc[start:end] for start, end in zip(starts, starts[1:] + [doc.size])]
-    return [piece for piece in pieces if piece.size >= 2]
+  def example(self, tokens: np.ndarray, seed: Seed) -> Example:
+    """The example of 2 <= len(tokens) <= raw_length(seed) tokens."""
 
-  def examples(self, tokens: Sequence[np.ndarray], seed: Sequence[int], skip: int = 0) -> list[Example]:
-    """Examples of one document (one array; two for seq2seq), skipping the first `skip`.
 
-    Long documents give one example per chunk (see chunks); empty ones give none. Example k
-    uses the seed (*seed, k), so skipping examples does not change the later ones.
-    """
-    if self.name == "seq2seq":
-      inputs, targets = tokens
-      if targets.size == 0 or skip:
-        return []
-      return [seq2seq(inputs, targets, inputs_length=self.inputs_length,
-                      targets_length=self.targets_length)]
-    (doc,) = tokens
-    chunks = self.chunks(doc)
-    out = []
-    for k in range(skip, len(chunks)):
-      if self.name == "span_corruption":
-        out.append(span_corruption(
-            chunks[k], vocab_size=self.sentinel_vocab_size, seed=(*seed, k),
-            noise_density=self.noise_density, mean_noise_span_length=self.mean_noise_span_length))
-      else:
-        out.append(prefix_lm(chunks[k], inputs_length=self.inputs_length,
-                             targets_length=self.targets_length, seed=(*seed, k)))
-    return out
+def check_sentinels(raw_length: int, noise_density: float, mean_noise_span_length: float,
+                    extra_ids: int, what: str) -> None:
+  """Spans never decrease with length, so a full chunk needs the most sentinels."""
+  _, spans = _noise_counts(raw_length, noise_density, mean_noise_span_length)
+  if spans > extra_ids:
+    raise DataError(
+        f"{what} corrupts chunks of {raw_length} tokens into {spans} noise spans, each needing "
+        f"its own sentinel, but the vocabulary has {extra_ids} extra ids. Raise "
+        "data.vocab_extra_ids, shorten the lengths, or raise data.mean_noise_span_length.")
+
+
+@dataclasses.dataclass(frozen=True)
+class _SpanCorrupter:
+  length: int
+  sentinel_vocab_size: int
+  noise_density: float
+  mean_noise_span_length: float
+
+  def raw_length(self, seed: Seed) -> int:
+    del seed
+    return self.length
+
+  def example(self, tokens: np.ndarray, seed: Seed) -> Example:
+    return span_corruption(tokens, vocab_size=self.sentinel_vocab_size, seed=seed,
+                           noise_density=self.noise_density,
+                           mean_noise_span_length=self.mean_noise_span_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class _PrefixSplitter:
+  length: int
+  inputs_length: int
+  targets_length: int
+
+  def raw_length(self, seed: Seed) -> int:
+    del seed
+    return self.length
+
+  def example(self, tokens: np.ndarray, seed: Seed) -> Example:
+    return prefix_lm(tokens, inputs_length=self.inputs_length, targets_length=self.targets_length,
+                     seed=seed)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpanCorruption:
+  """T5's span corruption (noise_density of the tokens in spans of mean_noise_span_length)."""
+  noise_density: float = 0.15
+  mean_noise_span_length: float = 3.0
+
+  def build(self, inputs_length: int, targets_length: int, vocabulary: "Vocabulary") -> ExampleMaker:
+    length = span_corruption_raw_length(
+        inputs_length, targets_length, self.noise_density, self.mean_noise_span_length)
+    check_sentinels(length, self.noise_density, self.mean_noise_span_length, vocabulary.extra_ids,
+                    f"span_corruption at inputs_length={inputs_length} / targets_length={targets_length}")
+    return _SpanCorrupter(length, vocabulary.unpadded_size, self.noise_density,
+                          self.mean_noise_span_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class PrefixLM:
+  """T5's prefix LM: a random split of the text into inputs and the rest as targets."""
+
+  def build(self, inputs_length: int, targets_length: int, vocabulary: "Vocabulary") -> ExampleMaker:
+    del vocabulary
+    return _PrefixSplitter(prefix_lm_raw_length(inputs_length, targets_length), inputs_length,
+                           targets_length)
+
+
+@dataclasses.dataclass(frozen=True)
+class UL2:
+  """UL2's mixture of denoisers (t5x_lite.data.ul2; docs/ul2.md): each example gets one denoiser,
+  drawn at its rate, and that denoiser's mode token before its inputs."""
+  denoisers: tuple = ()  # of ul2.Denoiser; () = the paper's mixture, ul2.UL2_DENOISERS
+
+  def build(self, inputs_length: int, targets_length: int, vocabulary: "Vocabulary") -> ExampleMaker:
+    from t5x_lite.data import ul2  # pylint: disable=import-outside-toplevel  (ul2 imports this module)
+    denoisers = tuple(self.denoisers) or ul2.UL2_DENOISERS
+    mode_tokens = {d.mode: vocabulary.encode(d.mode) for d in denoisers}
+    return ul2.MixtureOfDenoisers(
+        denoisers, inputs_length=inputs_length, targets_length=targets_length,
+        sentinel_vocab_size=vocabulary.unpadded_size, extra_ids=vocabulary.extra_ids,
+        mode_tokens=mode_tokens)
+
+
+@dataclasses.dataclass(frozen=True)
+class Seq2Seq:
+  """Supervised pairs: the task's inputs and targets features, each cut to its length."""
+
+
+def document_examples(maker: ExampleMaker, tokens: np.ndarray, seed: Sequence[int], *, offset: int = 0,
+                      example: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray, int, int]]:
+  """A document cut on its own into examples, from token `offset` on, counting from `example`:
+  yields (inputs, targets, offset after it, example after it). Example k uses seed (*seed, k).
+
+  A piece needs 2 tokens (span corruption hides one and keeps one; prefix LM needs a prefix and
+  a rest), so a 1-token tail takes the last token of the piece before it, and nothing a piece can
+  hold is dropped; what is: a 1-token document, and the odd last token at raw length 2.
+  """
+  while tokens.size - offset >= 2:
+    piece_seed = (*seed, example)
+    length = maker.raw_length(piece_seed)
+    if tokens.size - offset - length == 1 and length > 2:
+      length -= 1
+    piece = tokens[offset:offset + length]
+    inputs, targets = maker.example(piece, piece_seed)
+    offset, example = offset + piece.size, example + 1
+    yield inputs, targets, offset, example
+
+
+PRETRAINING_OBJECTIVES = {"span_corruption": SpanCorruption, "prefix_lm": PrefixLM, "ul2": UL2}

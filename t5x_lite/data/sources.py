@@ -119,6 +119,25 @@ class TextSource:
     records = self._source.__getitems__(list(indices))
     return [tuple(_text(r[f]) for f in self.features) for r in records]
 
+  def records(self, indices: Sequence[int]) -> list[dict]:
+    """The records at `indices`, every feature (text decoded, invalid UTF-8 replaced)."""
+    return [{k: _text(v) if isinstance(v, bytes) else v for k, v in r.items()}
+            for r in self._source.__getitems__(list(indices))]
+
+
+class RecordSource:
+  """Records held in memory (a task's Python generator), with TextSource's records()."""
+
+  def __init__(self, records: list[dict], description: str):
+    self._records = records
+    self.description = description
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def records(self, indices: Sequence[int]) -> list[dict]:
+    return [dict(self._records[int(i)]) for i in indices]
+
 
 def _text(value) -> str:
   if isinstance(value, bytes):
@@ -138,6 +157,11 @@ def _build_if_missing(name: str, data_dir: str) -> None:
   module = BUILT_IN.get(dataset_dirname(name))
   if module is not None:
     importlib.import_module(module).build(data_dir)
+
+
+def prepare_dataset(name: str, data_dir: Optional[str]) -> None:
+  """Builds dataset `name` under data_dir if it is built-in and missing (see prepare)."""
+  _build_if_missing(name, resolve_data_dir(data_dir))
 
 
 def prepare(data_config: DataConfig) -> None:
@@ -161,8 +185,11 @@ def _split_info(name: str, version_dir: str, info, split: str):
 
 
 def open_source(
-    name: str, split: str, data_dir: Optional[str], features: Sequence[str]) -> TextSource:
-  """Opens split `split` of dataset `name` for random access; builds a missing built-in one."""
+    name: str, split: str, data_dir: Optional[str], features: Sequence[str] = ()) -> TextSource:
+  """Opens split `split` of dataset `name` for random access; builds a missing built-in one.
+
+  `features` (one text feature, or inputs and targets) must be in the dataset; () checks none.
+  """
   data_dir = resolve_data_dir(data_dir)
   _build_if_missing(name, data_dir)
   version_dir = _version_dir(name, data_dir)

@@ -69,6 +69,13 @@ class Vocabulary:
           "(`t5x-lite train-vocab` does).")
     self.extra_ids = extra_ids
 
+  def __getstate__(self) -> dict:
+    """Pickled as its model (grain's worker processes get the vocabulary this way)."""
+    return {"model": self._model_proto, "extra_ids": self.extra_ids}
+
+  def __setstate__(self, state: dict) -> None:
+    self.__init__(state["model"], extra_ids=state["extra_ids"])
+
   @property
   def model_proto(self) -> bytes:
     return self._model_proto

@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 import jax
 import numpy as np
 
-from t5x_lite import checkpoints, distributed, flops, partitioning, tasks
+from t5x_lite import checkpoints, distributed, flops, partitioning
 from t5x_lite.checkpoints import VOCABULARY_FILE
 from t5x_lite.config import (
   EVAL_METRICS,
@@ -33,11 +33,12 @@ from t5x_lite.config import (
   validate,
   validation_metric_names,
 )
-from t5x_lite.data import sources
-from t5x_lite.data.loader import STATE_KEYS, ShardedLoader, make_eval_loader, make_train_loader
+from t5x_lite.data import pipeline, sources
 from t5x_lite.data.packing import packing_efficiency
+from t5x_lite.data.pipeline import ShardedLoader, make_train_loader
 from t5x_lite.data.vocabulary import PAD_TO_MULTIPLE, Vocabulary, get_vocabulary
 from t5x_lite.errors import ConfigError, UserError
+from t5x_lite.evaluation import evaluate_tasks
 from t5x_lite.fileio import check_writable_directory, write_atomically
 from t5x_lite.metrics import MetricWriter, check_loggers_installed
 from t5x_lite.train_state import TrainState
@@ -52,7 +53,6 @@ from t5x_lite.training.step import (
   Batch,
   Setup,
   check_batch_divides,
-  evaluate,
   init_state,
   make_eval_step,
   make_setup,
@@ -184,7 +184,7 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   elif config.checkpoint.init_from and not config.data.vocabulary:
     config.data.vocabulary = os.path.join(
         os.path.dirname(checkpoints.checkpoint_dir(config.checkpoint.init_from)), VOCABULARY_FILE)
-  sources.prepare(config.data)
+  pipeline.prepare_data(config.data)
   vocabulary = get_vocabulary(config.data)
   # Checked before the copy is written: a refused run leaves the workdir as it was.
   if config.model.vocab_size is not None and config.model.vocab_size < vocabulary.vocab_size:
@@ -206,10 +206,11 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
 
 def global_loader_state(loader: ShardedLoader) -> dict:
   """The state of every process's shards, so a checkpoint holds the whole stream."""
-  local = loader.get_state()
-  table = np.array([[shard[key] for key in STATE_KEYS] for shard in local["shards"]], np.int32)
-  rows = distributed.allgather_rows(table)
-  return {"first_shard": 0, "shards": [dict(zip(STATE_KEYS, map(int, row))) for row in rows]}
+  keys = loader.state_keys
+  local = np.array([[shard[key] for key in keys] for shard in loader.get_state()["shards"]], np.int64)
+  # Gathered as int32 pairs: counts of a long run pass 2**31, and jax gathers 32-bit integers.
+  rows = distributed.allgather_rows(local.view(np.int32)).view(np.int64)
+  return {"first_shard": 0, "shards": [dict(zip(keys, map(int, row))) for row in rows]}
 
 
 def _check_finite(step: int, metrics: dict[str, float]) -> None:
@@ -289,11 +290,10 @@ def _train(config: ExperimentConfig, workdir: str, callbacks: Sequence[Callback]
     # Process 0 builds the dataset and trains the vocabulary; the others then read them.
     vocabulary = distributed.on_main_process_first(
         functools.partial(resolve_vocabulary, config, workdir), "vocabulary")
-    # Evaluation's split must exist before the first step, not at the first evaluation.
-    sources.open_source(config.data.dataset, config.data.eval_split, config.data.data_dir,
-                        sources.text_features(config.data))
+    # Every task's splits and features, before the first step, not at the first evaluation.
+    pipeline.check_data(config.data, vocabulary)
     # Recorded at every save; a resumed run is checked against it before any other work.
-    data_fingerprint = sources.fingerprint(config.data)
+    data_fingerprint = pipeline.fingerprint(config.data)
     if start_step is not None:
       check_same_data(checkpoints.read_meta(workdir, start_step), data_fingerprint, workdir)
     setup = make_setup(config, devices)
@@ -334,8 +334,11 @@ def format_validation(config: ExperimentConfig, metrics: dict) -> str:
   evaluation line of the log and of the CLI's closing summary."""
   names = [n for n in validation_metric_names(config) if n not in EVAL_METRICS and n in metrics]
   decoded = "".join(f", {name} {metrics[name]:.3f}" for name in names)
-  return (f"validation loss {metrics['loss']:.4f}, accuracy {metrics['accuracy']:.3f}{decoded} "
-          f"(unigram entropy {metrics['unigram_entropy']:.4f})")
+  # A mixture's tasks, each with its own loss (and decoded metrics): "(docs 2.51, addition 0.93)".
+  per_task = ", ".join(f"{key[:-len('/loss')]} {value:.4f}" for key, value in metrics.items()
+                       if key.endswith("/loss"))
+  return (f"validation loss {metrics['loss']:.4f}{f' ({per_task})' if per_task else ''}, accuracy "
+          f"{metrics['accuracy']:.3f}{decoded} (unigram entropy {metrics['unigram_entropy']:.4f})")
 
 
 def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoader,
@@ -376,9 +379,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
       window.reset()
     evaluated = step % config.train.eval_every == 0 or step == total
     if evaluated:
-      eval_loader = make_eval_loader(config, vocabulary, jax.process_index(), jax.process_count())
-      last_eval = evaluate(setup, eval_step, state.params, eval_loader, vocabulary.vocab_size,
-                           tasks.make_scorer(config, vocabulary))
+      last_eval, _ = evaluate_tasks(setup, eval_step, state.params, vocabulary)
       writer.write(step, "validation", last_eval)
       if jax.process_index() == 0:
         logger.info("step %d: %s", step, format_validation(config, last_eval))

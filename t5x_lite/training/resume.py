@@ -15,7 +15,7 @@ import jax
 
 from t5x_lite import checkpoints
 from t5x_lite.config import ExperimentConfig, ModelConfig, all_keys, get_field
-from t5x_lite.data.loader import ShardedLoader
+from t5x_lite.data.pipeline import ShardedLoader
 from t5x_lite.errors import ConfigError
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
-from t5x_lite import distributed, losses, optimizers, partitioning, tasks
+from t5x_lite import distributed, losses, optimizers, partitioning, text_metrics
 from t5x_lite import model as model_lib
 from t5x_lite.config import ExperimentConfig, resolve_dropout
 from t5x_lite.data.packing import KEYS as BATCH_KEYS
@@ -220,7 +220,7 @@ def unigram_entropy(counts: np.ndarray) -> float:
 
 
 def evaluate(setup: Setup, eval_step, params, loader: Iterable[Batch], vocab_size: int,
-             scorer: Optional[tasks.Seq2SeqScorer] = None) -> dict:
+             scorer: Optional[text_metrics.Seq2SeqScorer] = None) -> dict:
   """Loss, accuracy and perplexity over the whole eval stream (each example once), plus the
   scorer's metrics after decoding each batch (seq2seq tasks)."""
   totals = {"loss": 0.0, "z_loss": 0.0, "correct": 0.0, "weight": 0.0}

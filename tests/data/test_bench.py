@@ -7,7 +7,7 @@ from data_helpers import VOCAB_PIECES
 
 from t5x_lite.cli import bench_data as bench_data_command
 from t5x_lite.cli.main import main
-from t5x_lite.data import Loader, bench
+from t5x_lite.data import bench, pipeline
 
 
 def test_bench_data_reports_throughput_and_packing(base_config, vocab, capsys):
@@ -37,14 +37,14 @@ def test_only_batches_made_after_the_clock_starts_are_timed(base_config, vocab, 
   """Each block of 8 batches costs 0.5 s to make, then comes at once (as a block of tokenized
   documents does): batches the loader had ready when the clock started must not count."""
   del vocab
-  make_batches = Loader._batches
+  make_batches = pipeline._BatchIterator._make
 
   def slow_blocks(self, state):
     for i, item in enumerate(make_batches(self, state)):
       if i % 8 == 0:
         time.sleep(0.5)
       yield item
-  monkeypatch.setattr(Loader, "_batches", slow_blocks)
+  monkeypatch.setattr(pipeline._BatchIterator, "_make", slow_blocks)
   result = bench.measure(base_config, batch_size=4, batches=2, warmup=3)
   assert result["rows_per_s"] <= 2 * 4 / 0.5  # The 2 timed batches took the 0.5 s to make.
 

@@ -1,10 +1,30 @@
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
 from t5x_lite.data import DataError, span_corruption, span_corruption_raw_length
-from t5x_lite.data.objectives import Objective, noise_span_lengths, prefix_lm, prefix_lm_raw_length, seq2seq
+from t5x_lite.data.objectives import (
+  PrefixLM,
+  SpanCorruption,
+  document_examples,
+  noise_span_lengths,
+  prefix_lm,
+  prefix_lm_raw_length,
+  seq2seq,
+)
 
 VOCAB = 1100  # Unpadded size: sentinels are 1099, 1098, ...
+
+
+def vocabulary(extra_ids: int = 100) -> SimpleNamespace:
+  """What an objective's build reads of a Vocabulary: its sentinel count and unpadded size."""
+  return SimpleNamespace(extra_ids=extra_ids, unpadded_size=VOCAB)
+
+
+def document(maker, doc: np.ndarray, seed, **resume) -> list[tuple[np.ndarray, np.ndarray]]:
+  """The (inputs, targets) examples of one document cut on its own (document_examples)."""
+  return [(inputs, targets) for inputs, targets, _, _ in document_examples(maker, doc, seed, **resume)]
 
 
 def reconstruct(inputs: np.ndarray, targets: np.ndarray, vocab_size: int) -> list[int]:
@@ -96,13 +116,12 @@ def test_prefix_lm_and_seq2seq():
     (512, 114, 512, 399, 511), (512, 512, 512, 1, 511), (114, 512, 512, 1, 113),
     (6, 4, 6, 3, 5), (4, 6, 6, 1, 3), (2, 2, 2, 1, 1)])
 def test_prefix_lm_splits_full_chunks_at_random(inputs_length, targets_length, raw, low, high):
-  objective = Objective("prefix_lm", inputs_length=inputs_length, targets_length=targets_length,
-                        sentinel_vocab_size=VOCAB, extra_ids=0)
-  assert objective.raw_length == prefix_lm_raw_length(inputs_length, targets_length) == raw
+  maker = PrefixLM().build(inputs_length, targets_length, vocabulary(extra_ids=0))
+  assert maker.raw_length((0, 0, 7, 0)) == prefix_lm_raw_length(inputs_length, targets_length) == raw
   doc = np.random.default_rng(raw).integers(3, 900, size=4 * raw)
   splits = []
   for seed in range(40):
-    examples = objective.examples([doc], seed=(seed, 0, 7))
+    examples = document(maker, doc, (seed, 0, 7))
     assert len(examples) == 4
     assert sum((i.tolist()[:-1] + t.tolist()[:-1] for i, t in examples), []) == doc.tolist()
     for inputs, targets in examples:
@@ -118,71 +137,79 @@ def test_prefix_lm_splits_full_chunks_at_random(inputs_length, targets_length, r
 
 
 def test_prefix_lm_is_deterministic_per_seed_and_example():
-  objective = Objective("prefix_lm", inputs_length=64, targets_length=32,
-                        sentinel_vocab_size=VOCAB, extra_ids=0)
+  maker = PrefixLM().build(64, 32, vocabulary(extra_ids=0))
   doc = np.random.default_rng(0).integers(3, 900, size=5 * 64 + 20)
-  examples = objective.examples([doc], seed=(3, 1, 4))
-  again = objective.examples([doc], seed=(3, 1, 4))
-  later = objective.examples([doc], seed=(3, 1, 4), skip=2)
-  for (a, b), (c, d) in zip(examples, again):
+  full = list(document_examples(maker, doc, (3, 1, 4)))
+  examples = [(i, t) for i, t, _, _ in full]
+  again = document(maker, doc, (3, 1, 4))
+  for (a, b), (c, d) in zip(examples, again, strict=True):
     assert np.array_equal(a, c) and np.array_equal(b, d)
-  assert all(np.array_equal(a[0], b[0]) for a, b in zip(examples[2:], later))
+  # Example k uses the seed (*seed, k), so a document resumed from where example 2 starts,
+  # (offset, example) as the second example left them, continues with the same examples.
+  _, _, offset, example = full[1]
+  assert (offset, example) == (2 * 64, 2)
+  later = document(maker, doc, (3, 1, 4), offset=offset, example=example)
+  assert len(later) == len(examples) - 2
+  assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(examples[2:], later))
+  assert [(o, e) for _, _, o, e in full[:5]] == [(64, 1), (128, 2), (192, 3), (256, 4), (320, 5)]
+  _, _, offset, example = full[-1]  # After the last example: the document is used up.
+  assert example == 6 and document(maker, doc, (3, 1, 4), offset=offset, example=example) == []
+  assert np.array_equal(examples[2][0], prefix_lm(doc[128:192], inputs_length=64, targets_length=32,
+                                                  seed=(3, 1, 4, 2))[0])
   assert len({i.size for i, _ in examples[:5]}) > 1  # The split differs between examples.
   assert examples[-1][0].size + examples[-1][1].size == 20 + 2  # The short tail, split too.
 
 
 def test_prefix_lm_lengths_too_short():
-  with pytest.raises(ValueError, match="too short for prefix_lm"):
-    Objective("prefix_lm", inputs_length=512, targets_length=1, sentinel_vocab_size=VOCAB, extra_ids=0)
+  with pytest.raises(DataError, match="too short for prefix_lm"):
+    PrefixLM().build(512, 1, vocabulary(extra_ids=0))
   with pytest.raises(ValueError, match="cannot split 9 tokens"):
     prefix_lm(np.arange(3, 12), inputs_length=4, targets_length=4, seed=0)
 
 
 def test_long_documents_are_chunked_not_truncated_and_empty_skipped():
-  objective = Objective("span_corruption", inputs_length=128, targets_length=32,
-                        sentinel_vocab_size=VOCAB, extra_ids=100)
-  raw = objective.raw_length
+  maker = SpanCorruption().build(128, 32, vocabulary())
+  raw = maker.raw_length((0, 0, 5, 0))
   doc = np.random.default_rng(0).integers(3, 900, size=2 * raw + 50)
-  examples = objective.examples([doc], seed=(0, 0, 5))
+  examples = document(maker, doc, (0, 0, 5))
   assert len(examples) == 3
   rebuilt = sum((reconstruct(i, t, VOCAB) for i, t in examples), [])
   assert rebuilt == doc.tolist()
-  assert objective.examples([np.zeros(0, np.int32)], seed=(0, 0, 1)) == []
-  later = objective.examples([doc], seed=(0, 0, 5), skip=1)
-  assert all(np.array_equal(a[0], b[0]) for a, b in zip(examples[1:], later))
+  assert document(maker, np.zeros(0, np.int32), (0, 0, 1)) == []
+  later = document(maker, doc, (0, 0, 5), offset=raw, example=1)
+  assert len(later) == 2
+  assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(examples[1:], later))
 
 
-@pytest.mark.parametrize("name,inputs_length,targets_length", [
-    ("span_corruption", 512, 114), ("span_corruption", 8, 6), ("prefix_lm", 64, 32),
-    ("prefix_lm", 3, 3)])
-def test_a_one_token_tail_is_kept(name, inputs_length, targets_length):
+@pytest.mark.parametrize("objective,inputs_length,targets_length", [
+    (SpanCorruption(), 512, 114), (SpanCorruption(), 8, 6), (PrefixLM(), 64, 32), (PrefixLM(), 3, 3)])
+def test_a_one_token_tail_is_kept(objective, inputs_length, targets_length):
   """A 569-token document at 512 / 114 covers all 569 tokens: its last token is not dropped."""
-  objective = Objective(name, inputs_length=inputs_length, targets_length=targets_length,
-                        sentinel_vocab_size=VOCAB, extra_ids=100)
-  raw = objective.raw_length
+  maker = objective.build(inputs_length, targets_length, vocabulary())
+  raw = maker.raw_length((0, 0, 0, 0))
   assert raw > 2
   for chunks in (1, 2, 3):
     doc = np.random.default_rng(chunks).integers(3, 900, size=chunks * raw + 1)
-    examples = objective.examples([doc], seed=(0, 0, chunks))
-    assert [c.size for c in objective.chunks(doc)] == [raw] * (chunks - 1) + [raw - 1, 2]
-    if name == "span_corruption":
-      rebuilt = sum((reconstruct(i, t, VOCAB) for i, t in examples), [])
+    examples = document(maker, doc, (0, 0, chunks))
+    if isinstance(objective, SpanCorruption):
+      pieces = [reconstruct(i, t, VOCAB) for i, t in examples]
     else:
-      rebuilt = sum((i.tolist()[:-1] + t.tolist()[:-1] for i, t in examples), [])
-    assert rebuilt == doc.tolist()
+      pieces = [i.tolist()[:-1] + t.tolist()[:-1] for i, t in examples]
+    # The tail takes the last token of the piece before it.
+    assert [len(p) for p in pieces] == [raw] * (chunks - 1) + [raw - 1, 2]
+    assert sum(pieces, []) == doc.tolist()
     for inputs, targets in examples:
       assert inputs.size <= inputs_length and targets.size <= targets_length
 
 
 def test_tokens_no_example_can_hold_are_dropped():
   """One token alone cannot be corrupted or split; with raw_length 2 nothing can take it."""
-  objective = Objective("prefix_lm", inputs_length=2, targets_length=2, sentinel_vocab_size=VOCAB,
-                        extra_ids=0)
-  assert objective.examples([np.array([5], np.int32)], seed=(0, 0, 0)) == []
-  assert [c.tolist() for c in objective.chunks(np.arange(3, 8))] == [[3, 4], [5, 6]]
-  span = Objective("span_corruption", inputs_length=128, targets_length=32,
-                   sentinel_vocab_size=VOCAB, extra_ids=100)
-  assert span.examples([np.array([5], np.int32)], seed=(0, 0, 0)) == []
+  maker = PrefixLM().build(2, 2, vocabulary(extra_ids=0))
+  assert document(maker, np.array([5], np.int32), (0, 0, 0)) == []
+  pieces = [i.tolist()[:-1] + t.tolist()[:-1] for i, t in document(maker, np.arange(3, 8), (0, 0, 0))]
+  assert pieces == [[3, 4], [5, 6]]
+  span = SpanCorruption().build(128, 32, vocabulary())
+  assert document(span, np.array([5], np.int32), (0, 0, 0)) == []
 
 
 def test_lengths_too_short_are_data_errors_naming_the_config_keys():
@@ -195,15 +222,13 @@ def test_lengths_too_short_are_data_errors_naming_the_config_keys():
 
 
 def test_more_noise_spans_than_sentinels_is_an_error():
-  make = lambda name, extra_ids, inputs_length=512, targets_length=114: Objective(
-      name, inputs_length=inputs_length, targets_length=targets_length,
-      sentinel_vocab_size=VOCAB, extra_ids=extra_ids)
-  assert make("span_corruption", 28).raw_length == 568  # 28 spans: exactly enough sentinels.
+  make = lambda objective, extra_ids, inputs_length=512, targets_length=114: objective.build(
+      inputs_length, targets_length, vocabulary(extra_ids))
+  assert make(SpanCorruption(), 28).raw_length(0) == 568  # 28 spans: exactly enough sentinels.
   with pytest.raises(DataError, match="28 noise spans.*27 extra ids.*data.vocab_extra_ids"):
-    make("span_corruption", 27)
+    make(SpanCorruption(), 27)
   with pytest.raises(DataError, match="0 extra ids"):
-    make("span_corruption", 0)
+    make(SpanCorruption(), 0)
   with pytest.raises(DataError, match="extra ids"):  # Long inputs: about 120 spans.
-    make("span_corruption", 100, inputs_length=2048, targets_length=456)
-  make("prefix_lm", 0)  # Only span corruption uses sentinels.
-  make("seq2seq", 0)
+    make(SpanCorruption(), 100, inputs_length=2048, targets_length=456)
+  make(PrefixLM(), 0)  # Only span corruption uses sentinels (seq2seq builds no maker at all).

@@ -68,6 +68,6 @@ def test_addition_through_the_seq2seq_loader(config, vocab):
     examples += [(list(i), list(t)) for i, t in unpack(batch)]
   assert examples == expected
   assert len(expected) == sum(1 for _ in addition.pairs()) - len(Loader(
-      config, vocab, split="train", batch_size=8, seed=0).source)
+      config, vocab, split="train", batch_size=8, seed=0).tasks[0].source)
   packed = next(iter(Loader(config, vocab, split="train", batch_size=8, seed=0)))
   assert np.max(packed["encoder_segment_ids"]) > 1  # Training rows are packed.

@@ -1,5 +1,5 @@
-"""End to end: a run killed at random steps and restarted equals an uninterrupted run;
-SIGTERM saves a checkpoint at the current step and exits cleanly."""
+"""End to end: a run of a two-task mixture killed at random steps and restarted equals an
+uninterrupted run; SIGTERM saves a checkpoint at the current step and exits cleanly."""
 
 import json
 import os
@@ -34,9 +34,34 @@ def env(tmp_path_factory):
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
 
-def launch(workdir: str, env: dict, steps: int = STEPS) -> subprocess.Popen:
+# The tiny experiment on a mixture: span corruption and prefix LM tasks over python_docs.
+MIXTURE_EXPERIMENT = f"""
+import sys
+sys.path.insert(0, {os.path.join(REPO, "experiments")!r})
+from tiny_python_docs import get_config as tiny_config
+from t5x_lite.data import DatasetSource, Mixture, PrefixLM, Task, register_mixture, register_task
+
+register_task(Task("docs_span", DatasetSource("python_docs")))
+register_task(Task("docs_prefix", DatasetSource("python_docs"), PrefixLM()))
+register_mixture(Mixture("docs_mix", (("docs_span", 2.0), ("docs_prefix", 1.0))))
+
+def get_config():
+  config = tiny_config()
+  config.data.dataset = "docs_mix"
+  return config
+"""
+
+
+@pytest.fixture(scope="module")
+def mixture_experiment(tmp_path_factory) -> str:
+  path = tmp_path_factory.mktemp("experiments") / "tiny_mixture.py"
+  path.write_text(MIXTURE_EXPERIMENT)
+  return str(path)
+
+
+def launch(workdir: str, env: dict, steps: int = STEPS, experiment: str = EXPERIMENT) -> subprocess.Popen:
   settings = [s for s in SETTINGS if not s.startswith("train.steps=")] + [f"train.steps={steps}"]
-  command = [sys.executable, "-m", "t5x_lite", "train", EXPERIMENT, "--workdir", workdir]
+  command = [sys.executable, "-m", "t5x_lite", "train", experiment, "--workdir", workdir]
   for setting in settings:
     command += ["--set", setting]
   return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
@@ -78,25 +103,30 @@ def comparable(records: list[dict]) -> dict[int, dict]:
   return {r["step"]: {k: v for k, v in r.items() if k not in NOT_COMPARED} for r in records}
 
 
-def test_killed_and_restarted_run_equals_an_uninterrupted_run(tmp_path, env):
+def test_killed_and_restarted_run_equals_an_uninterrupted_run(tmp_path, env, mixture_experiment):
   reference = str(tmp_path / "reference")
-  finish(launch(reference, env))
+  finish(launch(reference, env, experiment=mixture_experiment))
 
   workdir = str(tmp_path / "interrupted")
   first, second = sorted(random.Random(0).sample(range(2, STEPS - 1), 2))
   second = max(second, first + 2)  # logged by the restarted process, not left over
   for kill_at in (first, second):
-    process = launch(workdir, env)
+    process = launch(workdir, env, experiment=mixture_experiment)
     wait_for_step(process, workdir, kill_at)
     process.send_signal(signal.SIGKILL)
     process.wait()
-  finish(launch(workdir, env))
+  finish(launch(workdir, env, experiment=mixture_experiment))
 
   expected, got = comparable(train_records(reference)), comparable(train_records(workdir))
   assert sorted(got) == list(range(1, STEPS + 1))
   assert got == expected  # losses and per-batch statistics (target tokens, packing) equal
-  assert (checkpoints.read_meta(workdir, STEPS)["loader_state"]
-          == checkpoints.read_meta(reference, STEPS)["loader_state"])
+  state = checkpoints.read_meta(workdir, STEPS)["loader_state"]
+  assert state == checkpoints.read_meta(reference, STEPS)["loader_state"]
+  assert all(shard["docs_span:example"] > 0 and shard["docs_prefix:example"] > 0 for shard in state["shards"])
+  # Evaluated task by task, with the mean.
+  validation = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))
+                if '"validation"' in line][-1]
+  assert {"docs_span/loss", "docs_prefix/loss", "loss"} <= set(validation)
 
 
 def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path, env):

@@ -9,7 +9,7 @@ data.targets_length), decoded back to text.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 from jax.experimental import multihost_utils
@@ -18,11 +18,17 @@ from t5x_lite import decoding
 from t5x_lite.config import ROUGE_TYPES, ExperimentConfig, check_metric_names
 from t5x_lite.data.vocabulary import Vocabulary
 
+if TYPE_CHECKING:
+  from t5x_lite.data.tasks import Metric, Task
+
 
 def text_metrics(predictions: Sequence[str], targets: Sequence[str],
-                 names: Sequence[str] = ("exact_match",)) -> dict[str, float]:
+                 names: Sequence["Metric"] = ("exact_match",)) -> dict[str, float]:
   """exact_match (fraction equal up to surrounding whitespace) always; "bleu" adds corpus BLEU
-  and "rouge" the mean rouge1/rouge2/rougeL F-measures, both on sacrebleu's 0-100 scale."""
+  and "rouge" the mean rouge1/rouge2/rougeL F-measures, both on sacrebleu's 0-100 scale. A
+  function among `names` (a task's own metric) adds what fn(predictions, targets) returns."""
+  functions = [name for name in names if callable(name)]
+  names = [name for name in names if not callable(name)]
   check_metric_names(names)
   count = max(len(targets), 1)
   metrics = {"exact_match": sum(p.strip() == t.strip() for p, t in zip(predictions, targets)) / count}
@@ -39,6 +45,8 @@ def text_metrics(predictions: Sequence[str], targets: Sequence[str],
       for name, score in scorer.score(target, prediction).items():
         totals[name] += score.fmeasure
     metrics.update({name: 100.0 * total / count for name, total in totals.items()})
+  for function in functions:
+    metrics.update({str(k): float(v) for k, v in function(list(predictions), list(targets)).items()})
   return metrics
 
 
@@ -49,11 +57,13 @@ class Seq2SeqScorer:
   loader does not pack seq2seq); rows without loss weight are padding and skipped.
   """
 
-  def __init__(self, config: ExperimentConfig, vocabulary: Vocabulary):
-    check_metric_names(config.data.eval_metrics)
+  def __init__(self, config: ExperimentConfig, vocabulary: Vocabulary,
+               metrics: Optional[Sequence["Metric"]] = None):
+    """metrics: names and functions (a task's); None: data.eval_metrics."""
+    self._names = tuple(config.data.eval_metrics if metrics is None else metrics)
+    check_metric_names([name for name in self._names if not callable(name)])
     self._model_config = config.model
     self._max_decode_length = config.data.targets_length
-    self._names = config.data.eval_metrics
     self._vocabulary = vocabulary
     self.inputs: list[str] = []
     self.targets: list[str] = []
@@ -80,6 +90,10 @@ class Seq2SeqScorer:
             for i, t, p in zip(self.inputs[:count], self.targets, self.predictions)]
 
 
-def make_scorer(config: ExperimentConfig, vocabulary: Vocabulary) -> Optional[Seq2SeqScorer]:
-  """A scorer for seq2seq tasks; None for pretraining objectives (nothing to decode)."""
-  return Seq2SeqScorer(config, vocabulary) if config.data.objective == "seq2seq" else None
+def make_scorer(config: ExperimentConfig, vocabulary: Vocabulary,
+                task: Optional["Task"] = None) -> Optional[Seq2SeqScorer]:
+  """A scorer for seq2seq tasks (`task`, else data.objective), with the task's metrics (else
+  data.eval_metrics); None for pretraining objectives (nothing to decode)."""
+  if task is None:
+    return Seq2SeqScorer(config, vocabulary) if config.data.objective == "seq2seq" else None
+  return Seq2SeqScorer(config, vocabulary, task.metrics) if task.is_seq2seq else None
