@@ -18,10 +18,14 @@ import re
 from typing import Any, Optional
 
 import jax
+import numpy as np
 from jax.sharding import Mesh
 
-from t5x_lite import checkpoints, partitioning, text_metrics
+from t5x_lite import checkpoints, inference, partitioning, text_metrics
 from t5x_lite.config import ExperimentConfig, MeshConfig, apply_overrides, load_json, validate
+from t5x_lite.data import pipeline
+from t5x_lite.data import tasks as tasks_lib
+from t5x_lite.data.errors import DataError
 from t5x_lite.data.pipeline import eval_tasks, make_eval_loader
 from t5x_lite.data.vocabulary import Vocabulary
 from t5x_lite.errors import ConfigError
@@ -83,6 +87,8 @@ def evaluate_tasks(setup: Setup, eval_step, params: Any, vocabulary: Vocabulary
                                              jax.process_count(), task=task.name)) as loader:
       metrics = evaluate(setup, eval_step, params, loader, config.model.vocab_size, scorer)
       metrics["examples"] = loader.examples_seen
+    if tasks_lib.RANK_CLASSIFICATION in task.metrics:
+      metrics.update(rank_classification(setup, params, vocabulary, task))
     results[task.name] = metrics
     first_scorer = first_scorer or scorer
   if len(results) == 1:
@@ -92,6 +98,38 @@ def evaluate_tasks(setup: Setup, eval_step, params: Any, vocabulary: Vocabulary
     values = [metrics[key] for metrics in results.values() if key in metrics]
     combined[key] = sum(values) if key in ("examples", "target_tokens") else sum(values) / len(values)
   return combined, first_scorer
+
+
+def rank_classification(setup: Setup, params: Any, vocabulary: Vocabulary, task: tasks_lib.Task,
+                        batch_size: int = 32) -> dict[str, float]:
+  """T5's rank classification over data.eval_split (data.max_eval_examples records at most):
+  each record's "choices" (after the task's text preprocessors) scored as targets of its
+  "inputs" by summed log-likelihood, EOS included; accuracy is the share whose likeliest
+  choice is its "targets". {"rank_classification_accuracy": ..., "rank_classification_examples": n}"""
+  data = setup.config.data
+  source = task.source.open(data.eval_split, data.data_dir)
+  count = len(source) if data.max_eval_examples is None else min(len(source), data.max_eval_examples)
+  records = [r for r in pipeline.text_records(task, source.records(range(count))) if r is not None]
+  for record in records[:1]:
+    missing = [key for key in ("inputs", "targets", "choices") if key not in record]
+    if missing or isinstance(record["choices"], str) or not record["choices"]:
+      raise DataError(
+          f"Task {task.name!r}: rank_classification needs records with 'inputs', 'targets' and "
+          f"'choices' (a non-empty list of target texts, one of them the targets); they have "
+          f"{sorted(record)}. Add a preprocessor that makes them.")
+  pairs = [(record["inputs"], str(choice)) for record in records for choice in record["choices"]]
+  inputs = inference.with_eos(vocabulary.encode_batch([text for text, _ in pairs]), data.inputs_length)
+  targets = inference.with_eos(vocabulary.encode_batch([choice for _, choice in pairs]))
+  scores = [float(s.sum()) for s in inference.token_log_probs(
+      setup, inference.make_log_probs_fn(setup), params, inputs, targets, batch_size=batch_size)]
+  correct, start = 0, 0
+  for record in records:
+    choices = [str(choice) for choice in record["choices"]]
+    best = int(np.argmax(scores[start:start + len(choices)]))
+    correct += choices[best].strip() == str(record["targets"]).strip()
+    start += len(choices)
+  return {"rank_classification_accuracy": correct / max(len(records), 1),
+          "rank_classification_examples": len(records)}
 
 
 def evaluate_split(setup: Setup, params: Any, vocabulary: Vocabulary,

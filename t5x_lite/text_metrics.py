@@ -96,4 +96,5 @@ def make_scorer(config: ExperimentConfig, vocabulary: Vocabulary,
   data.eval_metrics); None for pretraining objectives (nothing to decode)."""
   if task is None:
     return Seq2SeqScorer(config, vocabulary) if config.data.objective == "seq2seq" else None
-  return Seq2SeqScorer(config, vocabulary, task.metrics) if task.is_seq2seq else None
+  decoded = [metric for metric in task.metrics if metric != "rank_classification"]
+  return Seq2SeqScorer(config, vocabulary, decoded) if task.is_seq2seq else None

@@ -10,6 +10,7 @@ import pytest
 
 import t5x_lite
 from t5x_lite import checkpoints, decoding, inference
+from t5x_lite.data import DataError, GeneratorSource, Seq2Seq, Task, register_task
 from t5x_lite.errors import ConfigError
 
 TEXTS = ["The", "def f(x):", "A much longer input about dictionaries and lists, " * 3]
@@ -199,3 +200,32 @@ def test_load_onto_another_mesh_scores_the_same(model, tiny_run):
                                rtol=1e-5)
   with pytest.raises(ConfigError, match="mesh"):
     t5x_lite.load(tiny_run, mesh=MeshConfig(shape=(3, 1)))
+
+
+def _choice_records(split):
+  del split
+  snippets = [("def add(a, b):", "return a + b"), ("import", "os"), ("class Point:", "pass"),
+              ("for i in", "range(10):"), ("print(", "'hello')")]
+  answers = [answer for _, answer in snippets]
+  for prompt, answer in snippets:
+    yield {"prompt": prompt, "answer": answer, "choices": answers}
+
+
+def test_a_task_with_rank_classification_reports_its_accuracy(model):
+  """Evaluation of a task asking for rank_classification scores every choice: its accuracy is
+  the one rank_classify gives on the same records."""
+  register_task(Task(
+      "test_choices", GeneratorSource(_choice_records), Seq2Seq(),
+      preprocessors=(lambda r: {"inputs": r["prompt"], "targets": r["answer"], "choices": r["choices"]},),
+      metrics=("exact_match", "rank_classification")))
+  metrics = model.evaluate(dataset="test_choices")
+  records = list(_choice_records("validation"))
+  chosen = model.rank_classify([r["prompt"] for r in records], records[0]["choices"])
+  expected = np.mean([r["choices"][c] == r["answer"] for r, c in zip(records, chosen)])
+  assert metrics["rank_classification_accuracy"] == pytest.approx(expected)
+  assert metrics["rank_classification_examples"] == 5 and "exact_match" in metrics
+  register_task(Task("test_no_choices", GeneratorSource(_choice_records), Seq2Seq(),
+                     preprocessors=(lambda r: {"inputs": r["prompt"], "targets": r["answer"]},),
+                     metrics=("rank_classification",)))
+  with pytest.raises(DataError, match="needs records with 'inputs', 'targets' and 'choices'"):
+    model.evaluate(dataset="test_no_choices")

@@ -64,6 +64,14 @@ def _absl_flags_parsed() -> None:
     flags.FLAGS.mark_as_parsed()
 
 
+def text_records(task: tasks_lib.Task, records: list[dict]) -> list[Optional[dict]]:
+  """The records after the task's text preprocessors (those before TOKENIZE); None: dropped."""
+  steps = list(task.preprocessors)
+  for fn in steps[:steps.index(tasks_lib.TOKENIZE) if tasks_lib.TOKENIZE in steps else len(steps)]:
+    records = [None if r is None else fn(r) for r in records]
+  return records
+
+
 @dataclasses.dataclass
 class _ReadBlock:
   """grain map: a block of document indices -> each document's features as token arrays (None
@@ -73,11 +81,9 @@ class _ReadBlock:
   vocabulary: Vocabulary
 
   def __call__(self, indices: np.ndarray) -> list[Optional[Tokens]]:
-    records = self.source.records(indices.tolist())
+    records = text_records(self.task, self.source.records(indices.tolist()))
     steps = list(self.task.preprocessors)
     split = steps.index(tasks_lib.TOKENIZE) if tasks_lib.TOKENIZE in steps else len(steps)
-    for fn in steps[:split]:
-      records = [None if r is None else fn(r) for r in records]
     kept = [r for r in records if r is not None]
     for record in kept:
       self._check_features(record)

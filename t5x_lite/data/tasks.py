@@ -26,8 +26,12 @@ Record = dict[str, Any]
 # TOKENIZE see text; those after it see the features as int32 token arrays.
 Preprocessor = Callable[[Record], Optional[Record]]
 Objective = Union[objectives.SpanCorruption, objectives.PrefixLM, objectives.UL2, objectives.Seq2Seq]
-# A metric is a name from config.TEXT_METRICS or fn(predictions, targets) -> {name: value}.
+# A metric is a name from TASK_METRICS or fn(predictions, targets) -> {name: value}.
 Metric = Union[str, Callable[[Sequence[str], Sequence[str]], Mapping[str, float]]]
+# T5's rank classification: each record's "choices" scored as targets, the likeliest compared
+# with its "targets" (evaluation.rank_classification).
+RANK_CLASSIFICATION = "rank_classification"
+TASK_METRICS = (*TEXT_METRICS, RANK_CLASSIFICATION)
 
 
 class _Tokenize:
@@ -205,9 +209,12 @@ def _check_task(task: Task) -> None:
     raise DataError(f"Task {task.name!r}: inputs and targets have different vocabularies "
                     f"{sorted(map(str, vocabularies))}; the model shares one embedding.")
   for metric in task.metrics:
-    if isinstance(metric, str) and metric not in TEXT_METRICS:
+    if isinstance(metric, str) and metric not in TASK_METRICS:
       raise DataError(f"Task {task.name!r}: unknown metric {metric!r}; name one of "
-                      f"{list(TEXT_METRICS)} or pass a function(predictions, targets) -> dict.")
+                      f"{list(TASK_METRICS)} or pass a function(predictions, targets) -> dict.")
+  if RANK_CLASSIFICATION in task.metrics and not task.is_seq2seq:
+    raise DataError(f"Task {task.name!r}: rank_classification scores choices of targets, so the "
+                    "task needs the Seq2Seq objective.")
   if not 2 <= task.max_document_tokens:
     raise DataError(f"Task {task.name!r}: max_document_tokens={task.max_document_tokens} must be >= 2.")
 
