@@ -27,16 +27,22 @@ _EXPORTS = {
     "ExperimentConfig": ("t5x_lite.config.schema", "ExperimentConfig"),
     "UserError": ("t5x_lite.errors", "UserError"),
     "ConfigError": ("t5x_lite.errors", "ConfigError"),
+    "Task": ("t5x_lite.data.tasks", "Task"),
+    "Mixture": ("t5x_lite.data.tasks", "Mixture"),
+    "register_task": ("t5x_lite.data.tasks", "register_task"),
+    "register_mixture": ("t5x_lite.data.tasks", "register_mixture"),
 }
 
-__all__ = ["Callback", "ConfigError", "ExperimentConfig", "Model", "ProgressBarCallback",
-           "TrainResult", "UserError", "load", "load_experiment", "train"]
+__all__ = ["Callback", "ConfigError", "ExperimentConfig", "Mixture", "Model", "ProgressBarCallback",
+           "Task", "TrainResult", "UserError", "load", "load_experiment", "register_mixture",
+           "register_task", "train"]
 assert sorted(__all__) == sorted(_EXPORTS)
 
 if TYPE_CHECKING:  # For type checkers and IDEs; at run time __getattr__ imports them.
   from t5x_lite.api import Model, load
   from t5x_lite.config.experiments import load_experiment
   from t5x_lite.config.schema import ExperimentConfig
+  from t5x_lite.data.tasks import Mixture, Task, register_mixture, register_task
   from t5x_lite.errors import ConfigError, UserError
   from t5x_lite.training.callbacks import Callback, ProgressBarCallback
   from t5x_lite.training.loop import TrainResult, train

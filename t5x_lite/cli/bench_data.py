@@ -37,9 +37,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--mean-noise-span-length", "--mean_noise_span_length",
                       dest="mean_noise_span_length", type=float, default=3.0)
   parser.add_argument("--no-pack", "--no_pack", dest="no_pack", action="store_true")
+  parser.add_argument("--per-document", "--per_document", dest="per_document", action="store_true",
+                      help="cut each document on its own instead of T5's concatenated stream")
   parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=128)
   parser.add_argument("--batches", type=int, default=50)
-  parser.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=2)
+  parser.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=2,
+                      help="threads reading and tokenizing documents")
+  parser.add_argument("--worker-processes", "--worker_processes", dest="worker_processes", type=int,
+                      default=0, help="grain worker processes doing that instead (0: threads)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -55,7 +60,8 @@ def run(args: argparse.Namespace) -> int:
                         "the data flags.")
     # Flags set the DataConfig field of their dest (--data-dir sets data_dir, --split train_split).
     fields = {f.name for f in dataclasses.fields(DataConfig)} & set(vars(args))
-    config = DataConfig(pack=not args.no_pack, **{name: getattr(args, name) for name in fields})
+    config = DataConfig(pack=not args.no_pack, concatenate_documents=not args.per_document,
+                        **{name: getattr(args, name) for name in fields})
     flags = {f"data.{name}": "--" + name.replace("_", "-") for name in fields}
     flags["data.train_split"] = flags["data.train_split / data.eval_split"] = "--split"
   try:
@@ -64,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
     result = bench.measure(config, batch_size=args.batch_size, batches=args.batches)
   except UserError as e:
     raise name_flags(e, flags) from e
+  stream = "T5 stream" if config.concatenate_documents else "per document"
   print(f"{config.dataset} {config.objective} {config.inputs_length}/{config.targets_length} "
-        f"pack={config.pack} batch={args.batch_size}: "
+        f"{stream} pack={config.pack} batch={args.batch_size}: "
         f"{result['examples_per_s']:.0f} examples/s, {result['rows_per_s']:.0f} rows/s, "
         f"{result['examples_per_row']:.2f} examples/row, packing efficiency "
         f"{result['packing_efficiency']:.3f}, ended in epoch {result['epoch']}")

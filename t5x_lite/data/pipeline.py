@@ -25,14 +25,17 @@ every process yields the same number of batches; its last batch is padded with a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
+import sys
 import zlib
 from typing import Any, Iterator, Optional, Sequence, Union
 
 import grain
 import numpy as np
+from grain.experimental import index_shuffle
 
 from t5x_lite.config import DataConfig, ExperimentConfig
 from t5x_lite.data import sources
@@ -79,15 +82,24 @@ class _ReadBlock:
   task: tasks_lib.Task
   source: Any
   vocabulary: Vocabulary
+  order: Optional["DocumentOrder"] = None
+  positions: int = 0  # Of the shard's stream (sys.maxsize: endless).
+  encode_threads: int = 1  # SentencePiece's own threads, which run without the GIL.
 
-  def __call__(self, indices: np.ndarray) -> list[Optional[Tokens]]:
+  def __call__(self, block: int) -> tuple[np.ndarray, list[Optional[Tokens]]]:
+    """Block `block` of the shard's stream: (its documents' indices, their tokens)."""
+    indices = self.order.documents(np.arange(block * _BLOCK, min((block + 1) * _BLOCK, self.positions)))
+    return indices, self._tokens(indices)
+
+  def _tokens(self, indices: np.ndarray) -> list[Optional[Tokens]]:
     records = text_records(self.task, self.source.records(indices.tolist()))
     steps = list(self.task.preprocessors)
     split = steps.index(tasks_lib.TOKENIZE) if tasks_lib.TOKENIZE in steps else len(steps)
     kept = [r for r in records if r is not None]
     for record in kept:
       self._check_features(record)
-    columns = [self.vocabulary.encode_batch([r[f] for r in kept]) for f in self.task.features]
+    columns = [self.vocabulary.encode_batch([r[f] for r in kept], self.encode_threads)
+               for f in self.task.features]
     for record, tokens in zip(kept, zip(*columns)):
       record.update(zip(self.task.features, tokens))
     out: list[Optional[Tokens]] = []
@@ -109,6 +121,43 @@ class _ReadBlock:
              "Add a preprocessor that makes 'inputs' and 'targets' from them."))
 
 
+@dataclasses.dataclass(frozen=True)
+class DocumentOrder:
+  """Which document is at each position of a shard's stream: shard s of S takes positions
+  s, s+S, ... of the epochs end to end, each epoch a permutation of the documents.
+
+  Written here rather than grain's MapDataset.shuffle: grain's index_shuffle costs ~180 us an
+  index on datasets of a few hundred documents (~6 us on large ones), so small datasets get a
+  NumPy permutation per epoch (one at a time, cached), and large ones grain's index_shuffle,
+  which needs no memory per document.
+  """
+  num_documents: int
+  seed: int
+  shard: int
+  shards: int
+  shuffle: bool
+  _PERMUTED = 1 << 22  # Up to this many documents, a permutation array (16 MiB) per epoch.
+
+  def documents(self, positions: np.ndarray) -> np.ndarray:
+    epochs, within = np.divmod(self.shard + positions * self.shards, self.num_documents)
+    if not self.shuffle:
+      return within
+    out = np.empty_like(within)
+    for epoch in np.unique(epochs).tolist():
+      rows = epochs == epoch
+      if self.num_documents <= self._PERMUTED:
+        out[rows] = _epoch_permutation(self.num_documents, self.seed, epoch)[within[rows]]
+      else:
+        out[rows] = [index_shuffle(int(i), max_index=self.num_documents - 1,
+                                   seed=(self.seed + epoch) % 2**32, rounds=4) for i in within[rows]]
+    return out
+
+
+@functools.lru_cache(maxsize=8)  # The epochs being read by a few shards and tasks.
+def _epoch_permutation(num_documents: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng((seed, epoch)).permutation(num_documents)
+
+
 @dataclasses.dataclass
 class PreparedTask:
   """A task opened for one split: its source, its example maker and how to read it."""
@@ -125,7 +174,7 @@ class PreparedTask:
 
   def check_first_record(self) -> None:
     """Runs the task's preprocessors on its first records, so a missing feature fails before work."""
-    _ReadBlock(self.task, self.source, self.vocabulary)(np.arange(min(len(self.source), 8)))
+    _ReadBlock(self.task, self.source, self.vocabulary)._tokens(np.arange(min(len(self.source), 8)))
 
 
 def prepare_task(task: tasks_lib.Task, data_config: DataConfig, vocabulary: Vocabulary,
@@ -172,14 +221,17 @@ class TaskStream:
     self.num_epochs = num_epochs
     self.state = dict(state or dict.fromkeys(_STREAM_KEYS, 0))
     n = prepared.num_documents
-    documents = grain.MapDataset.range(n)
-    if shuffle:  # Before repeat: grain then draws a new permutation each epoch.
-      documents = documents.shuffle(seed=(seed * 1_000_003 + _task_id(prepared.task.name)) % 2**32)
-    self._documents = documents.repeat(num_epochs)[shard::shards]
-    blocks = self._documents.batch(_BLOCK).map(_ReadBlock(prepared.task, prepared.source, prepared.vocabulary))
+    self._order = DocumentOrder(n, (seed * 1_000_003 + _task_id(prepared.task.name)) % 2**32,
+                                shard, shards, shuffle)
+    # This shard's positions, in blocks; a finite stream ends with the epochs' last document.
+    positions = sys.maxsize if num_epochs is None else -(-(n * num_epochs - shard) // shards)
+    read = _ReadBlock(prepared.task, prepared.source, prepared.vocabulary, self._order, positions,
+                      max(1, read_threads))
     start = self.state["position"] // _BLOCK
-    iterable = blocks[start:].to_iter_dataset(grain.ReadOptions(
-        num_threads=read_threads, prefetch_buffer_size=max(2, 2 * read_threads)))
+    blocks = grain.MapDataset.range(start, -(-positions // _BLOCK)).map(read)
+    # Blocks are read where they are needed (num_threads=0): grain's reading threads contend for
+    # the GIL with the example making here; SentencePiece's own threads tokenize without it.
+    iterable = blocks.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=2))
     if worker_processes:
       _absl_flags_parsed()
       iterable = iterable.mp_prefetch(grain.MultiprocessingOptions(num_workers=worker_processes))
@@ -191,15 +243,19 @@ class TaskStream:
     """The epoch the document at stream `position` belongs to."""
     return (self.shard + position * self.shards) // self.prepared.num_documents
 
+  def documents(self, positions: np.ndarray) -> np.ndarray:
+    """The documents at these positions of the shard's stream."""
+    return self._order.documents(np.asarray(positions, np.int64))
+
   def _documents_from(self) -> Iterator[tuple[int, int, Optional[Tokens]]]:
     """(position, document index, its tokens) from the state's position on."""
     iterator = iter(self._blocks)
     try:
       position = self._first_block * _BLOCK
-      for block in iterator:
-        for tokens in block:
+      for indices, block in iterator:
+        for document, tokens in zip(indices.tolist(), block):
           if position >= self.state["position"]:
-            yield position, int(self._documents[position]), tokens
+            yield position, document, tokens
           position += 1
     finally:
       close = getattr(iterator, "close", None)

@@ -170,7 +170,10 @@ def test_training_shards_read_disjoint_documents(config, vocab):
     stream = pipeline.TaskStream(loader.tasks[0], seed=1, shard=shard, shards=shards, shuffle=True,
                                  num_epochs=None, read_threads=0, worker_processes=0)
     epoch = stream.prepared.num_documents
-    documents[shard] = {int(stream._documents[p]) for p in range(-(-(epoch - shard) // shards))}
+    documents[shard] = set(stream.documents(np.arange(-(-(epoch - shard) // shards))).tolist())
+    # The next epoch is another permutation.
+    assert not np.array_equal(stream.documents(np.arange(10)),
+                              stream.documents(np.arange(10) + -(-epoch // shards) * 3))
     assert next(loader)["encoder_input_tokens"].shape[0] == 8 // shards
     loader.close()
   assert sum(len(d) for d in documents) == loaders[0].tasks[0].num_documents
@@ -385,3 +388,23 @@ def test_loaders_left_open_let_the_interpreter_exit(base_config, vocab, tmp_path
                          vocabulary_cache_path(base_config)], capture_output=True, text=True,
                         timeout=120)
   assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("permuted_up_to", [1 << 22, 10])
+def test_document_order_is_a_new_permutation_each_epoch_split_among_shards(monkeypatch, permuted_up_to):
+  """Both ways of ordering (a NumPy permutation for small datasets, grain's index_shuffle for
+  large ones): every epoch visits each document once, the shards share it out, epochs differ."""
+  monkeypatch.setattr(pipeline.DocumentOrder, "_PERMUTED", permuted_up_to)
+  n, shards = 50, 3
+  orders = [pipeline.DocumentOrder(n, seed=7, shard=s, shards=shards, shuffle=True) for s in range(shards)]
+  positions = np.arange(2 * n)  # Enough positions for every shard to reach past two epochs.
+  by_epoch = {0: [], 1: []}
+  for shard, order in enumerate(orders):
+    epochs = (shard + positions * shards) // n
+    documents = order.documents(positions)
+    for epoch in (0, 1):
+      by_epoch[epoch] += documents[epochs == epoch].tolist()
+  assert sorted(by_epoch[0]) == sorted(by_epoch[1]) == list(range(n))
+  assert by_epoch[0] != by_epoch[1]
+  unshuffled = pipeline.DocumentOrder(n, seed=7, shard=1, shards=shards, shuffle=False)
+  assert unshuffled.documents(np.arange(3)).tolist() == [1, 4, 7]
