@@ -4,6 +4,7 @@ one process, or a handshake that cannot complete, stops every process within sec
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -15,9 +16,11 @@ from helpers import TINY_EXPERIMENT as EXPERIMENT
 
 from t5x_lite import checkpoints
 from t5x_lite.metrics import read_metrics
+from t5x_lite.training.loop import PREEMPTED_EXIT_STATUS
 
-SETTINGS = ["train.steps=20", "train.log_every=1", "train.batch_size=16", "train.eval_every=1000",
-            "checkpoint.every_steps=10", "data.shards=2", "data.inputs_length=64",
+STEPS, SAVED = 8, 4  # A checkpoint halfway, which the crossing runs resume from.
+SETTINGS = [f"train.steps={STEPS}", "train.log_every=1", "train.batch_size=16", "train.eval_every=1000",
+            f"checkpoint.every_steps={SAVED}", "data.shards=2", "data.inputs_length=64",
             "data.targets_length=16", "data.max_eval_examples=8", "mesh.shape=[-1,1]"]
 TIMEOUT_S = 400
 
@@ -35,30 +38,38 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
-def _train(workdir, env, processes: int, devices_per_process: int) -> None:
-  """Runs `t5x-lite train` as `processes` processes and waits for all of them."""
+def _launch(workdir, env, processes: int, devices_per_process: int, settings=SETTINGS) -> list:
+  """Starts `t5x-lite train` as `processes` processes."""
   base = [sys.executable, "-m", "t5x_lite", "train", EXPERIMENT, "--workdir", str(workdir)]
-  for setting in SETTINGS:
+  for setting in settings:
     base += ["--set", setting]
   env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} "
                             + COLLECTIVE_TIMEOUTS}
   if processes > 1:
     env["T5X_LITE_COORDINATOR"] = f"localhost:{_free_port()}"
     env["T5X_LITE_NUM_PROCESSES"] = str(processes)
-  running = []
+  return [subprocess.Popen(base, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                           env={**env, "T5X_LITE_PROCESS_ID": str(process_id)})
+          for process_id in range(processes)]
+
+
+def _wait(running: list, returncode: int = 0) -> list[str]:
+  """Waits for every process; each must end with `returncode`. Their outputs."""
   try:
-    for process_id in range(processes):
-      running.append(subprocess.Popen(
-          base, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-          env={**env, "T5X_LITE_PROCESS_ID": str(process_id)}))
     outputs = [p.communicate(timeout=TIMEOUT_S)[0] for p in running]
     for p, output in zip(running, outputs):
-      assert p.returncode == 0, output[-4000:]
+      assert p.returncode == returncode, output[-4000:]
+    return outputs
   finally:
     for p in running:
       if p.poll() is None:
         p.kill()
         p.wait()
+
+
+def _train(workdir, env, processes: int, devices_per_process: int) -> None:
+  """Runs `t5x-lite train` as `processes` processes and waits for all of them."""
+  _wait(_launch(workdir, env, processes, devices_per_process))
 
 
 def _losses(workdir) -> dict[int, float]:
@@ -70,29 +81,46 @@ def _assert_close(got: dict, want: dict, steps) -> None:
     assert abs(got[step] - want[step]) <= 1e-5 * abs(want[step]), (step, got[step], want[step])
 
 
-def _resume_from_step_10(source, target) -> None:
-  """A copy of a finished run that only has its step-10 checkpoint."""
+def _resume_from_halfway(source, target) -> None:
+  """A copy of a finished run that only has its halfway checkpoint."""
   shutil.copytree(source, target)
-  shutil.rmtree(os.path.join(target, "checkpoints", "20"))
+  shutil.rmtree(os.path.join(target, "checkpoints", str(STEPS)))
 
 
 def test_two_processes_match_one_and_checkpoints_cross(tmp_path, env):
   _train(tmp_path / "one", env, processes=1, devices_per_process=8)
   _train(tmp_path / "two", env, processes=2, devices_per_process=4)
   one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
-  assert sorted(one) == sorted(two) == list(range(1, 21))
-  _assert_close(two, one, range(1, 21))
+  assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
+  _assert_close(two, one, range(1, STEPS + 1))
   # Only process 0 wrote logs: one record per step.
-  assert len([r for r in read_metrics(str(tmp_path / "two")) if r["split"] == "train"]) == 20
+  assert len([r for r in read_metrics(str(tmp_path / "two")) if r["split"] == "train"]) == STEPS
 
   # The 2-process checkpoint resumes in 1 process, and the reverse, continuing the same run.
-  _resume_from_step_10(tmp_path / "two", tmp_path / "two_then_one")
+  _resume_from_halfway(tmp_path / "two", tmp_path / "two_then_one")
   _train(tmp_path / "two_then_one", env, processes=1, devices_per_process=8)
-  _resume_from_step_10(tmp_path / "one", tmp_path / "one_then_two")
+  _resume_from_halfway(tmp_path / "one", tmp_path / "one_then_two")
   _train(tmp_path / "one_then_two", env, processes=2, devices_per_process=4)
-  _assert_close(_losses(tmp_path / "two_then_one"), one, range(11, 21))
-  _assert_close(_losses(tmp_path / "one_then_two"), one, range(11, 21))
-  assert checkpoints.latest_step(str(tmp_path / "one_then_two")) == 20
+  _assert_close(_losses(tmp_path / "two_then_one"), one, range(SAVED + 1, STEPS + 1))
+  _assert_close(_losses(tmp_path / "one_then_two"), one, range(SAVED + 1, STEPS + 1))
+  assert checkpoints.latest_step(str(tmp_path / "one_then_two")) == STEPS
+
+
+def test_sigterm_on_one_process_saves_on_all_at_one_step(tmp_path, env):
+  """JAX's preemption service: SIGTERM to process 1 alone, and both processes save the same
+  step and exit as preempted (143), without a collective per step to agree on it."""
+  settings = [s for s in SETTINGS if not s.startswith(("train.steps=", "checkpoint.every_steps="))]
+  running = _launch(tmp_path, env, 2, 4, settings + ["train.steps=1000", "checkpoint.every_steps=1000"])
+  deadline = time.monotonic() + TIMEOUT_S
+  while not [r for r in read_metrics(str(tmp_path)) if r["split"] == "train" and r["step"] >= 3]:
+    assert all(p.poll() is None for p in running) and time.monotonic() < deadline
+    time.sleep(0.2)
+  running[1].send_signal(signal.SIGTERM)
+  outputs = _wait(running, returncode=PREEMPTED_EXIT_STATUS)
+  saved = checkpoints.latest_step(str(tmp_path))
+  assert saved is not None and 3 <= saved < 1000
+  assert checkpoints.read_meta(str(tmp_path))["step"] == saved
+  assert f"SIGTERM received: saved a checkpoint at step {saved}" in outputs[0]
 
 
 # A subcommand whose processes meet in a collective, after which the --failing ones raise

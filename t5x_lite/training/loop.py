@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 
 from t5x_lite import checkpoints, distributed, flops, partitioning
 from t5x_lite.checkpoints import VOCABULARY_FILE
@@ -112,21 +113,40 @@ def _train_metrics(step: int, metrics: dict, window: _Window, config: Experiment
 
 
 class _Preemption:
-  """Turns SIGTERM (TPU VM / scheduler preemption) into a flag the loop checks."""
+  """Tells the loop when to save and stop after SIGTERM (TPU VM / scheduler preemption).
+
+  Several processes use JAX's preemption service: its own handler catches SIGTERM on any of
+  them, and reached_preemption_sync_point(step) turns true on all of them at one step without a
+  collective per step. One process turns SIGTERM into a flag itself.
+  """
 
   def __init__(self):
     self.requested = False
     self._previous = None
+    self._service = jax.process_count() > 1 and _preemption_service_running()
 
   def __enter__(self):
-    self._previous = signal.signal(signal.SIGTERM, self._handle)
+    if not self._service:  # The service's handler must stay: Python's would replace it.
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
     return self
 
   def _handle(self, signum, frame):
     self.requested = True
 
+  def stop_at(self, step: int) -> bool:
+    """Whether every process stops (and saves) after `step`; call it at every step."""
+    if self._service:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return distributed.any_process(self.requested)
+
   def __exit__(self, *exc):
-    signal.signal(signal.SIGTERM, self._previous)
+    if not self._service:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _preemption_service_running() -> bool:
+  from jax._src import distributed as jax_distributed  # pylint: disable=import-outside-toplevel
+  return getattr(jax_distributed.global_state, "preemption_sync_manager", None) is not None
 
 
 @contextlib.contextmanager
@@ -362,7 +382,7 @@ def _loop(setup: Setup, state: TrainState, step: int, train_loader: ShardedLoade
     state, metrics = train_step(state, to_global(local_batch, setup.batch_sharding))
     step += 1
     # Every process must agree to stop, or the collectives of the save would not match.
-    stopping = distributed.any_process(preemption.requested)
+    stopping = preemption.stop_at(step)
     saving = step % config.checkpoint.every_steps == 0 or step == total or stopping
     if step % config.train.log_every == 0 or step == total:
       last_train = _train_metrics(step, metrics, window, config, peak_flops=peak)
