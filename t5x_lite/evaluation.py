@@ -96,7 +96,8 @@ def evaluate_tasks(setup: Setup, eval_step, params: Any, vocabulary: Vocabulary
   combined = {f"{name}/{key}": value for name, metrics in results.items() for key, value in metrics.items()}
   for key in dict.fromkeys(k for metrics in results.values() for k in metrics):
     values = [metrics[key] for metrics in results.values() if key in metrics]
-    combined[key] = sum(values) if key in ("examples", "target_tokens") else sum(values) / len(values)
+    counts = ("examples", "target_tokens", "rank_classification_examples")
+    combined[key] = sum(values) if key in counts else sum(values) / len(values)
   return combined, first_scorer
 
 
@@ -112,24 +113,29 @@ def rank_classification(setup: Setup, params: Any, vocabulary: Vocabulary, task:
   records = [r for r in pipeline.text_records(task, source.records(range(count))) if r is not None]
   for record in records[:1]:
     missing = [key for key in ("inputs", "targets", "choices") if key not in record]
-    if missing or isinstance(record["choices"], str) or not record["choices"]:
+    if missing or isinstance(record["choices"], (str, bytes)) or not len(record["choices"]):
       raise DataError(
           f"Task {task.name!r}: rank_classification needs records with 'inputs', 'targets' and "
           f"'choices' (a non-empty list of target texts, one of them the targets); they have "
           f"{sorted(record)}. Add a preprocessor that makes them.")
-  pairs = [(record["inputs"], str(choice)) for record in records for choice in record["choices"]]
+  pairs = [(record["inputs"], _text(choice)) for record in records for choice in record["choices"]]
   inputs = inference.with_eos(vocabulary.encode_batch([text for text, _ in pairs]), data.inputs_length)
   targets = inference.with_eos(vocabulary.encode_batch([choice for _, choice in pairs]))
   scores = [float(s.sum()) for s in inference.token_log_probs(
       setup, inference.make_log_probs_fn(setup), params, inputs, targets, batch_size=batch_size)]
   correct, start = 0, 0
   for record in records:
-    choices = [str(choice) for choice in record["choices"]]
+    choices = [_text(choice) for choice in record["choices"]]
     best = int(np.argmax(scores[start:start + len(choices)]))
-    correct += choices[best].strip() == str(record["targets"]).strip()
+    correct += choices[best].strip() == _text(record["targets"]).strip()
     start += len(choices)
   return {"rank_classification_accuracy": correct / max(len(records), 1),
           "rank_classification_examples": len(records)}
+
+
+def _text(value: Any) -> str:
+  """A choice as text (a TFDS sequence feature gives bytes)."""
+  return value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
 
 
 def evaluate_split(setup: Setup, params: Any, vocabulary: Vocabulary,

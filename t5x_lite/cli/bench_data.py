@@ -42,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=128)
   parser.add_argument("--batches", type=int, default=50)
   parser.add_argument("--num-workers", "--num_workers", dest="num_workers", type=int, default=2,
-                      help="threads reading and tokenizing documents")
+                      help="SentencePiece's threads tokenizing each block of documents")
   parser.add_argument("--worker-processes", "--worker_processes", dest="worker_processes", type=int,
-                      default=0, help="grain worker processes doing that instead (0: threads)")
+                      default=0, help="grain worker processes reading and tokenizing blocks ahead")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
   except UserError as e:
     raise name_flags(e, flags) from e
   stream = "T5 stream" if config.concatenate_documents else "per document"
-  print(f"{config.dataset} {config.objective} {config.inputs_length}/{config.targets_length} "
+  objective = "" if len(result["task_shares"]) > 1 else f" {config.objective}"
+  print(f"{config.dataset}{objective} {config.inputs_length}/{config.targets_length} "
         f"{stream} pack={config.pack} batch={args.batch_size}: "
         f"{result['examples_per_s']:.0f} examples/s, {result['rows_per_s']:.0f} rows/s, "
         f"{result['examples_per_row']:.2f} examples/row, packing efficiency "

@@ -91,9 +91,9 @@ class DataConfig:
   concatenate_documents: bool = True
   max_document_tokens: int = 65536
   pack: bool = True
-  # Threads reading and tokenizing documents (-1: one per CPU core); with worker_processes > 0,
-  # that many grain worker processes do it instead.
+  # SentencePiece's threads tokenizing each block of documents (-1: one per CPU core).
   num_workers: int = 2
+  # grain worker processes reading and tokenizing blocks ahead (0: in the loader's thread).
   worker_processes: int = 0
   prefetch: int = 4
   # Independent training streams the global batch is split into (0 = one per

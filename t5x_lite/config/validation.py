@@ -18,8 +18,12 @@ EVAL_METRICS = ("loss", "z_loss", "accuracy", "perplexity")
 LOGGERS = ("tensorboard", "wandb")
 
 
-def validation_metric_names(config: ExperimentConfig) -> list[str]:
-  """The metrics an evaluation of this experiment reports: what keep_best_metric may name."""
+def validation_metric_names(config: ExperimentConfig) -> Optional[list[str]]:
+  """The metrics an evaluation of this experiment reports: what keep_best_metric may name
+  (None where a task's own metric functions make them unknown until they run)."""
+  from t5x_lite.data import tasks  # pylint: disable=import-outside-toplevel  (data imports config)
+  if config.data.tasks_module or tasks.is_registered(config.data.dataset):
+    return tasks.metric_names(config.data)
   names = list(EVAL_METRICS)
   if config.data.objective == "seq2seq":
     names.append("exact_match")
@@ -112,7 +116,7 @@ RANGES: dict[str, Range] = {
     "data.noise_density": Range(0, 1, low_open=True, high_open=True),
     # 0 divides by zero in the span arithmetic; below 1, spans are 1 token long anyway.
     "data.mean_noise_span_length": Range(1),
-    # Reading and tokenizing threads, where a negative count means one per CPU core.
+    # SentencePiece's tokenizing threads, where a negative count means one per CPU core.
     "data.num_workers": Range(0, also=(-1,), note="or -1 for one per CPU core"),
     "data.worker_processes": _NON_NEGATIVE,
     "data.max_document_tokens": Range(2),
@@ -199,7 +203,8 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
         f"mesh.rules is set but mesh.rules_preset={config.mesh.rules_preset!r} ignores it; set "
         'mesh.rules_preset="custom" to use your rules, or drop mesh.rules.')
   best = config.checkpoint.keep_best_metric
-  if best and best not in validation_metric_names(config):
+  known = validation_metric_names(config) if best else None
+  if best and known is not None and best not in known:
     raise ConfigError(
         f"checkpoint.keep_best_metric={best!r} is not a metric evaluation reports here; choose "
         f"one of {validation_metric_names(config)}.")

@@ -1,14 +1,14 @@
-"""The input pipeline on grain: documents -> preprocessed tokens -> examples -> mixed -> packed batches.
+"""The input pipeline: documents -> preprocessed tokens -> examples -> mixed -> packed batches.
 
-grain does what it is for: the per-epoch index shuffle of each task's documents, the slicing into
-shards, reading and tokenizing blocks of documents in parallel (threads, or worker processes with
-data.worker_processes) and the prefetch thread. What grain cannot do is written here, in
-one stateful iterator per shard: T5's stream (documents concatenated and cut into full-length
+grain runs the reading: blocks of documents read and tokenized (in worker processes with
+data.worker_processes) and the prefetch thread that makes batches ahead. Written here, in one
+stateful iterator per shard, is what grain has no form for: the order of each task's documents
+(DocumentOrder says why), T5's stream (documents concatenated and cut into full-length
 examples), sampling tasks at rates, and packing. Its state is a stream position, not grain's
 iterator state: grain's depends on the worker count, and a run must resume on another machine.
 
-Determinism and resumption. A task's documents come in the order grain's shuffle gives each epoch
-(seeded by the run's seed and the task), shard s of S taking positions s, s+S, ... of it. Example
+Determinism and resumption. A task's documents come in a new permutation each epoch (seeded by
+the run's seed and the task), shard s of S taking positions s, s+S, ... of the epochs in turn. Example
 k of a shard's task stream uses the seed (seed, task, shard, k) in T5's stream, or (seed, epoch,
 document, k) per document; the mixture's choice for draw i is a pure function of (seed, shard, i).
 So the position of the first example not yet in a batch, per task (document position, token
@@ -24,6 +24,7 @@ every process yields the same number of batches; its last batch is padded with a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -177,17 +178,25 @@ class PreparedTask:
     _ReadBlock(self.task, self.source, self.vocabulary)._tokens(np.arange(min(len(self.source), 8)))
 
 
-def prepare_task(task: tasks_lib.Task, data_config: DataConfig, vocabulary: Vocabulary,
-                 split: str) -> PreparedTask:
-  """Opens `split` of the task's source and builds its objective for the configured lengths."""
+@contextlib.contextmanager
+def _naming_registered(task: tasks_lib.Task, data_config: DataConfig):
+  """A data.dataset that is no dataset may be a misspelt task or mixture: its error says which
+  names are registered."""
   try:
-    source = task.source.open(split, data_config.data_dir)
+    yield
   except DataError as e:
     names = tasks_lib.registered()
     if task.name != data_config.dataset or tasks_lib.is_registered(task.name) or not any(names.values()):
       raise
     raise DataError(f"{e} Nor is {task.name!r} a registered task or mixture: those are "
                     f"{', '.join(names['tasks'] + names['mixtures'])}.") from None
+
+
+def prepare_task(task: tasks_lib.Task, data_config: DataConfig, vocabulary: Vocabulary,
+                 split: str) -> PreparedTask:
+  """Opens `split` of the task's source and builds its objective for the configured lengths."""
+  with _naming_registered(task, data_config):
+    source = task.source.open(split, data_config.data_dir)
   if len(source) == 0:
     raise DataError(f"Task {task.name!r}: {source.description} has no records; check the split name.")
   maker = None if task.is_seq2seq else task.objective.build(
@@ -457,20 +466,32 @@ class _BatchIterator(grain.DatasetIterator):
 
 
 def check_vocabularies(task_list: Sequence[tasks_lib.Task], vocabulary_path: str) -> None:
-  """The tasks of a run agree on one vocabulary, and it is the run's (data.vocabulary)."""
+  """The tasks of a run agree on one vocabulary, and it is the run's (data.vocabulary). Files
+  are compared by content: a run's copy in its workdir is the same vocabulary."""
   named = {t.name: t.vocabulary for t in task_list if t.vocabulary}
-  distinct = set(named.values())
-  if len(distinct) > 1:
+  if len({_identity(path) for path in named.values()}) > 1:
     raise DataError(
         "The tasks of this mixture disagree on their vocabulary: "
         + "; ".join(f"{name}: {path}" for name, path in sorted(named.items()))
         + ". One model has one embedding: give every task the same vocabulary.")
-  if distinct and vocabulary_path:
-    (path,) = distinct
-    if os.path.abspath(path) != os.path.abspath(vocabulary_path):
+  if named and vocabulary_path:
+    path = next(iter(named.values()))
+    if _identity(path) != _identity(vocabulary_path):
       raise DataError(
           f"The tasks read vocabulary {path}, but data.vocabulary is {vocabulary_path}; set "
           f"data.vocabulary={path} (or leave it empty to take the tasks').")
+
+
+def _identity(path: str) -> str:
+  """A vocabulary file's content digest (its path if it cannot be read: Vocabulary says why)."""
+  return _file_digest(path) or os.path.abspath(path)
+
+
+def _file_digest(path: str) -> Optional[str]:
+  if not os.path.isfile(path):
+    return None
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
 
 
 def num_train_examples(task: tasks_lib.Task, data_config: DataConfig) -> int:
@@ -730,7 +751,9 @@ def prepare_data(data_config: DataConfig) -> None:
   """
   task_list = [task for task, _ in resolve_tasks(data_config)]
   for task in task_list:
-    task.source.prepare(data_config.data_dir)
+    with _naming_registered(task, data_config):
+      task.source.prepare(data_config.data_dir)
+      task.source.open(data_config.train_split, data_config.data_dir)
   check_vocabularies(task_list, data_config.vocabulary)
   named = [task.vocabulary for task in task_list if task.vocabulary]
   if not data_config.vocabulary and named:

@@ -17,7 +17,7 @@ import os
 import sys
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
-from t5x_lite.config import TEXT_METRICS, DataConfig
+from t5x_lite.config import EVAL_METRICS, ROUGE_TYPES, TEXT_METRICS, DataConfig
 from t5x_lite.data import objectives
 from t5x_lite.data.errors import DataError
 
@@ -288,6 +288,45 @@ def flatten(root: Union[str, Task, Mixture], num_examples: Callable[[Task], int]
         raise DataError(f"Mixture {node.name!r} holds two different tasks named {task.name!r}.")
       shares[task.name] = (task, previous + share * rate / total)
   return [entry for entry in shares.values() if entry[1] > 0]
+
+
+def member_tasks(root: Union[str, Task, Mixture], _seen: tuple[str, ...] = ()) -> list[Task]:
+  """The tasks under `root`, each once, in order (no rates computed)."""
+  node = get(root) if isinstance(root, str) else root
+  if isinstance(node, Task):
+    return [node]
+  if node.name in _seen:
+    raise DataError(f"Mixture {node.name!r} contains itself (through {' -> '.join(_seen)}).")
+  found: dict[str, Task] = {}
+  for member, _ in _members(node):
+    for task in member_tasks(member, (*_seen, node.name)):
+      found.setdefault(task.name, task)
+  return list(found.values())
+
+
+def _task_metric_names(task: Task) -> Optional[list[str]]:
+  names = list(EVAL_METRICS)
+  if task.is_seq2seq:
+    names.append("exact_match")
+    names += ["bleu"] if "bleu" in task.metrics else []
+    names += list(ROUGE_TYPES) if "rouge" in task.metrics else []
+    names += ["rank_classification_accuracy"] if RANK_CLASSIFICATION in task.metrics else []
+    if any(callable(metric) for metric in task.metrics):
+      return None  # Its own functions name their metrics when they run.
+  return names
+
+
+def metric_names(data_config: DataConfig) -> Optional[list[str]]:
+  """What an evaluation of data.dataset reports (checkpoint.keep_best_metric may name one):
+  a task's metrics, or for a mixture every task's as TASK/METRIC and their means; None where a
+  task's metric functions make them unknown until they run."""
+  per_task = {task.name: _task_metric_names(task) for task in member_tasks(resolve(data_config))}
+  if any(names is None for names in per_task.values()):
+    return None
+  if len(per_task) == 1:
+    return next(iter(per_task.values()))
+  means = dict.fromkeys(name for names in per_task.values() for name in names)
+  return list(means) + [f"{task}/{name}" for task, names in per_task.items() for name in names]
 
 
 def default_task(data_config: DataConfig) -> Task:

@@ -352,7 +352,8 @@ def _train(config: ExperimentConfig, workdir: str, callbacks: Sequence[Callback]
 def format_validation(config: ExperimentConfig, metrics: dict) -> str:
   """'validation loss 2.3456, accuracy 0.412, exact_match 0.300 (unigram entropy 4.1)': the
   evaluation line of the log and of the CLI's closing summary."""
-  names = [n for n in validation_metric_names(config) if n not in EVAL_METRICS and n in metrics]
+  names = [n for n in validation_metric_names(config) or () if n not in EVAL_METRICS and n in metrics
+           and "/" not in n]
   decoded = "".join(f", {name} {metrics[name]:.3f}" for name in names)
   # A mixture's tasks, each with its own loss (and decoded metrics): "(docs 2.51, addition 0.93)".
   per_task = ", ".join(f"{key[:-len('/loss')]} {value:.4f}" for key, value in metrics.items()

@@ -346,15 +346,15 @@ def test_a_task_whose_records_lack_the_feature_fails_before_work(config, vocab):
 
 def test_tasks_of_a_mixture_must_share_a_vocabulary(config, vocab, tmp_path):
   from t5x_lite.data import Feature
-  other = tmp_path / "other.model"
-  other.write_bytes(vocab.model_proto)
-  features = {"inputs": Feature(str(other)), "targets": Feature(str(other))}
-  register_task(Task("test_other_vocab", DatasetSource("python_docs"), output_features=features))
-  register_task(Task("test_docs", DatasetSource("python_docs")))
-  register_mixture(Mixture("test_vocab_mix", ("test_docs", "test_other_vocab"), default_rate=1.0))
-  with pytest.raises(DataError, match="disagree on their vocabulary|data.vocabulary is"):
-    train_loader(dataclasses.replace(config, dataset="test_vocab_mix", vocabulary=vocabulary_cache_path(config)),
-                 vocab)
+  for name in ("one", "two"):
+    (tmp_path / f"{name}.model").write_bytes(vocab.model_proto + name.encode())
+    path = str(tmp_path / f"{name}.model")
+    register_task(Task(f"test_vocab_{name}", DatasetSource("python_docs"),
+                       output_features={"inputs": Feature(path), "targets": Feature(path)}))
+  register_mixture(Mixture("test_vocab_mix", ("test_vocab_one", "test_vocab_two"), default_rate=1.0))
+  with pytest.raises(DataError, match="disagree on their vocabulary: test_vocab_one: .*one.model; "
+                                      "test_vocab_two: .*two.model"):
+    train_loader(dataclasses.replace(config, dataset="test_vocab_mix"), vocab)
 
 
 def test_a_span_corruption_task_with_its_own_settings(config, vocab):
@@ -408,3 +408,24 @@ def test_document_order_is_a_new_permutation_each_epoch_split_among_shards(monke
   assert by_epoch[0] != by_epoch[1]
   unshuffled = pipeline.DocumentOrder(n, seed=7, shard=1, shards=shards, shuffle=False)
   assert unshuffled.documents(np.arange(3)).tolist() == [1, 4, 7]
+
+
+def test_a_copy_of_the_tasks_vocabulary_is_the_same_vocabulary(vocab, tmp_path):
+  """A run keeps its vocabulary in the workdir and reads that copy from then on."""
+  from t5x_lite.data import Feature
+  original, copy, other = tmp_path / "task.model", tmp_path / "copy.model", tmp_path / "other.model"
+  original.write_bytes(vocab.model_proto)
+  copy.write_bytes(vocab.model_proto)
+  other.write_bytes(vocab.model_proto + b"x")
+  task = Task("test_own_vocab", DatasetSource("python_docs"),
+              output_features={"inputs": Feature(str(original)), "targets": Feature(str(original))})
+  pipeline.check_vocabularies([task], str(copy))
+  with pytest.raises(DataError, match="The tasks read vocabulary .*task.model, but data.vocabulary is"):
+    pipeline.check_vocabularies([task], str(other))
+
+
+def test_a_misspelt_task_name_lists_the_registered_ones(config):
+  register_task(Task("test_docs", DatasetSource("python_docs")))
+  with pytest.raises(DataError, match="Dataset 'test_dosc' not found.*Nor is 'test_dosc' a registered "
+                                      "task or mixture: those are .*test_docs"):
+    pipeline.prepare_data(dataclasses.replace(config, dataset="test_dosc"))

@@ -117,3 +117,18 @@ def test_a_mixture_that_contains_itself_or_two_tasks_of_one_name():
   twins = Mixture("m_twins", ((_task("t_twin"), 1.0), (_task("t_twin", objective=Seq2Seq()), 1.0)))
   with pytest.raises(DataError, match="two different tasks named 't_twin'"):
     shares(twins)
+
+
+def test_keep_best_metric_may_name_a_task_metric_or_a_mean():
+  from t5x_lite.config import ConfigError, ExperimentConfig, validate
+  register_task(_task("t_pairs", objective=Seq2Seq(), metrics=("exact_match", "rank_classification")))
+  register_mixture(Mixture("m_best", (("t_small", 1.0), ("t_pairs", 1.0))))
+  config = ExperimentConfig()
+  config.data.dataset = "m_best"
+  config.train.eval_every = config.checkpoint.every_steps
+  for name in ("loss", "exact_match", "t_pairs/rank_classification_accuracy", "t_small/loss"):
+    config.checkpoint.keep_best_metric = name
+    validate(config)
+  config.checkpoint.keep_best_metric = "t_small/exact_match"
+  with pytest.raises(ConfigError, match="is not a metric evaluation reports here"):
+    validate(config)
