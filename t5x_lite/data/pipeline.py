@@ -78,13 +78,14 @@ def text_records(task: tasks_lib.Task, records: list[dict]) -> list[Optional[dic
 
 @dataclasses.dataclass
 class _ReadBlock:
-  """grain map: a block of document indices -> each document's features as token arrays (None
-  for a document a preprocessor dropped). Runs in grain's threads or worker processes."""
+  """grain map: block b of a shard's stream -> its documents' indices and each one's features as
+  token arrays (None for a document a preprocessor dropped). Runs where the loader makes its
+  batches, or in grain's worker processes."""
   task: tasks_lib.Task
   source: Any
   vocabulary: Vocabulary
-  order: Optional["DocumentOrder"] = None
-  positions: int = 0  # Of the shard's stream (sys.maxsize: endless).
+  order: "DocumentOrder"
+  positions: int  # Of the shard's stream (sys.maxsize: endless).
   encode_threads: int = 1  # SentencePiece's own threads, which run without the GIL.
 
   def __call__(self, block: int) -> tuple[np.ndarray, list[Optional[Tokens]]]:
@@ -137,7 +138,7 @@ class DocumentOrder:
   shard: int
   shards: int
   shuffle: bool
-  _PERMUTED = 1 << 22  # Up to this many documents, a permutation array (16 MiB) per epoch.
+  _PERMUTED = 1 << 22  # Up to this many documents, a permutation array (32 MiB) per epoch.
 
   def documents(self, positions: np.ndarray) -> np.ndarray:
     epochs, within = np.divmod(self.shard + positions * self.shards, self.num_documents)
@@ -175,7 +176,8 @@ class PreparedTask:
 
   def check_first_record(self) -> None:
     """Runs the task's preprocessors on its first records, so a missing feature fails before work."""
-    _ReadBlock(self.task, self.source, self.vocabulary)._tokens(np.arange(min(len(self.source), 8)))
+    first = DocumentOrder(len(self.source), seed=0, shard=0, shards=1, shuffle=False)
+    _ReadBlock(self.task, self.source, self.vocabulary, first, len(self.source))(0)
 
 
 @contextlib.contextmanager
