@@ -45,6 +45,7 @@ from t5x_lite.data.errors import DataError
 from t5x_lite.data.objectives import ExampleMaker, document_examples, seq2seq
 from t5x_lite.data.packing import Packer
 from t5x_lite.data.vocabulary import EOS_ID, Vocabulary, get_vocabulary, vocabulary_cache_path
+from t5x_lite.errors import UserError
 
 Batch = dict[str, np.ndarray]
 Tokens = tuple[np.ndarray, ...]
@@ -282,12 +283,13 @@ class TaskStream:
 
   def _pairs(self):
     inputs_length, targets_length = self.prepared.inputs_length, self.prepared.targets_length
+    last_example = self.state["position"]
     for position, _, tokens in self._documents_from():
-      if tokens is None or tokens[1].size == 0:
-        continue
-      inputs, targets = seq2seq(*tokens, inputs_length=inputs_length, targets_length=targets_length)
-      yield (*self._with_eos(inputs, targets), {"position": position + 1, "offset": 0, "example": 0})
-      self._check_progress(position, position)
+      if tokens is not None and tokens[1].size:
+        inputs, targets = seq2seq(*tokens, inputs_length=inputs_length, targets_length=targets_length)
+        last_example = position
+        yield (*self._with_eos(inputs, targets), {"position": position + 1, "offset": 0, "example": 0})
+      self._check_progress(position, last_example)
 
   def _with_eos(self, inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Drops the objective's EOS from a feature whose Feature(add_eos=False) asks for none."""
@@ -298,8 +300,10 @@ class TaskStream:
       targets = targets[:-1]
     return inputs, targets
 
-  def _check_progress(self, position: int, last_example_position: int) -> None:
-    if position - last_example_position > self._per_epoch:
+  def _check_progress(self, position: int, last_progress: int) -> None:
+    """An epoch of documents without an example (or, in T5's stream, without a token) would
+    loop for ever: an error instead."""
+    if position - last_progress > self._per_epoch:
       raise DataError(
           f"Task {self.prepared.task.name!r}: a whole epoch of {self.prepared.source.description} "
           "gave no example (every document empty, or dropped by a preprocessor?).")
@@ -322,11 +326,14 @@ class TaskStream:
     buffer: list[np.ndarray] = []
     buffered = 0
     start_position, start_offset = self.state["position"], skip
-    last_example = start_position
+    last_tokens = start_position  # Short documents may take many to fill an example.
     for position, document, tokens in self._documents_from():
       if tokens is None:
+        self._check_progress(position, last_tokens)
         continue
       text = self._document_tokens(position, document, tokens)[skip:]
+      if text.size:
+        last_tokens = position
       if buffered == 0:
         start_position, start_offset = position, skip
       buffer.append(text)
@@ -342,11 +349,10 @@ class TaskStream:
         buffer, buffered = [rest], rest.size
         start_position, start_offset = position, skip + text.size - rest.size
         example += 1
-        last_example = position
         state = {"position": start_position, "offset": start_offset, "example": example}
         yield (*self._with_eos(*maker.example(stream[:length], seed)), state)
       skip = 0
-      self._check_progress(position, last_example)
+      self._check_progress(position, last_tokens)
     if buffered >= 2:  # The end of a finite stream: one shorter example.
       seed = (self.seed, task_id, self.shard, example)
       yield (*self._with_eos(*maker.example(np.concatenate(buffer), seed)),
@@ -588,7 +594,11 @@ class Loader:
       batches = _Batches(self, dict(self._state))
       self._iterator = iter(grain.experimental.ThreadPrefetchIterDataset(
           batches, prefetch_buffer_size=max(1, self.config.prefetch)))
-    batch, counts, self._state = next(self._iterator)
+    try:
+      batch, counts, self._state = next(self._iterator)
+    except UserError as e:  # The user's to fix: without grain's note on its own frames.
+      e.__notes__ = [n for n in getattr(e, "__notes__", []) if "Grain has removed" not in n]
+      raise
     self.examples_seen += sum(counts.values())
     for name, count in counts.items():
       self.task_examples[name] += count

@@ -17,6 +17,7 @@ from t5x_lite.data import (
   Loader,
   Mixture,
   PrefixLM,
+  Seq2Seq,
   SpanCorruption,
   Task,
   Vocabulary,
@@ -429,3 +430,17 @@ def test_a_misspelt_task_name_lists_the_registered_ones(config):
   with pytest.raises(DataError, match="Dataset 'test_dosc' not found.*Nor is 'test_dosc' a registered "
                                       "task or mixture: those are .*test_docs"):
     pipeline.prepare_data(dataclasses.replace(config, dataset="test_dosc"))
+
+
+@pytest.mark.parametrize("objective", [SpanCorruption(), Seq2Seq()])
+@pytest.mark.parametrize("concatenate", [True, False])
+def test_a_task_whose_preprocessors_drop_everything_is_an_error_not_a_hang(config, vocab, objective,
+                                                                           concatenate):
+  register_task(Task("test_all_dropped", GeneratorSource(_number_records), objective,
+                     preprocessors=(lambda record: None,),
+                     concatenate_documents=concatenate))
+  loader = train_loader(dataclasses.replace(config, dataset="test_all_dropped"), vocab)
+  with pytest.raises(DataError, match="a whole epoch of a Python generator train gave no example") as raised:
+    next(loader)
+  assert not getattr(raised.value, "__notes__", [])
+  loader.close()
