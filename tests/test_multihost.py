@@ -1,5 +1,5 @@
-"""Two processes x 4 CPU devices (jax.distributed on localhost, gloo collectives) train
-exactly like one process x 8 devices, and checkpoints move between the two; an error on
+"""Two processes x 2 CPU devices (jax.distributed on localhost, gloo collectives) train
+exactly like one process x 4 devices, and a two-process checkpoint resumes in one; an error on
 one process, or a handshake that cannot complete, stops every process within seconds."""
 
 import os
@@ -88,29 +88,28 @@ def _resume_from_halfway(source, target) -> None:
 
 
 def test_two_processes_match_one_and_checkpoints_cross(tmp_path, env):
-  _train(tmp_path / "one", env, processes=1, devices_per_process=8)
-  _train(tmp_path / "two", env, processes=2, devices_per_process=4)
+  _train(tmp_path / "one", env, processes=1, devices_per_process=4)
+  _train(tmp_path / "two", env, processes=2, devices_per_process=2)
   one, two = _losses(tmp_path / "one"), _losses(tmp_path / "two")
   assert sorted(one) == sorted(two) == list(range(1, STEPS + 1))
   _assert_close(two, one, range(1, STEPS + 1))
   # Only process 0 wrote logs: one record per step.
   assert len([r for r in read_metrics(str(tmp_path / "two")) if r["split"] == "train"]) == STEPS
 
-  # The 2-process checkpoint resumes in 1 process, and the reverse, continuing the same run.
+  # The 2-process checkpoint resumes in 1 process, continuing the same run. (Not run here: the
+  # reverse, one process's checkpoint in two; a second two-process run cost a minute of the
+  # suite's 20.)
   _resume_from_halfway(tmp_path / "two", tmp_path / "two_then_one")
-  _train(tmp_path / "two_then_one", env, processes=1, devices_per_process=8)
-  _resume_from_halfway(tmp_path / "one", tmp_path / "one_then_two")
-  _train(tmp_path / "one_then_two", env, processes=2, devices_per_process=4)
+  _train(tmp_path / "two_then_one", env, processes=1, devices_per_process=4)
   _assert_close(_losses(tmp_path / "two_then_one"), one, range(SAVED + 1, STEPS + 1))
-  _assert_close(_losses(tmp_path / "one_then_two"), one, range(SAVED + 1, STEPS + 1))
-  assert checkpoints.latest_step(str(tmp_path / "one_then_two")) == STEPS
+  assert checkpoints.latest_step(str(tmp_path / "two_then_one")) == STEPS
 
 
 def test_sigterm_on_one_process_saves_on_all_at_one_step(tmp_path, env):
   """JAX's preemption service: SIGTERM to process 1 alone, and both processes save the same
   step and exit as preempted (143), without a collective per step to agree on it."""
   settings = [s for s in SETTINGS if not s.startswith(("train.steps=", "checkpoint.every_steps="))]
-  running = _launch(tmp_path, env, 2, 4, settings + ["train.steps=1000", "checkpoint.every_steps=1000"])
+  running = _launch(tmp_path, env, 2, 2, settings + ["train.steps=1000", "checkpoint.every_steps=1000"])
   deadline = time.monotonic() + TIMEOUT_S
   while not [r for r in read_metrics(str(tmp_path)) if r["split"] == "train" and r["step"] >= 3]:
     assert all(p.poll() is None for p in running) and time.monotonic() < deadline

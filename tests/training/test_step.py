@@ -34,17 +34,23 @@ def _one_step(config, batch):
   return jax.device_get(state.params), float(metrics["loss"]), eval_sums
 
 
+@pytest.fixture(scope="module")
+def full_batch_step():
+  """A batch and one plain step on it, shared by the variants compared with it."""
+  batch = random_batch(np.random.default_rng(0), 8, 16, 8, 128, segments=2)
+  # Uneven token counts per microbatch: normalisation must be over the whole batch.
+  batch["decoder_loss_weights"][:2] = 0.0
+  return batch, _one_step(_step_config(), batch)
+
+
 @pytest.mark.parametrize("changes", [{"grad_accum_steps": 4}, {"loss_chunk_size": 2}])
-def test_step_variants_give_the_full_batch_update(changes, monkeypatch):
+def test_step_variants_give_the_full_batch_update(changes, monkeypatch, full_batch_step):
   """Gradient accumulation and the chunked loss change memory, never the update."""
   chunked_calls = []
   chunked = losses.chunked_output_sums
   monkeypatch.setattr(losses, "chunked_output_sums",
                       lambda *args, **kwargs: chunked_calls.append(1) or chunked(*args, **kwargs))
-  batch = random_batch(np.random.default_rng(0), 8, 16, 8, 128, segments=2)
-  # Uneven token counts per microbatch: normalisation must be over the whole batch.
-  batch["decoder_loss_weights"][:2] = 0.0
-  full_params, full_loss, full_eval = _one_step(_step_config(), batch)
+  batch, (full_params, full_loss, full_eval) = full_batch_step
   params, loss, eval_sums = _one_step(_step_config(**changes), batch)
   assert abs(full_loss - loss) / full_loss < 1e-5
   for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(full_params)):
