@@ -71,8 +71,7 @@ def _absl_flags_parsed() -> None:
 
 def text_records(task: tasks_lib.Task, records: list[dict]) -> list[Optional[dict]]:
   """The records after the task's text preprocessors (those before TOKENIZE); None: dropped."""
-  steps = list(task.preprocessors)
-  for fn in steps[:steps.index(tasks_lib.TOKENIZE) if tasks_lib.TOKENIZE in steps else len(steps)]:
+  for fn in task.text_preprocessors:
     records = [None if r is None else fn(r) for r in records]
   return records
 
@@ -96,8 +95,6 @@ class _ReadBlock:
 
   def _tokens(self, indices: np.ndarray) -> list[Optional[Tokens]]:
     records = text_records(self.task, self.source.records(indices.tolist()))
-    steps = list(self.task.preprocessors)
-    split = steps.index(tasks_lib.TOKENIZE) if tasks_lib.TOKENIZE in steps else len(steps)
     kept = [r for r in records if r is not None]
     for record in kept:
       self._check_features(record)
@@ -107,7 +104,7 @@ class _ReadBlock:
       record.update(zip(self.task.features, tokens))
     out: list[Optional[Tokens]] = []
     for record in records:
-      for fn in steps[split + 1:]:
+      for fn in self.task.token_preprocessors:
         record = None if record is None else fn(record)
       out.append(None if record is None else tuple(
           np.asarray(record[f], np.int32) for f in self.task.features))

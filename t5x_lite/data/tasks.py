@@ -113,6 +113,18 @@ class Task:
     return isinstance(self.objective, objectives.Seq2Seq)
 
   @property
+  def text_preprocessors(self) -> tuple:
+    """The preprocessors before TOKENIZE (all of them without one): they see text."""
+    steps = tuple(self.preprocessors)
+    return steps[:steps.index(TOKENIZE)] if TOKENIZE in steps else steps
+
+  @property
+  def token_preprocessors(self) -> tuple:
+    """The preprocessors after TOKENIZE: they see token arrays."""
+    steps = tuple(self.preprocessors)
+    return steps[steps.index(TOKENIZE) + 1:] if TOKENIZE in steps else ()
+
+  @property
   def features(self) -> tuple[str, ...]:
     """The features the objective reads, once the preprocessors have run."""
     return ("inputs", "targets") if self.is_seq2seq else (self.text_feature,)
