@@ -28,8 +28,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # pylint: disable=wrong-import-position
 from t5x_lite import config as config_lib
-from t5x_lite import flops, hf_interop
+from t5x_lite import flops
 from t5x_lite.benchmark import MODEL_FIELDS, synthetic_batch, throughput_fields
+from t5x_lite.interop import hf as hf_interop
 
 SIZES = ("tiny", "small", "base", "large", "xl")
 T5_VOCAB_SIZE = 32128  # T5's SentencePiece vocabulary with its extra ids, padded (docs/reference.md)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from t5x_lite import checkpoints, hf_interop
+from t5x_lite import checkpoints
+from t5x_lite.interop import hf as hf_interop
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,8 @@ import argparse
 import os
 import sys
 
-from t5x_lite import checkpoints, hf_interop
+from t5x_lite import checkpoints
+from t5x_lite.interop import hf as hf_interop
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

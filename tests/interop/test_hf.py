@@ -24,10 +24,11 @@ transformers = pytest.importorskip("transformers")
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
 # pylint: disable=wrong-import-position
-from t5x_lite import checkpoints, hf_interop
+from t5x_lite import checkpoints
 from t5x_lite.cli.main import main
 from t5x_lite.config import ModelConfig, load_json
-from t5x_lite.hf_interop import InteropError
+from t5x_lite.interop import hf as hf_interop
+from t5x_lite.interop.hf import InteropError
 from t5x_lite.model import Transformer, abstract_params
 
 _VOCAB = 100
