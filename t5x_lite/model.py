@@ -10,6 +10,7 @@ f = d_ff, v = vocab.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable, Optional
 
@@ -89,7 +90,7 @@ def relative_position_bucket(relative_position: Array, *, bidirectional: bool,
 
 
 class RelativePositionBias(nn.Module):
-  """One bias table per stack; returns (1, h, q, k) float32 attention bias.
+  """A bias table per stack (T5) or per layer (umT5); returns (1, h, q, k) float32 attention bias.
 
   Positions are indices in the row, packed or not, as in T5X: inside a packed segment the
   distance between two tokens is the distance between their indices, and attention across
@@ -390,9 +391,12 @@ class EncoderLayer(nn.Module):
   deterministic: bool = True
 
   @nn.compact
-  def __call__(self, x: Array, bias: Optional[Array], mask: AttentionMask) -> tuple[Array, None]:
+  def __call__(self, x: Array, bias: Optional[Array], positions: Array,
+               mask: AttentionMask) -> tuple[Array, None]:
     cfg = self.config
     residual_dropout = dropout(cfg)
+    if cfg.position_scheme == "relative_per_layer":
+      bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
     y = Norm(cfg, name="pre_attention_layer_norm")(x)
     y = Attention(cfg, self.sharding, name="attention")(y, y, bias, mask, deterministic=self.deterministic)
     x = constrain(x + residual_dropout(y, deterministic=self.deterministic), self.sharding, BATCH_LENGTH_EMBED)
@@ -409,11 +413,15 @@ class DecoderLayer(nn.Module):
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, bias: Optional[Array], self_mask: AttentionMask,
-               cross_mask: AttentionMask, decode_position: Optional[Array]) -> tuple[Array, None]:
+  def __call__(self, x: Array, encoded: Array, bias: Optional[Array],
+               positions: tuple[Array, Array], self_mask: AttentionMask, cross_mask: AttentionMask,
+               decode_position: Optional[Array]) -> tuple[Array, None]:
+    """positions: the (1, q) query and (1, k) key positions of the self-attention."""
     cfg = self.config
     residual_dropout = dropout(cfg)
     det = self.deterministic
+    if cfg.position_scheme == "relative_per_layer":
+      bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(*positions)
     y = Norm(cfg, name="pre_self_attention_layer_norm")(x)
     y = Attention(cfg, self.sharding, kind="self", name="self_attention")(
         y, y, bias, self_mask, deterministic=det, decode=self.decode, decode_position=decode_position)
@@ -502,17 +510,17 @@ class Encoder(nn.Module):
   def __call__(self, embedded: Array, mask: AttentionMask, *, deterministic: bool) -> Array:
     cfg = self.config
     bias = None
+    positions = _positions(embedded.shape[1])
     if cfg.position_scheme == "relative":
-      positions = _positions(embedded.shape[1])
       bias = RelativePositionBias(cfg, bidirectional=True, name="relpos_bias")(positions, positions)
     x = dropout(cfg)(embedded, deterministic=deterministic)
     x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
-    layer = _stack(EncoderLayer, cfg, cfg.num_encoder_layers, num_args=2, cache_axis=1)
+    layer = _stack(EncoderLayer, cfg, cfg.num_encoder_layers, num_args=3, cache_axis=1)
     if cfg.scan_layers:
-      x, _ = layer(cfg, self.sharding, deterministic, name="layers")(x, bias, mask)
+      x, _ = layer(cfg, self.sharding, deterministic, name="layers")(x, bias, positions, mask)
     else:
       for i in range(cfg.num_encoder_layers):
-        x, _ = layer(cfg, self.sharding, deterministic, name=f"layers_{i}")(x, bias, mask)
+        x, _ = layer(cfg, self.sharding, deterministic, name=f"layers_{i}")(x, bias, positions, mask)
     x = Norm(cfg, name="encoder_norm")(x)
     return dropout(cfg)(x, deterministic=deterministic)
 
@@ -554,8 +562,8 @@ class Decoder(nn.Module):
           query_positions, key_positions)
     x = dropout(cfg)(embedded, deterministic=deterministic)
     x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
-    layer = _stack(DecoderLayer, cfg, cfg.num_decoder_layers, num_args=5, cache_axis=1)
-    args = (encoded, bias, self_mask, cross_mask, decode_position)
+    layer = _stack(DecoderLayer, cfg, cfg.num_decoder_layers, num_args=6, cache_axis=1)
+    args = (encoded, bias, (query_positions, key_positions), self_mask, cross_mask, decode_position)
     if cfg.scan_layers:
       x, _ = layer(cfg, self.sharding, deterministic, decode, name="layers")(x, *args)
     else:
@@ -675,5 +683,6 @@ def init_params(config: ModelConfig, rng: Array) -> Any:
 
 
 def count_params(config: ModelConfig) -> int:
-  params, _ = abstract_params(config)
+  # Counted on the scanned form: the same parameters, one layer per stack to trace.
+  params, _ = abstract_params(dataclasses.replace(config, scan_layers=True, remat_policy="none"))
   return sum(int(np.prod(p.shape)) for p in jax.tree.leaves(params))

@@ -271,3 +271,21 @@ def test_greedy_reproduces_the_targets_of_an_overfit_model():
 def test_rejects_invalid_settings(settings, message):
   with pytest.raises(ValueError, match=message):
     decode({}, _config(), _inputs(), max_decode_length=MAX_LEN, **settings)
+
+
+def test_per_layer_position_bias_decodes_as_teacher_forcing():
+  """umT5's bias tables, one per layer and scanned, follow the cache's decode positions: each
+  greedy token is the argmax of the full-sequence logits given the tokens before it."""
+  config = dataclasses.replace(_config(scan_layers=True), position_scheme="relative_per_layer")
+  params = jax.jit(lambda key: init_params(config, key))(jax.random.key(1))
+  assert params["decoder"]["layers"]["relpos_bias"]["rel_embedding"].shape == (2, 2, 32)
+  out = decode(params, config, _inputs(), method="greedy", max_decode_length=MAX_LEN)
+  tokens = np.asarray(out.tokens)
+  decoder_inputs = np.concatenate([np.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
+  logits = np.asarray(Transformer(config).apply({"params": params}, jnp.asarray(_inputs()),
+                                                jnp.asarray(decoder_inputs)))
+  before_eos = (np.cumsum(tokens == EOS_ID, axis=1) - (tokens == EOS_ID)) == 0
+  np.testing.assert_array_equal(np.argmax(logits, -1)[before_eos], tokens[before_eos])
+  log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), tokens[..., None], -1)
+  np.testing.assert_allclose(out.scores, (log_probs[..., 0] * before_eos).sum(1), rtol=1e-5,
+                             atol=1e-5)

@@ -263,7 +263,8 @@ def test_attention_mask_forms():
 @pytest.mark.parametrize("changes", [
     {"ffn_activation": "relu"}, {"ffn_activation": "gelu"}, {"ffn_activation": "swiglu"},
     {"ffn_activation": "gated-relu"}, {"tie_logits": True}, {"norm": "layernorm"},
-    {"position_scheme": "none"}, {"num_heads": 2, "d_kv": 16, "num_encoder_layers": 3},
+    {"position_scheme": "none"}, {"position_scheme": "relative_per_layer"},
+    {"num_heads": 2, "d_kv": 16, "num_encoder_layers": 3},
 ])
 def test_architecture_switches(changes):
   cfg = tiny_model(**changes)
@@ -277,6 +278,9 @@ def test_architecture_switches(changes):
     assert "logits_dense" not in params
   if changes.get("position_scheme") == "none":
     assert "relpos_bias" not in params["encoder"]
+  if changes.get("position_scheme") == "relative_per_layer":
+    assert "relpos_bias" not in params["encoder"] and "relpos_bias" not in params["decoder"]
+    assert "relpos_bias" in params["encoder"]["layers_1"] and "relpos_bias" in params["decoder"]["layers_0"]
 
 
 def test_dropout_needs_rng_and_changes_outputs():

@@ -11,7 +11,7 @@ their public names, so ``from t5x_lite.config import ...`` needs no submodule.
 
 from t5x_lite.config.experiments import load_experiment, resolve_experiment_path
 from t5x_lite.config.overrides import all_keys, apply_overrides, get_field
-from t5x_lite.config.presets import MODEL_PRESETS, t5_1_0, t5_1_1, tiny
+from t5x_lite.config.presets import MODEL_PRESETS, byt5, flan_t5, mt5, t5_1_0, t5_1_1, tiny, ul2, umt5
 from t5x_lite.config.schema import (
                                     CheckpointConfig,
                                     DataConfig,
@@ -42,7 +42,7 @@ __all__ = [
     "CheckpointConfig", "DataConfig", "ExperimentConfig", "MeshConfig", "ModelConfig",
     "OptimizerConfig", "TrainConfig",
     # Presets.
-    "MODEL_PRESETS", "t5_1_0", "t5_1_1", "tiny",
+    "MODEL_PRESETS", "byt5", "flan_t5", "mt5", "t5_1_0", "t5_1_1", "tiny", "ul2", "umt5",
     # Validation.
     "EVAL_METRICS", "LOGGERS", "ROUGE_TYPES", "TEXT_METRICS", "check_metric_names", "check_types",
     "resolve_dropout", "validate", "validation_metric_names",

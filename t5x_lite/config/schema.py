@@ -25,7 +25,8 @@ class ModelConfig:
   # rmsnorm (scale only, T5) | layernorm (scale and bias)
   norm: str = "rmsnorm"
   norm_eps: float = 1e-6
-  # relative (T5 bucketed bias, one table per stack) | none
+  # relative (T5's bucketed bias, one table per stack) | relative_per_layer (one table in every
+  # layer's self-attention, as umT5) | none
   position_scheme: str = "relative"
   relative_attention_num_buckets: int = 32
   relative_attention_max_distance: int = 128

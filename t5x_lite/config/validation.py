@@ -42,7 +42,7 @@ def check_metric_names(names: Sequence[str]) -> None:
 _CHOICES = {
     "model.ffn_activation": ("relu", "gelu", "gated-gelu", "gated-relu", "swiglu"),
     "model.norm": ("rmsnorm", "layernorm"),
-    "model.position_scheme": ("relative", "none"),
+    "model.position_scheme": ("relative", "relative_per_layer", "none"),
     "model.remat_policy": ("none", "minimal", "dots", "dots_no_batch", "full", "compiler"),
     "model.dtype": ("auto", "float32", "bfloat16", "float16"),
     "model.param_dtype": ("float32", "bfloat16"),
@@ -171,7 +171,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
   _check_loggers(config.train.loggers)
   _check_ranges(config)
   m, t = config.model, config.train
-  if m.position_scheme == "relative":
+  if m.position_scheme.startswith("relative"):
     _check_relative_buckets(m)
   if m.remat_policy == "compiler" and m.scan_layers:
     raise ConfigError(

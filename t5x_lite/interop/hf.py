@@ -89,16 +89,33 @@ def _hf_activation(hf_config: dict) -> tuple[bool, str]:
   return hf_config.get("is_gated_act", gated), hf_config.get("dense_act_fn", act)
 
 
-def model_config_from_hf(hf_config: dict) -> ModelConfig:
-  """ModelConfig for a transformers T5Config dict (absent keys take HF's defaults).
+# The model types that convert: T5 (T5.1.0, T5.1.1, Flan-T5, ByT5, UL2), mT5 (T5.1.1 with
+# another vocabulary) and umT5 (a relative position bias in every layer).
+_MODEL_TYPES = ("t5", "mt5", "umt5")
 
-  Logits are scaled by d_model**-0.5 exactly when HF scales them:
-  `scale_decoder_outputs` (transformers 5) or else `tie_word_embeddings`.
-  t5x-lite ties the logits in that case and uses a separate matrix otherwise.
+
+def _scales_logits(hf_config: dict) -> bool:
+  """Whether transformers scales this model's logits by d_model**-0.5, decided per model type
+  as transformers 5 does: its mT5 never scales (and saves tie_word_embeddings=true, which
+  means only that lm_head may default to the embedding); T5 and umT5 scale when
+  `scale_decoder_outputs` says so or, in configs saved before it existed, when
+  `tie_word_embeddings` does (default true)."""
+  if hf_config.get("model_type", "t5") == "mt5":
+    return False
+  return bool(hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True)))
+
+
+def model_config_from_hf(hf_config: dict) -> ModelConfig:
+  """ModelConfig for a transformers T5Config, MT5Config or UMT5Config dict (absent keys take
+  HF's defaults).
+
+  Logits are scaled by d_model**-0.5 exactly when HF scales them (_scales_logits); t5x-lite
+  ties the logits in that case and uses a separate matrix otherwise.
   """
   model_type = hf_config.get("model_type", "t5")
-  if model_type not in ("t5", "mt5"):  # mT5 is T5.1.1 with another vocabulary.
-    raise InteropError(f"model_type={model_type!r}: only T5 ('t5', 'mt5') checkpoints convert.")
+  if model_type not in _MODEL_TYPES:
+    raise InteropError(f"model_type={model_type!r}: only the T5 family converts "
+                       f"(model_type one of {', '.join(_MODEL_TYPES)}).")
   activation = _hf_activation(hf_config)
   if activation not in _ACTIVATION_FROM_HF:
     gated, act = activation
@@ -106,7 +123,6 @@ def model_config_from_hf(hf_config: dict) -> ModelConfig:
         f"FFN activation {'gated-' if gated else ''}{act} has no t5x-lite equivalent; supported: "
         f"{sorted(('gated-' if g else '') + a for g, a in _ACTIVATION_FROM_HF)}.")
   num_layers = hf_config.get("num_layers", 6)
-  scaled = hf_config.get("scale_decoder_outputs", hf_config.get("tie_word_embeddings", True))
   decoder_layers = hf_config.get("num_decoder_layers")
   return ModelConfig(
       vocab_size=hf_config.get("vocab_size", 32128),
@@ -117,10 +133,10 @@ def model_config_from_hf(hf_config: dict) -> ModelConfig:
       num_encoder_layers=num_layers,
       num_decoder_layers=num_layers if decoder_layers is None else decoder_layers,
       ffn_activation=_ACTIVATION_FROM_HF[activation],
-      tie_logits=bool(scaled),
+      tie_logits=_scales_logits(hf_config),
       norm="rmsnorm",
       norm_eps=float(hf_config.get("layer_norm_epsilon", 1e-6)),
-      position_scheme="relative",
+      position_scheme="relative_per_layer" if model_type == "umt5" else "relative",
       relative_attention_num_buckets=hf_config.get("relative_attention_num_buckets", 32),
       relative_attention_max_distance=hf_config.get("relative_attention_max_distance", 128),
       dropout_rate=float(hf_config.get("dropout_rate", 0.1)))
@@ -129,7 +145,10 @@ def model_config_from_hf(hf_config: dict) -> ModelConfig:
 def ties_lm_head(hf_config: dict) -> bool:
   """Whether transformers fills a missing lm_head.weight with shared.weight: it ties the
   two when tie_word_embeddings (default true) holds, even for unscaled logits (a
-  transformers 5 untied save says tie_word_embeddings=true, scale_decoder_outputs=false)."""
+  transformers 5 untied save says tie_word_embeddings=true, scale_decoder_outputs=false);
+  its mT5 and umT5 configurations set it whatever the file says."""
+  if hf_config.get("model_type", "t5") in ("mt5", "umt5"):
+    return True
   return bool(hf_config.get("tie_word_embeddings", True))
 
 
@@ -145,16 +164,18 @@ def hf_config_from_model(config: ModelConfig) -> dict:
     problems.append("vocab_size is None (resolve it from the vocabulary first)")
   if config.norm != "rmsnorm":
     problems.append(f"norm={config.norm!r} (HF T5 uses rmsnorm)")
-  if config.position_scheme != "relative":
-    problems.append(f"position_scheme={config.position_scheme!r} (HF T5 uses relative)")
+  if config.position_scheme not in ("relative", "relative_per_layer"):
+    problems.append(f"position_scheme={config.position_scheme!r} (HF's T5 family has a relative "
+                    "position bias)")
   if config.ffn_activation not in _ACTIVATION_TO_HF:
     problems.append(f"ffn_activation={config.ffn_activation!r}")
   if problems:
     raise InteropError("This model has no HF T5 equivalent: " + "; ".join(problems) + ".")
   feed_forward_proj, gated, act = _ACTIVATION_TO_HF[config.ffn_activation]
+  per_layer = config.position_scheme == "relative_per_layer"
   return {
-      "architectures": ["T5ForConditionalGeneration"],
-      "model_type": "t5",
+      "architectures": ["UMT5ForConditionalGeneration" if per_layer else "T5ForConditionalGeneration"],
+      "model_type": "umt5" if per_layer else "t5",
       "is_encoder_decoder": True,
       "vocab_size": config.vocab_size,
       "d_model": config.d_model,
@@ -191,6 +212,7 @@ def hf_config_from_model(config: ModelConfig) -> dict:
 _COPY, _IN = "copy", "in"
 
 _ENCODER_LAYER = {
+    ("relpos_bias", "rel_embedding"): ("layer.0.SelfAttention.relative_attention_bias.weight", _IN),
     ("pre_attention_layer_norm", "scale"): ("layer.0.layer_norm.weight", _COPY),
     ("attention", "query"): ("layer.0.SelfAttention.q.weight", _IN),
     ("attention", "key"): ("layer.0.SelfAttention.k.weight", _IN),
@@ -204,6 +226,7 @@ _ENCODER_LAYER = {
 }
 
 _DECODER_LAYER = {
+    ("relpos_bias", "rel_embedding"): ("layer.0.SelfAttention.relative_attention_bias.weight", _IN),
     ("pre_self_attention_layer_norm", "scale"): ("layer.0.layer_norm.weight", _COPY),
     ("self_attention", "query"): ("layer.0.SelfAttention.q.weight", _IN),
     ("self_attention", "key"): ("layer.0.SelfAttention.k.weight", _IN),

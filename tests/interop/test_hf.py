@@ -131,6 +131,61 @@ def test_scan_layers_import_matches_unscanned(tmp_path):
     np.testing.assert_array_equal(value, state_dict[key], err_msg=key)
 
 
+def _family_model(family: str, seed: int = 0):
+  """A small random model of each family member, as today's transformers builds and saves it:
+  mT5 (untied, and tied: saved without lm_head), umT5 (a bias table in every layer), ByT5's
+  shape (384 byte ids, the encoder three times the decoder's depth), UL2's (gated-SiLU,
+  heads x d_kv wider than d_model) and Flan-T5 (T5.1.1)."""
+  torch.manual_seed(seed)
+  shape = dict(d_model=32, d_ff=64, num_heads=4, d_kv=8, num_layers=2, num_decoder_layers=2,
+               dropout_rate=0.0, vocab_size=_VOCAB, tie_word_embeddings=False)
+  if family in ("mt5", "mt5_tied"):
+    config = transformers.MT5Config(**{**shape, "tie_word_embeddings": family == "mt5_tied"})
+    model = transformers.MT5ForConditionalGeneration(config)
+  elif family == "umt5":
+    model = transformers.UMT5ForConditionalGeneration(transformers.UMT5Config(**shape))
+  else:
+    shape.update({
+        "byt5": dict(num_layers=3, num_decoder_layers=1, vocab_size=384),
+        "ul2": dict(d_kv=16, feed_forward_proj="gated-silu"),
+        "flan_t5": dict(feed_forward_proj="gated-gelu"),
+    }[family])
+    model = transformers.T5ForConditionalGeneration(transformers.T5Config(**shape))
+  with torch.no_grad():
+    for name, param in model.named_parameters():
+      if "layer_norm" in name:
+        param.uniform_(0.5, 1.5)
+  if family != "mt5_tied":  # transformers 5 ties lm_head to shared at init even when untied.
+    model.lm_head.weight = torch.nn.Parameter(torch.randn(model.config.vocab_size, 32))
+  return model.eval()
+
+
+@pytest.mark.parametrize("family,position_scheme", [
+    ("mt5", "relative"), ("mt5_tied", "relative"), ("umt5", "relative_per_layer"),
+    ("byt5", "relative"), ("ul2", "relative"), ("flan_t5", "relative")])
+def test_family_logits_match_transformers_saved_by_today(tmp_path, family, position_scheme):
+  """Each member saved by today's transformers imports with its logits (fp32, 1e-5), and
+  exports to a folder transformers loads with the same logits. A tied mT5 is saved with
+  tie_word_embeddings=true and no lm_head, and its logits are not scaled (transformers 5's
+  mT5 never scales): read as T5.1.0's tied-and-scaled logits, they were 0.88 off."""
+  model = _family_model(family)
+  model.save_pretrained(tmp_path / "hf")
+  encoder, decoder = _batch()
+  expected = _hf_logits(model, encoder, decoder)
+  params, config = _import(str(tmp_path / "hf"))
+  assert config.position_scheme == position_scheme and not config.tie_logits
+  assert _relative_error(_t5x_logits(params, config, encoder, decoder), expected) < 1e-5
+  if family == "umt5":  # The per-layer tables stack under scan_layers like any layer parameter.
+    scanned, scan_config = _import(str(tmp_path / "hf"), scan_layers=True)
+    assert scanned["encoder"]["layers"]["relpos_bias"]["rel_embedding"].shape == (2, 4, 32)
+    assert _relative_error(_t5x_logits(scanned, scan_config, encoder, decoder), expected) < 1e-5
+  hf_interop.save_hf_folder(str(tmp_path / "out"), params, config)
+  reloaded = transformers.AutoModelForSeq2SeqLM.from_pretrained(tmp_path / "out").eval()
+  assert type(reloaded).__name__ == ("UMT5ForConditionalGeneration" if family == "umt5"
+                                     else "T5ForConditionalGeneration")
+  np.testing.assert_allclose(_hf_logits(reloaded, encoder, decoder), expected, rtol=0, atol=1e-5)
+
+
 def _assert_same_params(a, b) -> None:
   flat_a = flax.traverse_util.flatten_dict(a)
   flat_b = flax.traverse_util.flatten_dict(b)
