@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from t5x_lite import checkpoints, decoding, evaluation, inference, partitioning
 from t5x_lite.config import ExperimentConfig, MeshConfig
-from t5x_lite.data.vocabulary import Vocabulary
+from t5x_lite.data.vocabulary import Vocabulary, load_vocabulary
 from t5x_lite.errors import ConfigError
 from t5x_lite.training.step import Setup, make_setup
 
@@ -288,7 +288,7 @@ def _run_vocabulary(workdir: str, config: ExperimentConfig, meta: dict) -> Optio
         f"{path} is not the vocabulary step {meta['step']} was trained with (sha256 "
         f"{recorded['sha256'][:12]}..., from {recorded['path']}); put that file back in its "
         "place.")
-  vocabulary = Vocabulary(path, extra_ids=config.data.vocab_extra_ids)
+  vocabulary = load_vocabulary(path, config.data.vocab_extra_ids)
   if config.model.vocab_size is None:
     config.model.vocab_size = vocabulary.vocab_size
   elif vocabulary.vocab_size > config.model.vocab_size:

@@ -106,7 +106,7 @@ def resolved_vocab_size(data: config_lib.DataConfig) -> int:
   or of the vocabulary a run would train (pieces + extra ids, padded to 128)."""
   from t5x_lite.data import vocabulary  # SentencePiece, only when needed.
   if data.vocabulary:
-    return vocabulary.Vocabulary(data.vocabulary, extra_ids=data.vocab_extra_ids).vocab_size
+    return vocabulary.load_vocabulary(data.vocabulary, data.vocab_extra_ids).vocab_size
   return vocabulary.padded_size(data.vocab_train_size + data.vocab_extra_ids)
 
 

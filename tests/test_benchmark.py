@@ -14,7 +14,7 @@ from t5x_lite import benchmark, flops, model
 from t5x_lite import config as config_lib
 from t5x_lite.checkpoints import VOCABULARY_FILE
 from t5x_lite.cli.main import main
-from t5x_lite.data import Vocabulary
+from t5x_lite.data import load_vocabulary
 from t5x_lite.data.packing import KEYS as BATCH_KEYS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -88,7 +88,7 @@ def test_real_data_record_compares_the_training_loader_with_synthetic_batches(ca
   assert fields["loader_examples_per_s"] / fields["loader_batches_per_s"] >= 8 - 1e-9
   # The vocabulary is resolved as train resolves it: its copy kept in the workdir, and
   # model.vocab_size (None in the experiment) taken from it for both loops' one step.
-  assert record["model"]["vocab_size"] == Vocabulary(str(tmp_path / VOCABULARY_FILE)).vocab_size
+  assert record["model"]["vocab_size"] == load_vocabulary(str(tmp_path / VOCABULARY_FILE), 100).vocab_size
 
 
 def test_real_data_names_a_missing_dataset(capsys, tmp_path):

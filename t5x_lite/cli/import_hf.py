@@ -7,6 +7,7 @@ import os
 import sys
 
 from t5x_lite import checkpoints
+from t5x_lite.data import vocabulary
 from t5x_lite.interop import hf as hf_interop
 
 
@@ -32,6 +33,9 @@ def run(args: argparse.Namespace) -> int:
           f"the model's spiece.model to "
           f"{os.path.join(args.workdir, checkpoints.VOCABULARY_FILE)}; {hf_interop.VOCABULARY_HINT}.",
           file=sys.stderr)
+  elif vocabulary.holds_byte_vocabulary(experiment.data.vocabulary):
+    print(f"The folder's tokenizer is ByT5's: its vocabulary is UTF-8 bytes, with "
+          f"{experiment.data.vocab_extra_ids} extra ids.")
   elif not os.path.isfile(os.path.join(args.path, hf_interop.SPIECE_FILE)):
     print(f"The folder has no {hf_interop.SPIECE_FILE}: its vocabulary was converted from "
           f"{hf_interop.TOKENIZER_FILE}.")

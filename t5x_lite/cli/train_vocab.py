@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
   path = vocabulary.train_vocabulary(vocabulary.shuffled_texts(source), args.output,
                                     args.vocab_size, max_characters=args.max_characters,
                                     size_name="--vocab-size")
-  trained = vocabulary.Vocabulary(path)
+  trained = vocabulary.SentencePieceVocabulary(path)
   print(f"Wrote {path}: {trained.pieces} pieces, vocab_size {trained.vocab_size} with "
         f"{trained.extra_ids} extra ids. Use it with --set data.vocabulary={path}")
   return 0

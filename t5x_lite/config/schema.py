@@ -75,7 +75,7 @@ class DataConfig:
   # For seq2seq datasets: the input and target text features.
   inputs_feature: str = "inputs"
   targets_feature: str = "targets"
-  # Path to a SentencePiece .model, or "" to train one on the training split.
+  # Path to a SentencePiece .model, "bytes" for UTF-8 bytes (ByT5's), or "" to train one on the training split.
   vocabulary: str = ""
   # Pieces of a vocabulary trained here (before the extra ids).
   vocab_train_size: int = 32000

@@ -1,5 +1,5 @@
-"""Data: tasks and mixtures, TFDS array_record sources, the SentencePiece vocabulary, T5's and
-UL2's objectives, packing and the grain pipeline.
+"""Data: tasks and mixtures, TFDS array_record sources, the vocabularies (SentencePiece and
+bytes), T5's and UL2's objectives, packing and the grain pipeline.
 
 The names below are imported on first use (PEP 562), so importing one submodule (say the
 pure-NumPy packing code) does not load the loader, TFDS or SentencePiece.
@@ -32,8 +32,11 @@ _EXPORTS = {
     "registered": ("t5x_lite.data.tasks", "registered"),
     "span_corruption": ("t5x_lite.data.objectives", "span_corruption"),
     "span_corruption_raw_length": ("t5x_lite.data.objectives", "span_corruption_raw_length"),
+    "ByteVocabulary": ("t5x_lite.data.vocabulary", "ByteVocabulary"),
+    "SentencePieceVocabulary": ("t5x_lite.data.vocabulary", "SentencePieceVocabulary"),
     "Vocabulary": ("t5x_lite.data.vocabulary", "Vocabulary"),
     "get_vocabulary": ("t5x_lite.data.vocabulary", "get_vocabulary"),
+    "load_vocabulary": ("t5x_lite.data.vocabulary", "load_vocabulary"),
     "train_vocabulary": ("t5x_lite.data.vocabulary", "train_vocabulary"),
 }
 

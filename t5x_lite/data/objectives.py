@@ -77,13 +77,13 @@ def noise_span_lengths(
 
 
 def span_corruption(
-    tokens: np.ndarray, *, vocab_size: int, seed: Seed, noise_density: float = 0.15,
-    mean_noise_span_length: float = 3.0) -> Example:
+    tokens: np.ndarray, *, sentinel_ids: Sequence[int] | np.ndarray, seed: Seed,
+    noise_density: float = 0.15, mean_noise_span_length: float = 3.0) -> Example:
   """T5's span corruption of a 1-D token array (at least 2 tokens, no EOS).
 
   Inputs keep the non-noise tokens and put one sentinel in place of each noise span; targets
-  hold each span's sentinel followed by its noise tokens. Sentinel i is vocab_size - 1 - i, so
-  pass the vocabulary's unpadded size (pieces + extra ids, `Vocabulary.unpadded_size`).
+  hold each span's sentinel followed by its noise tokens. Span i gets sentinel_ids[i]: pass the
+  vocabulary's (`Vocabulary.sentinel_ids`; T5's count down from the top of its ids).
   """
   tokens = np.asarray(tokens, dtype=np.int32)
   if tokens.ndim != 1 or tokens.size < 2:
@@ -93,7 +93,10 @@ def span_corruption(
       mean_noise_span_length=mean_noise_span_length)
   starts = np.concatenate([[0], np.cumsum(spans)[:-1]])
   nonnoise_starts, noise_starts = starts[0::2], starts[1::2]  # Span i: sentinel i in both.
-  sentinels = (vocab_size - 1 - np.arange(noise_starts.size)).astype(np.int32)
+  sentinels = np.asarray(sentinel_ids, dtype=np.int32)[:noise_starts.size]
+  if sentinels.size < noise_starts.size:
+    raise ValueError(f"span_corruption made {noise_starts.size} noise spans, but has only "
+                     f"{sentinels.size} sentinel ids, one per span.")
   is_noise = np.repeat(np.arange(spans.size) % 2 == 1, spans)
   # Inputs: the non-noise tokens, each noise span's first token replaced by its sentinel and
   # the rest dropped; targets: the same with the roles swapped.
@@ -174,7 +177,7 @@ def check_sentinels(raw_length: int, noise_density: float, mean_noise_span_lengt
 @dataclasses.dataclass(frozen=True)
 class _SpanCorrupter:
   length: int
-  sentinel_vocab_size: int
+  sentinel_ids: tuple[int, ...]
   noise_density: float
   mean_noise_span_length: float
 
@@ -183,7 +186,7 @@ class _SpanCorrupter:
     return self.length
 
   def example(self, tokens: np.ndarray, seed: Seed) -> Example:
-    return span_corruption(tokens, vocab_size=self.sentinel_vocab_size, seed=seed,
+    return span_corruption(tokens, sentinel_ids=self.sentinel_ids, seed=seed,
                            noise_density=self.noise_density,
                            mean_noise_span_length=self.mean_noise_span_length)
 
@@ -214,7 +217,7 @@ class SpanCorruption:
         inputs_length, targets_length, self.noise_density, self.mean_noise_span_length)
     check_sentinels(length, self.noise_density, self.mean_noise_span_length, vocabulary.extra_ids,
                     f"span_corruption at inputs_length={inputs_length} / targets_length={targets_length}")
-    return _SpanCorrupter(length, vocabulary.unpadded_size, self.noise_density,
+    return _SpanCorrupter(length, tuple(vocabulary.sentinel_ids.tolist()), self.noise_density,
                           self.mean_noise_span_length)
 
 
@@ -240,8 +243,7 @@ class UL2:
     mode_tokens = {d.mode: vocabulary.encode(d.mode) for d in denoisers}
     return ul2.MixtureOfDenoisers(
         denoisers, inputs_length=inputs_length, targets_length=targets_length,
-        sentinel_vocab_size=vocabulary.unpadded_size, extra_ids=vocabulary.extra_ids,
-        mode_tokens=mode_tokens)
+        sentinel_ids=vocabulary.sentinel_ids, mode_tokens=mode_tokens)
 
 
 @dataclasses.dataclass(frozen=True)

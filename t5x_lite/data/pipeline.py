@@ -44,7 +44,14 @@ from t5x_lite.data import tasks as tasks_lib
 from t5x_lite.data.errors import DataError
 from t5x_lite.data.objectives import ExampleMaker, document_examples, seq2seq
 from t5x_lite.data.packing import Packer
-from t5x_lite.data.vocabulary import EOS_ID, Vocabulary, get_vocabulary, vocabulary_cache_path
+from t5x_lite.data.vocabulary import (
+  BYTES,
+  EOS_ID,
+  Vocabulary,
+  get_vocabulary,
+  vocabulary_cache_path,
+  vocabulary_digest,
+)
 from t5x_lite.errors import UserError
 
 Batch = dict[str, np.ndarray]
@@ -472,7 +479,7 @@ class _BatchIterator(grain.DatasetIterator):
 
 def check_vocabularies(task_list: Sequence[tasks_lib.Task], vocabulary_path: str) -> None:
   """The tasks of a run agree on one vocabulary, and it is the run's (data.vocabulary). Files
-  are compared by content: a run's copy in its workdir is the same vocabulary."""
+  are compared by content: a run's copy in its workdir is the same vocabulary ("bytes" too)."""
   named = {t.name: t.vocabulary for t in task_list if t.vocabulary}
   if len({_identity(path) for path in named.values()}) > 1:
     raise DataError(
@@ -488,15 +495,8 @@ def check_vocabularies(task_list: Sequence[tasks_lib.Task], vocabulary_path: str
 
 
 def _identity(path: str) -> str:
-  """A vocabulary file's content digest (its path if it cannot be read: Vocabulary says why)."""
-  return _file_digest(path) or os.path.abspath(path)
-
-
-def _file_digest(path: str) -> Optional[str]:
-  if not os.path.isfile(path):
-    return None
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
+  """A vocabulary's content digest (its path if it cannot be read: loading it says why)."""
+  return vocabulary_digest(path) or os.path.abspath(path)
 
 
 def num_train_examples(task: tasks_lib.Task, data_config: DataConfig) -> int:
@@ -766,7 +766,7 @@ def prepare_data(data_config: DataConfig) -> None:
   check_vocabularies(task_list, data_config.vocabulary)
   named = [task.vocabulary for task in task_list if task.vocabulary]
   if not data_config.vocabulary and named:
-    data_config.vocabulary = os.path.abspath(named[0])
+    data_config.vocabulary = named[0] if named[0] == BYTES else os.path.abspath(named[0])
   if not data_config.vocabulary and tasks_lib.is_registered(data_config.dataset):
     # As for a dataset: one trained (data.vocab_train_size pieces) on the first task that reads one.
     readable = [t for t in task_list if isinstance(t.source, tasks_lib.DatasetSource) and not t.is_seq2seq]
@@ -774,7 +774,8 @@ def prepare_data(data_config: DataConfig) -> None:
       raise DataError(
           f"data.dataset={data_config.dataset!r} names tasks whose features name no vocabulary, and "
           "none reads a dataset to train one on. Set data.vocabulary to a SentencePiece .model "
-          "(`t5x-lite train-vocab` trains one), or give the tasks' Feature(vocabulary=...).")
+          '(`t5x-lite train-vocab` trains one) or "bytes", or give the tasks\' '
+          "Feature(vocabulary=...).")
     first = readable[0]
     dataset_config = dataclasses.replace(
         data_config, dataset=first.source.name, data_dir=first.source.data_dir or data_config.data_dir,

@@ -81,8 +81,8 @@ Source = Union[DatasetSource, GeneratorSource]
 
 @dataclasses.dataclass(frozen=True)
 class Feature:
-  """An output feature: its vocabulary (a SentencePiece .model path; None: the experiment's
-  data.vocabulary) and whether its examples end with EOS."""
+  """An output feature: its vocabulary (a SentencePiece .model path or "bytes"; None: the
+  experiment's data.vocabulary) and whether its examples end with EOS."""
   vocabulary: Optional[str] = None
   add_eos: bool = True
 

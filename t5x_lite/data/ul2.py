@@ -75,17 +75,16 @@ class MixtureOfDenoisers:
   """Draws a denoiser per example and applies it; validates the whole mixture up front."""
 
   def __init__(self, denoisers: Sequence[Denoiser], *, inputs_length: int, targets_length: int,
-               sentinel_vocab_size: int, extra_ids: int, mode_tokens: Mapping[str, np.ndarray]):
+               sentinel_ids: Sequence[int] | np.ndarray, mode_tokens: Mapping[str, np.ndarray]):
     """mode_tokens: each denoiser's mode text already tokenized (1-D int32, no EOS).
 
-    sentinel_vocab_size and extra_ids are the vocabulary's unpadded size and sentinel count, as
-    for objectives.Objective. Every problem raises DataError before any example is made.
+    sentinel_ids: the vocabulary's (`Vocabulary.sentinel_ids`), one per noise span a chunk may
+    have. Every problem raises DataError before any example is made.
     """
     self.denoisers = tuple(denoisers)
     self.inputs_length = inputs_length
     self.targets_length = targets_length
-    self.sentinel_vocab_size = sentinel_vocab_size
-    self.extra_ids = extra_ids
+    self.sentinel_ids = np.asarray(sentinel_ids, dtype=np.int32)
     if not self.denoisers:
       raise DataError("The UL2 mixture has no denoisers; give at least one (ul2.UL2_DENOISERS is the paper's).")
     for i, d in enumerate(self.denoisers):
@@ -148,10 +147,10 @@ class MixtureOfDenoisers:
     raw = span_corruption_raw_length(inputs_room, self.targets_length, d.noise_density, d.mean_noise_span_length)
     # Noise and span counts never decrease with length, so a full chunk needs the most sentinels.
     _, spans = _noise_counts(raw, d.noise_density, d.mean_noise_span_length)
-    if spans > self.extra_ids:
+    if spans > self.sentinel_ids.size:
       raise DataError(
           f"{_describe(index, d)} at {where} corrupts chunks of {raw} tokens into {spans} noise spans, each "
-          f"needing its own sentinel, but the vocabulary has {self.extra_ids} extra ids. Raise "
+          f"needing its own sentinel, but the vocabulary has {self.sentinel_ids.size} extra ids. Raise "
           f"data.vocab_extra_ids to {spans} or more, shorten the lengths, or raise this denoiser's "
           "mean_noise_span_length.")
     return raw
@@ -189,6 +188,6 @@ class MixtureOfDenoisers:
                                   targets_length=self.targets_length, seed=corruption_seed)
     else:
       inputs, targets = span_corruption(
-          tokens, vocab_size=self.sentinel_vocab_size, seed=corruption_seed,
+          tokens, sentinel_ids=self.sentinel_ids, seed=corruption_seed,
           noise_density=d.noise_density, mean_noise_span_length=d.mean_noise_span_length)
     return np.concatenate([mode, inputs]), targets

@@ -1,8 +1,15 @@
-"""SentencePiece vocabulary with T5's conventions, its training, and a cached automatic step.
+"""Vocabularies with T5's conventions: the interface every user of one reads (Vocabulary), a
+SentencePiece model (SentencePieceVocabulary), UTF-8 bytes (ByteVocabulary, ByT5's), how
+data.vocabulary or a run's vocabulary file becomes one (load_vocabulary), and SentencePiece
+training with a cached automatic step.
 
-Ids: pad 0, EOS 1, UNK 2, no BOS; then the model's pieces; then `extra_ids` sentinels counted
-down from the top (sentinel 0 = pieces + extra_ids - 1); the size the model sees is padded to a
-multiple of 128 (32000 pieces + 100 extra ids -> 32128).
+Both kinds have pad 0, EOS 1, UNK 2, no BOS, and `extra_ids` sentinels (<extra_id_N>) after their
+own ids; the size the model sees is rounded up to a multiple of 128.
+- SentencePiece: the model's pieces, then the sentinels counted down from the top as in T5
+  (sentinel 0 = pieces + extra_ids - 1); 32000 pieces + 100 extra ids -> 32128.
+- Bytes: byte b of the UTF-8 text is id b + 3, then the sentinels counted up (sentinel i =
+  259 + i), where transformers' ByT5Tokenizer puts <extra_id_i>; ByT5's 125 extra ids fill its
+  384 ids, and any count up to 125 gives the same sentinel ids and size.
 
 Trained vocabularies keep text exactly: identity normalization, no whitespace folding, and byte
 fallback for anything not in the pieces (newlines, tabs, rare characters), so decode(encode(x))
@@ -11,10 +18,12 @@ fallback for anything not in the pieces (newlines, tabs, rare characters), so de
 
 from __future__ import annotations
 
+import abc
+import hashlib
 import io
 import os
 import re
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 import sentencepiece as spm
@@ -30,6 +39,18 @@ UNK_ID = 2
 PAD_TO_MULTIPLE = 128
 # Sentences longer than this many bytes are cut before training (SentencePiece skips them).
 _MAX_SENTENCE_BYTES = 4096
+# data.vocabulary's name for the byte vocabulary.
+BYTES = "bytes"
+# The byte vocabulary as a file (what a workdir keeps): JSON, which no SentencePiece model is.
+_BYTE_VOCABULARY_FILE = b'{"vocabulary": "bytes"}\n'
+# Byte b is id b + 3 (after pad, EOS and UNK); the sentinels follow the 256 bytes.
+_FIRST_BYTE_ID = 3
+_FIRST_BYTE_SENTINEL = _FIRST_BYTE_ID + 256
+# The extra ids of transformers' ByT5Tokenizer: 3 + 256 + 125 = ByT5's 384 ids.
+BYT5_EXTRA_IDS = 125
+_CHOICES = ('Set data.vocabulary to a SentencePiece .model file (`t5x-lite train-vocab` writes '
+            'one), to "bytes" for UTF-8 bytes (ByT5\'s vocabulary), or to "" to train one on the '
+            'training split.')
 
 
 def padded_size(ids: int) -> int:
@@ -37,24 +58,68 @@ def padded_size(ids: int) -> int:
   return -(-ids // PAD_TO_MULTIPLE) * PAD_TO_MULTIPLE
 
 
-class Vocabulary:
+class Vocabulary(abc.ABC):
+  """What the data pipeline, the objectives, evaluation and inference use of a vocabulary, so
+  each works with any kind. Instances pickle (grain's worker processes get them that way)."""
+
+  def __init__(self, extra_ids: int):
+    self.extra_ids = extra_ids
+
+  @property
+  @abc.abstractmethod
+  def unpadded_size(self) -> int:
+    """Ids in use: the vocabulary's own plus the extra ids."""
+
+  @property
+  def vocab_size(self) -> int:
+    """Embedding size for the model: unpadded_size rounded up to a multiple of 128."""
+    return padded_size(self.unpadded_size)
+
+  @property
+  @abc.abstractmethod
+  def sentinel_ids(self) -> np.ndarray:
+    """Ids of <extra_id_0>, <extra_id_1>, ... (int32, extra_ids of them): span corruption
+    gives noise span i sentinel_ids[i]."""
+
+  def sentinel(self, i: int) -> int:
+    """Id of <extra_id_i>."""
+    if not 0 <= i < self.extra_ids:
+      raise ValueError(f"Sentinel {i} out of range: this vocabulary has {self.extra_ids} extra ids.")
+    return int(self.sentinel_ids[i])
+
+  @property
+  @abc.abstractmethod
+  def serialized(self) -> bytes:
+    """The vocabulary as a file: what a run keeps in its workdir and load_vocabulary reads."""
+
+  @abc.abstractmethod
+  def encode(self, text: str | bytes) -> np.ndarray:
+    """Token ids of `text` (int32, no EOS)."""
+
+  def encode_batch(self, texts: Sequence[str | bytes], num_threads: int = 1) -> list[np.ndarray]:
+    """encode() of many texts; `num_threads` is a hint a kind may use."""
+    del num_threads
+    return [self.encode(text) for text in texts]
+
+  @abc.abstractmethod
+  def decode(self, ids: Iterable[int]) -> str:
+    """Text of `ids`: stops at EOS, skips padding, renders sentinels as <extra_id_N>."""
+
+
+class SentencePieceVocabulary(Vocabulary):
   """A SentencePiece model plus T5's sentinel ids; encode/decode never fail on odd bytes."""
 
   def __init__(self, model: str | bytes, extra_ids: int = 100):
     """`model` is a path to a .model file or the serialized model itself."""
+    super().__init__(extra_ids)
     name = "The model bytes given"
     if isinstance(model, str):
       if not os.path.isfile(model):
-        raise DataError(
-            f"SentencePiece model {model!r} does not exist. Set data.vocabulary to an existing "
-            '.model file, or to "" to train one on the training split.')
+        raise DataError(f"Vocabulary file {model!r} does not exist. {_CHOICES}")
       name = f"File {model!r}"
       with open(model, "rb") as f:
         model = f.read()
-    not_a_model = DataError(
-        f"{name} is not a SentencePiece model. Set data.vocabulary to a .model file that "
-        'SentencePiece wrote (`t5x-lite train-vocab` writes one), or to "" to train one on the '
-        "training split.")
+    not_a_model = DataError(f"{name} is not a SentencePiece model. {_CHOICES}")
     if not model:  # SentencePiece takes empty bytes for "no model" and raises nothing.
       raise not_a_model
     self._model_proto = model
@@ -67,17 +132,16 @@ class Vocabulary:
           f"SentencePiece model has pad/eos/unk ids {self._sp.pad_id()}/{self._sp.eos_id()}/"
           f"{self._sp.unk_id()}; T5 needs 0/1/2. Train it with pad_id=0 eos_id=1 unk_id=2 bos_id=-1 "
           "(`t5x-lite train-vocab` does).")
-    self.extra_ids = extra_ids
 
   def __getstate__(self) -> dict:
-    """Pickled as its model (grain's worker processes get the vocabulary this way)."""
+    """Pickled as its model: the SentencePiece processor itself does not pickle."""
     return {"model": self._model_proto, "extra_ids": self.extra_ids}
 
   def __setstate__(self, state: dict) -> None:
     self.__init__(state["model"], extra_ids=state["extra_ids"])
 
   @property
-  def model_proto(self) -> bytes:
+  def serialized(self) -> bytes:
     return self._model_proto
 
   @property
@@ -91,20 +155,13 @@ class Vocabulary:
     return self.pieces + self.extra_ids
 
   @property
-  def vocab_size(self) -> int:
-    """Embedding size for the model: pieces + extra ids, rounded up to a multiple of 128."""
-    return padded_size(self.unpadded_size)
-
-  @property
   def first_sentinel(self) -> int:
-    """Id of sentinel 0 (<extra_id_0>); pass `vocab_size=unpadded_size` to span_corruption."""
+    """Id of sentinel 0 (<extra_id_0>), the last of the unpadded ids."""
     return self.unpadded_size - 1
 
-  def sentinel(self, i: int) -> int:
-    """Id of <extra_id_i>."""
-    if not 0 <= i < self.extra_ids:
-      raise ValueError(f"Sentinel {i} out of range: this vocabulary has {self.extra_ids} extra ids.")
-    return self.first_sentinel - i
+  @property
+  def sentinel_ids(self) -> np.ndarray:
+    return (self.first_sentinel - np.arange(self.extra_ids)).astype(np.int32)
 
   def encode(self, text: str | bytes) -> np.ndarray:
     """Token ids of `text` (int32, no EOS). Bytes are read as UTF-8, bad bytes as U+FFFD."""
@@ -147,6 +204,80 @@ class Vocabulary:
     if not first and self._sp.id_to_piece(ids[0]).startswith("▁"):
       text = " " + text
     return text
+
+
+class ByteVocabulary(Vocabulary):
+  """UTF-8 bytes as ids, as ByT5 and transformers' ByT5Tokenizer: no model to train, no text it
+  cannot encode. Text and ids convert as ByT5Tokenizer does, except that encode reads
+  "<extra_id_0>", "</s>" and the like as the characters they are (as SentencePieceVocabulary
+  does), and decode stops at EOS and skips padding."""
+
+  def __init__(self, extra_ids: int = BYT5_EXTRA_IDS):
+    super().__init__(extra_ids)
+
+  @property
+  def unpadded_size(self) -> int:
+    return _FIRST_BYTE_SENTINEL + self.extra_ids
+
+  @property
+  def sentinel_ids(self) -> np.ndarray:
+    return np.arange(_FIRST_BYTE_SENTINEL, self.unpadded_size, dtype=np.int32)
+
+  @property
+  def serialized(self) -> bytes:
+    return _BYTE_VOCABULARY_FILE
+
+  def encode(self, text: str | bytes) -> np.ndarray:
+    """Ids of the bytes of `text`: bytes as they are, a str as UTF-8 (a lone surrogate as "?")."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", errors="replace")
+    return np.frombuffer(data, np.uint8).astype(np.int32) + _FIRST_BYTE_ID
+
+  def decode(self, ids: Iterable[int]) -> str:
+    """Text of `ids`: stops at EOS, skips padding, renders sentinels as <extra_id_N> and UNK
+    (and ids past the sentinels) as <unk>; bytes that are not valid UTF-8 are dropped, as
+    ByT5Tokenizer drops them."""
+    out = bytearray()
+    for i in (int(x) for x in ids):
+      if i == EOS_ID:
+        break
+      if i == PAD_ID:
+        continue
+      if _FIRST_BYTE_ID <= i < _FIRST_BYTE_SENTINEL:
+        out.append(i - _FIRST_BYTE_ID)
+      elif _FIRST_BYTE_SENTINEL <= i < self.unpadded_size:
+        out += f"<extra_id_{i - _FIRST_BYTE_SENTINEL}>".encode()
+      else:
+        out += b"<unk>"
+    return out.decode("utf-8", errors="ignore")
+
+
+def holds_byte_vocabulary(path: str) -> bool:
+  """Whether `path` is the byte vocabulary's file (ByteVocabulary.serialized)."""
+  if not os.path.isfile(path) or os.path.getsize(path) != len(_BYTE_VOCABULARY_FILE):
+    return False
+  with open(path, "rb") as f:
+    return f.read() == _BYTE_VOCABULARY_FILE
+
+
+def load_vocabulary(path_or_name: str, extra_ids: int) -> Vocabulary:
+  """The vocabulary data.vocabulary names: "bytes", or a file holding a vocabulary (the
+  byte vocabulary's, or a SentencePiece model), such as the one a run keeps in its workdir."""
+  if path_or_name == BYTES or holds_byte_vocabulary(path_or_name):
+    return ByteVocabulary(extra_ids)
+  return SentencePieceVocabulary(path_or_name, extra_ids)  # Says why a path is neither.
+
+
+def vocabulary_digest(path_or_name: str) -> Optional[str]:
+  """sha256 of the file that holds the vocabulary data.vocabulary names ("bytes": its file as
+  a workdir keeps it), so a name and a run's copy compare equal; None if there is no such file."""
+  if path_or_name == BYTES:
+    content = _BYTE_VOCABULARY_FILE
+  elif os.path.isfile(path_or_name):
+    with open(path_or_name, "rb") as f:
+      content = f.read()
+  else:
+    return None
+  return hashlib.sha256(content).hexdigest()
 
 
 def _as_text(text: str | bytes) -> str:
@@ -253,14 +384,15 @@ def shuffled_texts(source: sources.TextSource, block: int = 256) -> Iterator[str
 
 
 def get_vocabulary(data_config: DataConfig) -> Vocabulary:
-  """The configured vocabulary: data.vocabulary if set, else one trained once and cached.
+  """The configured vocabulary: data.vocabulary if set (load_vocabulary), else a SentencePiece
+  model trained once and cached.
 
   The trained model (data.vocab_train_size pieces, on data.train_split's text, or inputs and
   targets for seq2seq) is cached at vocabulary_cache_path(data_config) and reused.
   In a multi-process run, call this on process 0 first (then synchronise) so all share one file.
   """
   if data_config.vocabulary:
-    return Vocabulary(data_config.vocabulary, extra_ids=data_config.vocab_extra_ids)
+    return load_vocabulary(data_config.vocabulary, data_config.vocab_extra_ids)
   path = vocabulary_cache_path(data_config)
   if not os.path.isfile(path):
     source = sources.open_source(
@@ -268,6 +400,6 @@ def get_vocabulary(data_config: DataConfig) -> Vocabulary:
         sources.text_features(data_config))
     train_vocabulary(shuffled_texts(source), path[:-len(".model")], data_config.vocab_train_size,
                      size_name="data.vocab_train_size")
-  return Vocabulary(path, extra_ids=data_config.vocab_extra_ids)
+  return SentencePieceVocabulary(path, extra_ids=data_config.vocab_extra_ids)
 
 

@@ -10,7 +10,7 @@ A workdir holds the model as a parameters-only Orbax checkpoint (step 0) plus
 config.json, so eval, infer and export read it as they read a trained run, and
 fine-tuning starts from it with checkpoint.init_from. Its vocabulary is the
 folder's spiece.model or, in folders transformers 5 saved (which have none),
-one converted from tokenizer.json.
+one converted from tokenizer.json; for a ByT5 tokenizer, the byte vocabulary.
 
 torch, safetensors and sentencepiece are imported only when a file needs them.
 """
@@ -429,6 +429,7 @@ _TORCH_FILE = "pytorch_model.bin"
 _TORCH_INDEX = "pytorch_model.bin.index.json"
 SPIECE_FILE = "spiece.model"
 TOKENIZER_FILE = "tokenizer.json"
+_TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
 # t5x_lite.data.vocabulary's sentinel count, restated for the reason given at _PAD_ID.
 _EXTRA_IDS = 100
 VOCABULARY_HINT = ("T5, T5.1.1 and Flan-T5 share T5's 32000-piece spiece.model (the "
@@ -528,25 +529,36 @@ def load_hf_folder(path: str) -> tuple[dict, StateDict]:
 
 
 def save_hf_folder(path: str, params: Params, config: ModelConfig,
-                   spiece_model: Optional[str] = None) -> None:
-  """Writes config.json, model.safetensors and (if given) spiece.model as the folder `path`.
+                   tokenizer_files: Optional[dict[str, bytes]] = None) -> None:
+  """Writes config.json, model.safetensors and the tokenizer's files (name -> content, see
+  _tokenizer_files) as the folder `path`.
 
-  The folder loads with T5ForConditionalGeneration.from_pretrained(path). It is written
-  beside `path`, then moved into place: a folder already there is replaced whole (callers
-  check it may be, see _check_export_folder), and a failed export leaves it as it was.
+  The folder loads with T5ForConditionalGeneration.from_pretrained(path); it is written as
+  write_folder writes.
   """
   hf_config = hf_config_from_model(config)
   state_dict = params_to_hf(params, config)
   save_file = _safetensors().numpy.save_file
+
+  def fill(folder: str) -> None:
+    write_atomically(os.path.join(folder, _CONFIG_FILE), json.dumps(hf_config, indent=2) + "\n")
+    # transformers refuses safetensors files whose metadata does not name a format.
+    save_file(state_dict, os.path.join(folder, _SAFETENSORS_FILE), metadata={"format": "pt"})
+    for name, content in (tokenizer_files or {}).items():
+      write_atomically(os.path.join(folder, name), content)
+
+  write_folder(path, fill)
+
+
+def write_folder(path: str, fill: Callable[[str], None]) -> None:
+  """Makes the folder `path`: `fill` writes into a new folder beside it, which then moves into
+  place. A folder already at `path` is replaced whole (callers check it may be, see
+  check_export_folder), and a failed export leaves it as it was."""
   parent = os.path.dirname(os.path.abspath(path))
   os.makedirs(parent, exist_ok=True)
   staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}-export-", dir=parent)
   try:
-    write_atomically(os.path.join(staging, _CONFIG_FILE), json.dumps(hf_config, indent=2) + "\n")
-    # transformers refuses safetensors files whose metadata does not name a format.
-    save_file(state_dict, os.path.join(staging, _SAFETENSORS_FILE), metadata={"format": "pt"})
-    if spiece_model:
-      shutil.copyfile(spiece_model, os.path.join(staging, SPIECE_FILE))
+    fill(staging)
     os.chmod(staging, DIRECTORY_MODE)  # mkdtemp's folders are private.
     if os.path.exists(path):
       replaced = staging + "-replaced"
@@ -567,9 +579,11 @@ _MODEL_FOLDER_FILE = re.compile(
     r"pytorch_model(-\d+-of-\d+)?\.bin|pytorch_model\.bin\.index\.json")
 
 
-def _check_export_folder(path: str, overwrite: bool) -> None:
-  """Refuses a file; a folder holding a model unless `overwrite` (which replaces it whole,
-  so no other model's shards stay beside the new files); a folder holding anything else."""
+def check_export_folder(path: str, overwrite: bool,
+                        model_file: re.Pattern[str] = _MODEL_FOLDER_FILE) -> None:
+  """Refuses a file; a folder holding a model (only names `model_file` matches) unless
+  `overwrite` (which replaces it whole, so no other model's shards stay beside the new
+  files); a folder holding anything else."""
   if not os.path.exists(path):
     return
   if not os.path.isdir(path):
@@ -578,7 +592,7 @@ def _check_export_folder(path: str, overwrite: bool) -> None:
   if not names:
     return
   shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
-  if not all(_MODEL_FOLDER_FILE.fullmatch(name) for name in names):
+  if not all(model_file.fullmatch(name) for name in names):
     raise InteropError(
         f"--output {path} is not empty and holds files that are not a model's ({shown}); "
         "export into a new or empty folder.")
@@ -680,9 +694,20 @@ def _whitespace_charsmap(spm: Any, sentencepiece_model_pb2: Any) -> bytes:
   return sentencepiece_model_pb2.NormalizerSpec.FromString(compiled).precompiled_charsmap
 
 
-def _folder_vocabulary(path: str, vocab_size: int) -> Optional[bytes]:
-  """The folder's SentencePiece model (spiece.model, else converted from tokenizer.json),
-  checked to fit the model; None if it has neither."""
+def _folder_vocabulary(path: str, hf_config: dict, vocab_size: int) -> Optional[tuple[bytes, int]]:
+  """The folder's vocabulary as (the file a workdir keeps, data.vocab_extra_ids), checked to
+  fit the model; None if it has none. A ByT5 tokenizer is the byte vocabulary with
+  ByT5Tokenizer's 125 extra ids; else the SentencePiece model (spiece.model, else converted
+  from tokenizer.json) with T5's 100."""
+  if _names_byt5_tokenizer(path, hf_config):
+    from t5x_lite.data import vocabulary  # pylint: disable=import-outside-toplevel  (SentencePiece)
+    byt5 = vocabulary.ByteVocabulary(vocabulary.BYT5_EXTRA_IDS)
+    if byt5.unpadded_size > vocab_size:
+      raise InteropError(
+          f"{path} has a ByT5 tokenizer, whose {byt5.unpadded_size} ids (3 special, 256 bytes, "
+          f"{byt5.extra_ids} sentinels) do not fit the model's vocab_size {vocab_size}: the "
+          "tokenizer belongs to another model.")
+    return byt5.serialized, byt5.extra_ids
   spiece = os.path.join(path, SPIECE_FILE)
   tokenizer = os.path.join(path, TOKENIZER_FILE)
   if os.path.isfile(spiece):
@@ -694,6 +719,37 @@ def _folder_vocabulary(path: str, vocab_size: int) -> Optional[bytes]:
     model = spiece_from_tokenizer_json(tokenizer)
   else:
     return None
+  check_vocabulary(model, name, vocab_size)
+  return model, _EXTRA_IDS
+
+
+def _names_byt5_tokenizer(path: str, hf_config: dict) -> bool:
+  """Whether the folder's tokenizer is transformers' ByT5Tokenizer (which saves no vocabulary
+  file), as tokenizer_config.json or else config.json (the Hub's google/byt5-*) names it."""
+  tokenizer_config = os.path.join(path, _TOKENIZER_CONFIG_FILE)
+  named = _read_json(tokenizer_config) if os.path.isfile(tokenizer_config) else {}
+  tokenizer_class = named.get("tokenizer_class") if isinstance(named, dict) else None
+  return (tokenizer_class or hf_config.get("tokenizer_class")) == "ByT5Tokenizer"
+
+
+def _tokenizer_files(vocabulary_path: str, extra_ids: int) -> dict[str, bytes]:
+  """A workdir's vocabulary as an HF folder's tokenizer files: a SentencePiece model as
+  spiece.model; the byte vocabulary as a tokenizer_config.json (the form of the Hub's
+  google/byt5-* folders) that AutoTokenizer loads as ByT5Tokenizer with the same ids and
+  `extra_ids` sentinels; nothing for a workdir without a vocabulary."""
+  from t5x_lite.data import vocabulary  # pylint: disable=import-outside-toplevel  (SentencePiece)
+  if not os.path.isfile(vocabulary_path):
+    return {}
+  if vocabulary.holds_byte_vocabulary(vocabulary_path):
+    config = {"tokenizer_class": "ByT5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>",
+              "pad_token": "<pad>", "extra_ids": extra_ids}
+    return {_TOKENIZER_CONFIG_FILE: (json.dumps(config, indent=2) + "\n").encode()}
+  with open(vocabulary_path, "rb") as f:
+    return {SPIECE_FILE: f.read()}
+
+
+def check_vocabulary(model: bytes, name: str, vocab_size: int) -> None:
+  """Refuses what is not a T5 SentencePiece model (`name` says whose) fitting vocab_size ids."""
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
   try:
     processor = spm.SentencePieceProcessor(model_proto=model) if model else None
@@ -711,7 +767,6 @@ def _folder_vocabulary(path: str, vocab_size: int) -> Optional[bytes]:
         f"{name} has {processor.get_piece_size()} pieces, which with T5's {_EXTRA_IDS} sentinels "
         f"need {needed} ids, but the model's vocab_size is {vocab_size}: the vocabulary belongs "
         "to another model.")
-  return model
 
 
 # ----------------------------------------------------------------------------
@@ -723,19 +778,37 @@ def import_hf(path: str, workdir: str, scan_layers: bool = False) -> ExperimentC
   """Converts an HF T5 folder into a new t5x-lite workdir.
 
   Writes a parameters-only checkpoint at step 0, config.json, and the folder's
-  vocabulary (spiece.model, else tokenizer.json converted) as the workdir's
-  vocabulary file, which data.vocabulary names (empty if the folder has neither).
+  vocabulary (_folder_vocabulary: bytes for a ByT5 tokenizer, else spiece.model or
+  tokenizer.json converted) as the workdir's vocabulary file, which data.vocabulary
+  names (empty if the folder has none).
   The workdir must be new or empty, so nothing of another run is mixed in.
   """
+  check_new_workdir(workdir)
+  hf_config, state_dict = load_hf_folder(path)
+  model_config = dataclasses.replace(model_config_from_hf(hf_config), scan_layers=scan_layers)
+  vocabulary = _folder_vocabulary(path, hf_config, model_config.vocab_size)
+  params = params_from_hf(state_dict, model_config, ties_lm_head(hf_config))
+  experiment = ExperimentConfig(model=model_config, name=os.path.basename(os.path.normpath(path)))
+  vocabulary_file = None
+  if vocabulary is not None:
+    vocabulary_file, experiment.data.vocab_extra_ids = vocabulary
+  save_workdir(workdir, params, experiment, vocabulary_file)
+  return experiment
+
+
+def check_new_workdir(workdir: str) -> None:
+  """An import writes a new or empty workdir, so nothing of another run is mixed in."""
   if os.path.exists(workdir) and not os.path.isdir(workdir):
     raise InteropError(f"--workdir {workdir} is a file; import into a new folder.")
   if os.path.isdir(workdir) and os.listdir(workdir):
     raise InteropError(f"{workdir} is not empty; import into a new workdir.")
-  hf_config, state_dict = load_hf_folder(path)
-  model_config = dataclasses.replace(model_config_from_hf(hf_config), scan_layers=scan_layers)
-  params = params_from_hf(state_dict, model_config, ties_lm_head(hf_config))
-  vocabulary_model = _folder_vocabulary(path, model_config.vocab_size)
-  experiment = ExperimentConfig(model=model_config, name=os.path.basename(os.path.normpath(path)))
+
+
+def save_workdir(workdir: str, params: Params, experiment: ExperimentConfig,
+                 vocabulary_model: Optional[bytes]) -> None:
+  """Writes an imported model as a workdir: a parameters-only checkpoint at step 0,
+  config.json and, if given, the SentencePiece model as its vocabulary file, which
+  experiment.data.vocabulary then names."""
   os.makedirs(workdir, exist_ok=True)
   vocabulary = None
   if vocabulary_model is not None:
@@ -745,7 +818,6 @@ def import_hf(path: str, workdir: str, scan_layers: bool = False) -> ExperimentC
     experiment.data.vocabulary = vocabulary
   checkpoints.save_params(workdir, params, experiment, vocabulary_path=vocabulary)
   save_json(experiment, os.path.join(workdir, _CONFIG_FILE))
-  return experiment
 
 
 def export_hf(workdir: str, output: str, step: Optional[int] = None,
@@ -753,19 +825,24 @@ def export_hf(workdir: str, output: str, step: Optional[int] = None,
   """Writes the parameters of a workdir's checkpoint (default: latest) as an HF T5 folder.
 
   Works for trained and imported workdirs alike: the model comes from the
-  checkpoint's own config; WORKDIR/vocabulary.model, if present, becomes spiece.model.
-  `output` must be new or empty, or hold a model and `overwrite` be set (_check_export_folder).
+  checkpoint's own config; WORKDIR/vocabulary.model, if present, becomes the tokenizer's
+  files (_tokenizer_files: spiece.model, or ByT5's tokenizer_config.json).
+  `output` must be new or empty, or hold a model and `overwrite` be set (check_export_folder).
   """
-  _check_export_folder(output, overwrite)
+  check_export_folder(output, overwrite)
+  experiment, params, _ = read_workdir_params(workdir, step)
+  save_hf_folder(output, params, experiment.model, _tokenizer_files(
+      os.path.join(workdir, checkpoints.VOCABULARY_FILE), experiment.data.vocab_extra_ids))
+  return experiment
+
+
+def read_workdir_params(workdir: str, step: Optional[int] = None) -> tuple[ExperimentConfig, Params, int]:
+  """(experiment, numpy params, step) of a workdir's checkpoint (default: latest), trained or
+  imported alike: the model comes from the checkpoint's own config."""
   meta = checkpoints.read_meta(workdir, step)  # Fixes the step: a trainer may add one meanwhile.
   experiment = from_dict(meta["config"])
   host = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
   abstract = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=host),
                           t5x_model.abstract_params(experiment.model)[0])
   params = jax.device_get(checkpoints.restore_params(workdir, abstract, meta["step"]))
-  vocabulary = os.path.join(workdir, checkpoints.VOCABULARY_FILE)
-  save_hf_folder(output, params, experiment.model,
-                 spiece_model=vocabulary if os.path.isfile(vocabulary) else None)
-  return experiment
-
-
+  return experiment, params, meta["step"]

@@ -37,7 +37,7 @@ from t5x_lite.config import (
 from t5x_lite.data import pipeline, sources
 from t5x_lite.data.packing import packing_efficiency
 from t5x_lite.data.pipeline import ShardedLoader, make_train_loader
-from t5x_lite.data.vocabulary import PAD_TO_MULTIPLE, Vocabulary, get_vocabulary
+from t5x_lite.data.vocabulary import PAD_TO_MULTIPLE, Vocabulary, get_vocabulary, vocabulary_digest
 from t5x_lite.errors import ConfigError, UserError
 from t5x_lite.evaluation import evaluate_tasks
 from t5x_lite.fileio import check_writable_directory, write_atomically
@@ -194,8 +194,7 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
   starting_from = config.checkpoint.init_from if not os.path.exists(path) else None
   if os.path.exists(path):
     asked = config.data.vocabulary
-    if asked and (not os.path.isfile(asked) or checkpoints.file_reference(asked)["sha256"]
-                  != checkpoints.file_reference(path)["sha256"]):
+    if asked and vocabulary_digest(asked) != checkpoints.file_reference(path)["sha256"]:
       raise ConfigError(
           f"{workdir} was trained with its own {VOCABULARY_FILE}; data.vocabulary={asked!r} is "
           "another file. Drop that setting to go on with the run's vocabulary, or train the "
@@ -217,7 +216,7 @@ def resolve_vocabulary(config: ExperimentConfig, workdir: str) -> Vocabulary:
         f"model.vocab_size={config.model.vocab_size} is smaller than the vocabulary's "
         f"{vocabulary.vocab_size} ids; set model.vocab_size to {vocabulary.vocab_size} or None.")
   if jax.process_index() == 0 and not os.path.exists(path):
-    write_atomically(path, vocabulary.model_proto)
+    write_atomically(path, vocabulary.serialized)
   config.data.vocabulary = os.path.abspath(path)  # What config.json records: this run's own.
   if config.model.vocab_size is None:
     config.model.vocab_size = vocabulary.vocab_size

@@ -14,12 +14,13 @@ from t5x_lite.data.objectives import (
   seq2seq,
 )
 
-VOCAB = 1100  # Unpadded size: sentinels are 1099, 1098, ...
+VOCAB = 1100  # Unpadded size: sentinels are 1099, 1098, ... (T5's SentencePiece layout).
+SENTINELS = VOCAB - 1 - np.arange(100, dtype=np.int32)
 
 
 def vocabulary(extra_ids: int = 100) -> SimpleNamespace:
-  """What an objective's build reads of a Vocabulary: its sentinel count and unpadded size."""
-  return SimpleNamespace(extra_ids=extra_ids, unpadded_size=VOCAB)
+  """What an objective's build reads of a Vocabulary: its sentinel count and ids."""
+  return SimpleNamespace(extra_ids=extra_ids, sentinel_ids=SENTINELS[:extra_ids])
 
 
 def document(maker, doc: np.ndarray, seed, **resume) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -47,7 +48,7 @@ def reconstruct(inputs: np.ndarray, targets: np.ndarray, vocab_size: int) -> lis
 def test_raw_length_for_t5_lengths():
   assert span_corruption_raw_length(512, 114, 0.15, 3.0) == 568
   tokens = np.arange(3, 3 + 568)
-  inputs, targets = span_corruption(tokens, vocab_size=VOCAB, seed=0)
+  inputs, targets = span_corruption(tokens, sentinel_ids=SENTINELS, seed=0)
   assert (inputs.size, targets.size) == (512, 114)
   assert np.sum(inputs >= VOCAB - 100) == 28  # 28 noise spans.
   assert np.sum(targets >= VOCAB - 100) == 28
@@ -58,7 +59,7 @@ def test_raw_length_for_t5_lengths():
 def test_raw_length_is_the_longest_that_fits(inputs_length, targets_length):
   raw = span_corruption_raw_length(inputs_length, targets_length)
   fits = lambda n: [a.size <= l for a, l in zip(
-      span_corruption(np.arange(3, 3 + n), vocab_size=VOCAB, seed=1), (inputs_length, targets_length))]
+      span_corruption(np.arange(3, 3 + n), sentinel_ids=SENTINELS, seed=1), (inputs_length, targets_length))]
   assert all(fits(raw)) and not all(fits(raw + 1))
 
 
@@ -66,7 +67,7 @@ def test_raw_length_is_the_longest_that_fits(inputs_length, targets_length):
 def test_reconstruction_and_lengths(length):
   tokens = np.random.default_rng(length).integers(3, 900, size=length)
   for seed in range(20):
-    inputs, targets = span_corruption(tokens, vocab_size=VOCAB, seed=(seed, length))
+    inputs, targets = span_corruption(tokens, sentinel_ids=SENTINELS, seed=(seed, length))
     assert reconstruct(inputs, targets, VOCAB) == tokens.tolist()
     noise = min(max(int(np.rint(np.float32(length) * np.float32(0.15))), 1), length - 1)
     spans = max(round(noise / 3), 1)
@@ -86,11 +87,22 @@ def test_noise_counts_round_in_float32_as_t5():
 
 
 def test_sentinels_count_down_from_the_top():
-  inputs, targets = span_corruption(np.arange(3, 203), vocab_size=VOCAB, seed=3)
+  inputs, targets = span_corruption(np.arange(3, 203), sentinel_ids=SENTINELS, seed=3)
   sentinels = [t for t in inputs.tolist() if t >= VOCAB - 100]
   assert sentinels == list(range(VOCAB - 1, VOCAB - 1 - len(sentinels), -1))
   assert targets[0] == VOCAB - 1  # Targets start with the first sentinel.
   assert [t for t in targets.tolist() if t >= VOCAB - 100] == sentinels
+
+
+def test_span_i_gets_sentinel_id_i_in_any_order():
+  """The byte vocabulary's sentinels count up (259, 260, ...); span i gets the i-th id."""
+  ascending = 259 + np.arange(125)
+  inputs, targets = span_corruption(np.arange(3, 203), sentinel_ids=ascending, seed=3)
+  sentinels = [t for t in inputs.tolist() if t >= 259]
+  assert sentinels == list(range(259, 259 + len(sentinels))) and len(sentinels) > 1
+  assert [t for t in targets.tolist() if t >= 259] == sentinels
+  with pytest.raises(ValueError, match=r"made \d+ noise spans, but has only 1 sentinel ids"):
+    span_corruption(np.arange(3, 203), sentinel_ids=ascending[:1], seed=3)
 
 
 def test_spans_start_with_non_noise_and_are_deterministic():
@@ -98,7 +110,7 @@ def test_spans_start_with_non_noise_and_are_deterministic():
   assert np.array_equal(a, noise_span_lengths(300, seed=(7, 1)))
   assert not np.array_equal(a, noise_span_lengths(300, seed=(7, 2)))
   assert a.sum() == 300 and a.min() >= 1 and a.size % 2 == 0
-  inputs, _ = span_corruption(np.arange(3, 303), vocab_size=VOCAB, seed=0)
+  inputs, _ = span_corruption(np.arange(3, 303), sentinel_ids=SENTINELS, seed=0)
   assert inputs[0] == 3  # The first token is never noise.
 
 

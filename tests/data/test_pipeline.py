@@ -17,10 +17,10 @@ from t5x_lite.data import (
   Loader,
   Mixture,
   PrefixLM,
+  SentencePieceVocabulary,
   Seq2Seq,
   SpanCorruption,
   Task,
-  Vocabulary,
   make_eval_loader,
   make_train_loader,
   pipeline,
@@ -228,7 +228,7 @@ def test_make_loaders_and_bad_arguments(config, vocab):
   with pytest.raises(DataError, match="saved by a run reading other tasks"):
     training.loaders[0].set_state({"batch": 0})
   with pytest.raises(DataError, match="noise spans.*0 extra ids"):
-    train_loader(config, Vocabulary(vocab.model_proto, extra_ids=0))
+    train_loader(config, SentencePieceVocabulary(vocab.serialized, extra_ids=0))
   with pytest.raises(DataError, match="no feature 'body'.*Set data.text_feature"):
     train_loader(dataclasses.replace(config, text_feature="body"), vocab)
 
@@ -348,7 +348,7 @@ def test_a_task_whose_records_lack_the_feature_fails_before_work(config, vocab):
 def test_tasks_of_a_mixture_must_share_a_vocabulary(config, vocab, tmp_path):
   from t5x_lite.data import Feature
   for name in ("one", "two"):
-    (tmp_path / f"{name}.model").write_bytes(vocab.model_proto + name.encode())
+    (tmp_path / f"{name}.model").write_bytes(vocab.serialized + name.encode())
     path = str(tmp_path / f"{name}.model")
     register_task(Task(f"test_vocab_{name}", DatasetSource("python_docs"),
                        output_features={"inputs": Feature(path), "targets": Feature(path)}))
@@ -370,12 +370,12 @@ def test_a_span_corruption_task_with_its_own_settings(config, vocab):
 EXIT_SCRIPT = """
 import sys
 from t5x_lite.config import DataConfig, ExperimentConfig, TrainConfig
-from t5x_lite.data import Vocabulary, make_train_loader
+from t5x_lite.data import load_vocabulary, make_train_loader
 
 data = DataConfig(data_dir=sys.argv[1], vocabulary=sys.argv[2], inputs_length=128,
                   targets_length=32)
 loader = make_train_loader(ExperimentConfig(data=data, train=TrainConfig(batch_size=4)),
-                           Vocabulary(sys.argv[2]))
+                           load_vocabulary(sys.argv[2], data.vocab_extra_ids))
 next(loader)  # Exits without close(), the prefetch thread still tokenizing.
 """
 
@@ -415,9 +415,9 @@ def test_a_copy_of_the_tasks_vocabulary_is_the_same_vocabulary(vocab, tmp_path):
   """A run keeps its vocabulary in the workdir and reads that copy from then on."""
   from t5x_lite.data import Feature
   original, copy, other = tmp_path / "task.model", tmp_path / "copy.model", tmp_path / "other.model"
-  original.write_bytes(vocab.model_proto)
-  copy.write_bytes(vocab.model_proto)
-  other.write_bytes(vocab.model_proto + b"x")
+  original.write_bytes(vocab.serialized)
+  copy.write_bytes(vocab.serialized)
+  other.write_bytes(vocab.serialized + b"x")
   task = Task("test_own_vocab", DatasetSource("python_docs"),
               output_features={"inputs": Feature(str(original)), "targets": Feature(str(original))})
   pipeline.check_vocabularies([task], str(copy))

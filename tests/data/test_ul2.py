@@ -11,6 +11,7 @@ from t5x_lite.data.ul2 import UL2_DENOISERS, Denoiser, MixtureOfDenoisers
 VOCAB = 1000  # Unpadded size: sentinels are 999, 998, ... (down to 900 with 100 extra ids).
 EXTRA_IDS = 100
 WIDE = 150  # Extra ids for the tests at 512 / 512, where UL2's span 3, density 0.5 needs 127 sentinels.
+SENTINELS = VOCAB - 1 - np.arange(WIDE, dtype=np.int32)
 # Mode tokens of different lengths, above the random tokens [3, 800) and below the sentinels.
 MODE_TOKENS = {"[NLU]": np.array([801, 802], np.int32), "[NLG]": np.array([803], np.int32),
                "[S2S]": np.array([804, 805, 806], np.int32)}
@@ -19,7 +20,7 @@ MODE_TOKENS = {"[NLU]": np.array([801, 802], np.int32), "[NLG]": np.array([803],
 def mixture(denoisers=UL2_DENOISERS, inputs_length=512, targets_length=114, extra_ids=EXTRA_IDS,
             mode_tokens=None) -> MixtureOfDenoisers:
   return MixtureOfDenoisers(denoisers, inputs_length=inputs_length, targets_length=targets_length,
-                            sentinel_vocab_size=VOCAB, extra_ids=extra_ids,
+                            sentinel_ids=SENTINELS[:extra_ids],
                             mode_tokens=MODE_TOKENS if mode_tokens is None else mode_tokens)
 
 
@@ -144,7 +145,8 @@ def test_raw_lengths_are_the_longest_that_fit(inputs_length, targets_length):
       assert raw == max(inputs_length - mode, targets_length)
       continue
     def fits(n, d=d, mode=mode):
-      inputs, targets = span_corruption(np.arange(3, 3 + n), vocab_size=VOCAB, seed=0, noise_density=d.noise_density,
+      inputs, targets = span_corruption(np.arange(3, 3 + n), sentinel_ids=SENTINELS, seed=0,
+                                        noise_density=d.noise_density,
                                         mean_noise_span_length=d.mean_noise_span_length)
       return mode + inputs.size <= inputs_length and targets.size <= targets_length
     assert fits(raw) and not fits(raw + 1)
@@ -181,7 +183,7 @@ def test_deterministic_per_seed_with_separate_streams():
     if d.prefix_lm:
       expected = prefix_lm(tokens, inputs_length=512 - mode, targets_length=114, seed=(*seed, 1))
     else:
-      expected = span_corruption(tokens, vocab_size=VOCAB, seed=(*seed, 1), noise_density=d.noise_density,
+      expected = span_corruption(tokens, sentinel_ids=SENTINELS, seed=(*seed, 1), noise_density=d.noise_density,
                                  mean_noise_span_length=d.mean_noise_span_length)
     assert np.array_equal(inputs[mode:], expected[0]) and np.array_equal(targets, expected[1])
     assert mix.choose(seed) == int(np.searchsorted(np.cumsum([d.rate for d in mix.denoisers]),

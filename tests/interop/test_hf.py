@@ -27,6 +27,7 @@ safetensors_numpy = pytest.importorskip("safetensors.numpy")
 from t5x_lite import checkpoints
 from t5x_lite.cli.main import main
 from t5x_lite.config import ModelConfig, load_json
+from t5x_lite.data import ByteVocabulary, load_vocabulary
 from t5x_lite.interop import hf as hf_interop
 from t5x_lite.interop.hf import InteropError
 from t5x_lite.model import Transformer, abstract_params
@@ -601,3 +602,49 @@ def test_import_and_export_destinations(tmp_path, capsys):
   assert "holds files that are not a model's (config.json, model.safetensors, notes.txt)" in (
       capsys.readouterr().err)
   assert (out / "notes.txt").read_text() == "mine"
+
+
+def _byt5_folder(folder, vocab_size: int = 384) -> None:
+  """A tiny random model saved with transformers' ByT5Tokenizer, which writes a
+  tokenizer_config.json naming it and no vocabulary file."""
+  _hf_model("gated-gelu", False, 1, 1, vocab_size=vocab_size).save_pretrained(folder)
+  transformers.ByT5Tokenizer().save_pretrained(folder)
+  assert not (folder / "spiece.model").exists() and not (folder / "tokenizer.json").exists()
+
+
+def test_import_and_export_of_a_byt5_folder(tmp_path, capsys):
+  _byt5_folder(tmp_path / "hf")
+  work, out = tmp_path / "work", tmp_path / "out"
+  assert main(["import-hf", str(tmp_path / "hf"), "--workdir", str(work)]) == 0
+  assert "The folder's tokenizer is ByT5's: its vocabulary is UTF-8 bytes, with 125 extra ids." in (
+      capsys.readouterr().out)
+  experiment = load_json(str(work / "config.json"))
+  assert experiment.data.vocabulary == str(work / "vocabulary.model")
+  assert experiment.data.vocab_extra_ids == 125
+  vocabulary = load_vocabulary(experiment.data.vocabulary, experiment.data.vocab_extra_ids)
+  assert isinstance(vocabulary, ByteVocabulary)
+  assert vocabulary.vocab_size == experiment.model.vocab_size == 384
+
+  assert main(["export-hf", "--workdir", str(work), "--output", str(out)]) == 0
+  assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors",
+                                                   "tokenizer_config.json"]
+  tokenizer = transformers.AutoTokenizer.from_pretrained(out)
+  assert isinstance(tokenizer, transformers.ByT5Tokenizer) and len(tokenizer) == 384
+  text = "Bytes: ASCII, Ünïcödé, 漢字 and 😀."
+  assert tokenizer(text, add_special_tokens=False).input_ids == vocabulary.encode(text).tolist()
+  assert tokenizer.convert_tokens_to_ids([f"<extra_id_{i}>" for i in range(125)]) == (
+      vocabulary.sentinel_ids.tolist())
+
+  # The Hub's google/byt5-* folders name the tokenizer in config.json instead.
+  (tmp_path / "hf" / "tokenizer_config.json").write_text(json.dumps({"extra_ids": 125}))
+  config = json.loads((tmp_path / "hf" / "config.json").read_text())
+  (tmp_path / "hf" / "config.json").write_text(json.dumps({**config, "tokenizer_class": "ByT5Tokenizer"}))
+  hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "hub"))
+  assert (tmp_path / "hub" / "vocabulary.model").read_bytes() == vocabulary.serialized
+
+
+def test_a_byt5_tokenizer_must_fit_the_model(tmp_path):
+  _byt5_folder(tmp_path / "hf", vocab_size=300)
+  with pytest.raises(InteropError, match=r"has a ByT5 tokenizer, whose 384 ids \(3 special, 256 bytes, "
+                                         r"125 sentinels\) do not fit the model's vocab_size 300"):
+    hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))

@@ -16,7 +16,7 @@ from t5x_lite import model as model_lib
 from t5x_lite.checkpoints import VOCABULARY_FILE, CheckpointError
 from t5x_lite.cli.main import main
 from t5x_lite.config import ConfigError, ExperimentConfig, load_experiment
-from t5x_lite.data import Vocabulary, addition, train_vocabulary
+from t5x_lite.data import SentencePieceVocabulary, addition, train_vocabulary
 from t5x_lite.data.splits import assign_split
 from t5x_lite.training.loop import train
 
@@ -86,7 +86,7 @@ def test_init_from_with_a_vocabulary_of_another_size_names_the_checkpoints(tmp_p
   before = _digests(source)
   expected = (
       f"checkpoint.init_from='{source}' (step 0) was trained with vocab_size 128 (vocabulary "
-      f"{recorded}); this run has vocab_size {Vocabulary(other).vocab_size}. Use the same vocabulary "
+      f"{recorded}); this run has vocab_size {SentencePieceVocabulary(other).vocab_size}. Use the same vocabulary "
       f"as the checkpoint (--set data.vocabulary={recorded} model.vocab_size=128, or drop the "
       "settings that changed them), or start a new workdir to train with the new vocabulary from "
       "scratch.")
