@@ -5,6 +5,10 @@ stops early once every sequence has ended), so a step costs one decoder token,
 not a pass over the prefix. T5 has no BOS: decoding starts from the pad id 0
 and ends at EOS (id 1); positions after EOS hold 0.
 
+A decoder-only model (a prefix LM) first feeds its whole prefix [0, x_1..x_n] in one call,
+right-aligned so that every row's first target comes at the same index: the left padding
+is masked out, and index distances between real tokens stay their distances in training.
+
 Shapes: b = batch, n = beams, l = max_decode_length, v = vocab.
 """
 
@@ -82,6 +86,58 @@ def _encode(model: Transformer, params: Any, encoder_input_tokens: Array) -> Arr
   return model.apply({"params": params}, encoder_input_tokens, method=Transformer.encode)
 
 
+def right_aligned_prefix(encoder_input_tokens: Array) -> tuple[Array, Array]:
+  """(b, l_in) inputs, padding last -> a prefix LM's prefix (b, l_in + 1) [0.., 0, x_1..x_n]
+  and its segment ids (1 from the start token on, 0 for the left padding)."""
+  b, inputs_length = encoder_input_tokens.shape
+  prefix = jnp.concatenate([jnp.full((b, 1), PAD_ID, jnp.int32), encoder_input_tokens], axis=1)
+  padding = inputs_length - jnp.sum(encoder_input_tokens > 0, axis=1, keepdims=True)  # (b, 1)
+  column = jnp.arange(inputs_length + 1)[None]
+  # Rotated right by the padding: the padding after x_n wraps round to the front.
+  prefix = jnp.take_along_axis(prefix, (column - padding) % (inputs_length + 1), axis=1)
+  return prefix, (column >= padding).astype(jnp.int32)
+
+
+def _start(model: Transformer, params: Any, encoder_input_tokens: Array,
+           max_decode_length: int) -> tuple[Any, Any]:
+  """(context, cache) before the first token: the encoder output and inputs (whose
+  cross-attention keys/values the cache holds), or for a prefix LM the first token's logits
+  (b, v) from feeding the prefix into a cache with room for the rest."""
+  if model.config.architecture == "encoder_decoder":
+    encoded = _encode(model, params, encoder_input_tokens)
+    cache = init_cache(model, params, encoded, encoder_input_tokens, max_decode_length)
+    return (encoded, encoder_input_tokens), cache
+  prefix, segment_ids = right_aligned_prefix(encoder_input_tokens)
+  b, prefix_length = prefix.shape
+  # The prefix, then every token but the last (which is never fed).
+  cache_length = prefix_length + max_decode_length - 1
+  _, variables = model.apply(
+      {"params": params}, jnp.zeros((b, cache_length), jnp.int32),
+      jnp.zeros((b, cache_length), jnp.int32), method=Transformer.prefix_lm_next_logits,
+      mutable=["cache"])
+  logits, variables = model.apply(
+      {"params": params, "cache": variables["cache"]}, prefix, segment_ids,
+      method=Transformer.prefix_lm_next_logits, mutable=["cache"])
+  return logits, variables["cache"]
+
+
+def _step(model: Transformer, params: Any, cache: Any, context: Any, tokens: Array,
+          step: Array) -> tuple[Array, Any]:
+  """The logits (b, v) of the token after `tokens` (b,), the first of which, step 0's, is 0,
+  and the advanced cache. A prefix LM has fed that 0 with its prefix: step 0 reads `_start`'s
+  logits."""
+  if model.config.architecture == "encoder_decoder":
+    return decode_step(model, params, cache, *context, tokens)
+
+  def feed() -> tuple[Array, Any]:
+    logits, variables = model.apply(
+        {"params": params, "cache": cache}, tokens[:, None], jnp.ones_like(tokens[:, None]),
+        method=Transformer.prefix_lm_next_logits, mutable=["cache"])
+    return logits, variables["cache"]
+
+  return jax.lax.cond(step == 0, lambda: (context, cache), feed)
+
+
 def _token_log_prob(logits: Array, tokens: Array) -> Array:
   """(b, v), (b,) -> (b,) log-probability of each row's token."""
   log_probs = jax.nn.log_softmax(logits)
@@ -123,14 +179,13 @@ def _token_loop(model: Transformer, params: Any, encoder_input_tokens: Array, ma
                 choose: Callable[[Array, Array], Array]) -> DecodeOutput:
   """Decodes token by token; `choose(logits (b, v), step) -> (b,)` picks the next token."""
   b = encoder_input_tokens.shape[0]
-  encoded = _encode(model, params, encoder_input_tokens)
-  cache = init_cache(model, params, encoded, encoder_input_tokens, max_decode_length)
+  context, cache = _start(model, params, encoder_input_tokens, max_decode_length)
 
   def cond(s: _State) -> Array:
     return (s.step < max_decode_length) & ~jnp.all(s.done)
 
   def body(s: _State) -> _State:
-    logits, cache = decode_step(model, params, s.cache, encoded, encoder_input_tokens, s.last)
+    logits, cache = _step(model, params, s.cache, context, s.last, s.step)
     token = jnp.where(s.done, PAD_ID, choose(logits, s.step))
     scores = s.scores + jnp.where(s.done, 0.0, _token_log_prob(logits, token))
     tokens = jax.lax.dynamic_update_slice(s.tokens, token[:, None], (0, s.step))
@@ -191,11 +246,10 @@ def _beam_search(model: Transformer, max_decode_length: int, num_beams: int, par
   only grows); live beams still running at max length end there, unfinished.
   """
   b, n, l = encoder_input_tokens.shape[0], num_beams, max_decode_length
-  encoded = _encode(model, params, encoder_input_tokens)
-  cache = init_cache(model, params, encoded, encoder_input_tokens, l)
+  context, cache = _start(model, params, encoder_input_tokens, l)
   rows = jnp.repeat(jnp.arange(b), n)  # (b * n,)
   cache = gather_cache_rows(cache, rows)
-  encoded, encoder_input_tokens = encoded[rows], encoder_input_tokens[rows]
+  context = jax.tree.map(lambda x: x[rows], context)
   max_penalty = _length_penalty(jnp.float32(l), alpha)
 
   def cond(s: _BeamState) -> Array:
@@ -206,7 +260,7 @@ def _beam_search(model: Transformer, max_decode_length: int, num_beams: int, par
   def body(s: _BeamState) -> _BeamState:
     previous = jax.lax.dynamic_index_in_dim(s.live_tokens, jnp.maximum(s.step - 1, 0), 2, False)
     last = jnp.where(s.step == 0, PAD_ID, previous)  # (b, n)
-    logits, cache = decode_step(model, params, s.cache, encoded, encoder_input_tokens, last.reshape(b * n))
+    logits, cache = _step(model, params, s.cache, context, last.reshape(b * n), s.step)
     v = logits.shape[-1]
     log_probs = jax.nn.log_softmax(logits).reshape(b, n, v)
     candidates = (s.live_log_probs[:, :, None] + log_probs).reshape(b, n * v)

@@ -41,12 +41,17 @@ def forward_flops_per_sequence(config: ModelConfig, inputs_length: int, targets_
   d, inner = config.d_model, config.num_heads * config.d_kv
   n_enc, n_dec = config.num_encoder_layers, config.num_decoder_layers
   ffn = _ffn_flops_per_token(config)
+  logits = targets_length * 2 * d * config.vocab_size
+  if config.architecture == "decoder_only":
+    # One stack over inputs and targets together, attending over all of them (the masked half
+    # of the scores counted, as for the decoder's causal self-attention); logits for the targets.
+    length = inputs_length + targets_length
+    return length * n_dec * (8 * d * inner + ffn + 4 * length * inner) + logits
   per_encoder_token = (n_enc * (8 * d * inner + ffn + 4 * inputs_length * inner)
                        + n_dec * 4 * d * inner)  # cross-attention keys and values
-  per_decoder_token = (n_dec * (8 * d * inner + 4 * targets_length * inner + 4 * d * inner
-                                + 4 * inputs_length * inner + ffn)
-                       + 2 * d * config.vocab_size)
-  return inputs_length * per_encoder_token + targets_length * per_decoder_token
+  per_decoder_token = n_dec * (8 * d * inner + 4 * targets_length * inner + 4 * d * inner
+                               + 4 * inputs_length * inner + ffn)
+  return inputs_length * per_encoder_token + targets_length * per_decoder_token + logits
 
 
 def train_flops_per_sequence(config: ModelConfig, inputs_length: int, targets_length: int) -> int:

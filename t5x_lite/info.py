@@ -38,14 +38,20 @@ def activation_bytes_estimate(cfg: config_lib.ModelConfig, batch: int, inputs_le
   d, inner, ff = cfg.d_model, cfg.num_heads * cfg.d_kv, cfg.d_ff
   ffn = 3 * ff if cfg.gated_ffn else 2 * ff
   enc_token = (4 * d + 4 * inner + ffn) * itemsize + cfg.num_heads * inputs_length * 6
+  dec_length = targets_length
   dec_token = ((6 * d + 6 * inner + ffn) * itemsize
                + cfg.num_heads * (targets_length + inputs_length) * 6)
-  per_layer = {"encoder": batch * inputs_length * enc_token, "decoder": batch * targets_length * dec_token}
+  if cfg.architecture == "decoder_only":
+    # One stack over inputs and targets together; a token keeps what an encoder layer's does.
+    dec_length = inputs_length + targets_length
+    dec_token = (4 * d + 4 * inner + ffn) * itemsize + cfg.num_heads * dec_length * 6
+  per_layer = {"encoder": batch * inputs_length * enc_token if cfg.num_encoder_layers else 0,
+               "decoder": batch * dec_length * dec_token}
   logits = batch * targets_length * cfg.vocab_size * (itemsize + 4)
   if cfg.remat_policy in ("none", "minimal", "compiler"):  # "minimal" saves less; an upper bound
     layers = cfg.num_encoder_layers * per_layer["encoder"] + cfg.num_decoder_layers * per_layer["decoder"]
   else:
-    inputs_kept = batch * (cfg.num_encoder_layers * inputs_length + cfg.num_decoder_layers * targets_length)
+    inputs_kept = batch * (cfg.num_encoder_layers * inputs_length + cfg.num_decoder_layers * dec_length)
     layers = inputs_kept * d * itemsize + max(per_layer.values())
   return int(layers + logits)
 

@@ -1,4 +1,5 @@
-"""The T5 encoder-decoder, in Flax linen, with logical axis names on every parameter.
+"""The T5 encoder-decoder, or its decoder-only prefix LM, in Flax linen, with logical axis
+names on every parameter.
 
 Parameters are a plain pytree passed to `apply`; nothing is hidden in module
 state. Defaults follow T5.1.1 (docs/reference.md): pre-norm RMSNorm, no biases,
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import flax.linen as nn
 import flax.struct
@@ -177,11 +178,13 @@ class AttentionMask:
   packed rows, lets a query see only the keys of its own segment. Without it a row is one
   sequence whose padding comes last, which cuDNN takes as lengths; a packed row's mask can
   only reach cuDNN as an additive (b, h, q, k) bias. causal: a query sees keys at its index
-  or before.
+  or before. prefix_keys (b, k) bool, with causal and query_segment_ids: keys that the queries
+  of their segment see wherever they are (a prefix LM's inputs, attended bidirectionally).
   """
   key_segment_ids: Optional[Array] = None
   query_segment_ids: Optional[Array] = None
   causal: bool = flax.struct.field(pytree_node=False, default=False)
+  prefix_keys: Optional[Array] = None
 
   @property
   def packed(self) -> bool:
@@ -197,6 +200,8 @@ class AttentionMask:
       mask = keys[:, None]
     if self.causal:
       causal = (jnp.arange(key_length)[None, :] <= jnp.arange(query_length)[:, None])[None, None]
+      if self.prefix_keys is not None:
+        causal = causal | self.prefix_keys[:, None, None, :]  # (b, 1, q, k)
       mask = causal if mask is None else mask & causal
     return mask
 
@@ -331,10 +336,11 @@ class Attention(nn.Module):
     return checkpoint_name(out, "attention_out")
 
   def _update_cache(self, key: Array, value: Array, position: Array) -> tuple[Array, Array]:
-    """Writes this step's key/value at `position`; returns the whole cache.
+    """Writes this call's keys/values (b, q, h, k) from `position` on; returns the whole cache.
+    q is 1 per decoding step, or a prefix LM's whole prefix on its first step.
 
     The cache's length is fixed by the first (initialising) call, which
-    passes the full target length.
+    passes the full length.
     """
     is_initialized = self.has_variable("cache", "cached_key")
     cached_key = self.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
@@ -407,15 +413,17 @@ class EncoderLayer(nn.Module):
 
 
 class DecoderLayer(nn.Module):
+  """A decoder layer; without `encoded` (a prefix LM) it has no cross-attention."""
+
   config: ModelConfig
   sharding: Optional[ActivationSharding] = None
   deterministic: bool = True
   decode: bool = False
 
   @nn.compact
-  def __call__(self, x: Array, encoded: Array, bias: Optional[Array],
-               positions: tuple[Array, Array], self_mask: AttentionMask, cross_mask: AttentionMask,
-               decode_position: Optional[Array]) -> tuple[Array, None]:
+  def __call__(self, x: Array, encoded: Optional[Array], bias: Optional[Array],
+               positions: tuple[Array, Array], self_mask: AttentionMask,
+               cross_mask: Optional[AttentionMask], decode_position: Optional[Array]) -> tuple[Array, None]:
     """positions: the (1, q) query and (1, k) key positions of the self-attention."""
     cfg = self.config
     residual_dropout = dropout(cfg)
@@ -426,10 +434,11 @@ class DecoderLayer(nn.Module):
     y = Attention(cfg, self.sharding, kind="self", name="self_attention")(
         y, y, bias, self_mask, deterministic=det, decode=self.decode, decode_position=decode_position)
     x = constrain(x + residual_dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
-    y = Norm(cfg, name="pre_cross_attention_layer_norm")(x)
-    y = Attention(cfg, self.sharding, kind="cross", name="encoder_decoder_attention")(
-        y, encoded, None, cross_mask, deterministic=det, decode=self.decode)
-    x = constrain(x + residual_dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
+    if encoded is not None:
+      y = Norm(cfg, name="pre_cross_attention_layer_norm")(x)
+      y = Attention(cfg, self.sharding, kind="cross", name="encoder_decoder_attention")(
+          y, encoded, None, cross_mask, deterministic=det, decode=self.decode)
+      x = constrain(x + residual_dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
     y = Norm(cfg, name="pre_mlp_layer_norm")(x)
     y = MLP(cfg, self.sharding, name="mlp")(y, deterministic=det)
     x = constrain(x + residual_dropout(y, deterministic=det), self.sharding, BATCH_LENGTH_EMBED)
@@ -526,36 +535,54 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
+  """T5's decoder, or with encoded=None a prefix LM's one stack (model.architecture=decoder_only)."""
+
   config: ModelConfig
   sharding: Optional[ActivationSharding] = None
 
   @nn.compact
-  def __call__(self, embedded: Array, encoded: Array, encoder_segment_ids: Array,
-               segment_ids: Optional[Array], *, deterministic: bool, decode: bool = False) -> Array:
-    """segment_ids (b, l) for packed rows (then encoder_segment_ids are packed too), else None."""
+  def __call__(self, embedded: Array, encoded: Optional[Array], encoder_segment_ids: Optional[Array],
+               segment_ids: Optional[Array], *, deterministic: bool, decode: bool = False,
+               prefix: Optional[Array] = None) -> Array:
+    """segment_ids (b, l) for packed rows (then encoder_segment_ids are packed too), else None.
+
+    Without `encoded` (a prefix LM) segment_ids are always given and prefix (b, l) marks the
+    keys every query of their segment sees (`prefix_lm_row`); decoding, segment_ids mark the
+    fed tokens that are not padding, and each call sees every key written so far: the whole
+    prefix at once on the first step, one token per step after it.
+    """
     cfg = self.config
     length = embedded.shape[1]
+    prefix_lm = encoded is None
     decode_position = None
     if decode:
-      # One token per call; the first (initialising) call passes the full
-      # target length, which fixes the cache's size.
+      # The first (initialising) call passes the full length, which fixes the cache's size;
+      # then one token per call (a prefix LM's first step: its whole prefix).
       is_initialized = self.has_variable("cache", "position")
       position = self.variable("cache", "position", lambda: jnp.zeros((), jnp.int32))
       cache_positions = self.variable("cache", "key_positions", _positions, length)
+      if prefix_lm:
+        # (b, max_length): 0 for the prefix's left padding and for entries not written yet.
+        cache_segment_ids = self.variable("cache", "key_segment_ids", jnp.zeros_like, segment_ids)
       if is_initialized:
         decode_position = position.value
         key_positions = cache_positions.value  # (1, max_length)
-        query_positions = decode_position[None, None]  # (1, 1)
-        # The cache is a sequence whose first decode_position + 1 entries are filled.
-        self_mask = AttentionMask((key_positions <= decode_position).astype(jnp.int32))
-        position.value = decode_position + 1
+        query_positions = decode_position + _positions(length)  # (1, q)
+        if prefix_lm:
+          cache_segment_ids.value = jax.lax.dynamic_update_slice(
+              cache_segment_ids.value, segment_ids, (0, decode_position))
+          self_mask = AttentionMask(cache_segment_ids.value, segment_ids)
+        else:
+          # The cache is a sequence whose first decode_position + 1 entries are filled.
+          self_mask = AttentionMask((key_positions <= decode_position).astype(jnp.int32))
+        position.value = decode_position + length
       else:
         query_positions = key_positions = cache_positions.value
         self_mask = AttentionMask(causal=True)
     else:
       query_positions = key_positions = _positions(length)
-      self_mask = AttentionMask(segment_ids, segment_ids, causal=True)
-    cross_mask = AttentionMask(encoder_segment_ids, segment_ids)
+      self_mask = AttentionMask(segment_ids, segment_ids, causal=True, prefix_keys=prefix)
+    cross_mask = None if prefix_lm else AttentionMask(encoder_segment_ids, segment_ids)
     bias = None
     if cfg.position_scheme == "relative":
       bias = RelativePositionBias(cfg, bidirectional=False, name="relpos_bias")(
@@ -592,9 +619,62 @@ def _unpacked_segment_ids(tokens: Array) -> Array:
   return (tokens > 0).astype(jnp.int32)
 
 
+class PrefixLMRow(NamedTuple):
+  """An encoder-decoder batch row laid out for a prefix LM (`prefix_lm_row`); l = l_in + l_tgt."""
+
+  tokens: Array  # (b, l) the stack's input tokens
+  segment_ids: Array  # (b, l) 0 for padding
+  prefix: Array  # (b, l) bool: start tokens and inputs, attended bidirectionally
+  target_index: Array  # (b, l_tgt) where the output predicting each decoder target is
+
+
+def prefix_lm_row(encoder_input_tokens: Array, decoder_input_tokens: Array,
+                  encoder_segment_ids: Optional[Array] = None,
+                  decoder_segment_ids: Optional[Array] = None) -> PrefixLMRow:
+  """Concatenates each segment's inputs and decoder inputs into T5X's prefix-LM row
+  [0, x_1..x_n, y_1..y_m-1] = shift_right(inputs + targets): the decoder's start token first,
+  then the inputs, then the rest of its decoder inputs; segments in order, padding last.
+
+  On the device, so the batch format (packing, the pipeline, losses, scoring) stays the
+  encoder-decoder's. Each segment is contiguous, so index distances are position distances.
+  Target 0 of a segment is predicted where its last input is (start + n); target k >= 1 where
+  decoder input k landed. Unpacked rows (no segment ids): inputs where tokens > 0, targets all
+  segment 1 (their padding comes after them, so causal attention keeps it out).
+  """
+  b, inputs_length = encoder_input_tokens.shape
+  length = inputs_length + decoder_input_tokens.shape[1]
+  if encoder_segment_ids is None:
+    encoder_segment_ids = _unpacked_segment_ids(encoder_input_tokens)
+    decoder_segment_ids = jnp.ones_like(decoder_input_tokens)
+  # A segment's first decoder input: its start token.
+  starts = jnp.concatenate([jnp.ones((b, 1), bool),
+                            decoder_segment_ids[:, 1:] != decoder_segment_ids[:, :-1]], axis=1)
+  starts = starts & (decoder_segment_ids > 0)  # (b, l_tgt)
+  segment_ids = jnp.concatenate([encoder_segment_ids, decoder_segment_ids], axis=1)  # (b, l)
+  part = jnp.concatenate([jnp.ones_like(encoder_segment_ids),  # start 0, inputs 1, rest 2
+                          jnp.where(starts, 0, 2)], axis=1)
+  segment_rank = jnp.where(segment_ids > 0, segment_ids, length + 1)  # padding last
+  # Sort keys (segment, part, column) below 3 * (l + 2) * l: int32 up to l of about 26,000.
+  order = jnp.argsort((segment_rank * 3 + part) * length + jnp.arange(length), axis=1)  # (b, l)
+  landed = jnp.argsort(order, axis=1)[:, inputs_length:]  # (b, l_tgt): each decoder input's index
+
+  def arrange(x):
+    return jnp.take_along_axis(x, order, axis=1)
+
+  # Inputs of each decoder input's segment: (b, l_tgt, l_in) -> (b, l_tgt).
+  same_segment = encoder_segment_ids[:, None, :] == decoder_segment_ids[:, :, None]
+  num_inputs = jnp.sum(same_segment & (decoder_segment_ids[:, :, None] > 0), axis=-1)
+  return PrefixLMRow(
+      tokens=arrange(jnp.concatenate([encoder_input_tokens, decoder_input_tokens], axis=1)),
+      segment_ids=arrange(segment_ids),
+      prefix=arrange(jnp.concatenate([encoder_segment_ids > 0, starts], axis=1)),
+      target_index=landed + jnp.where(starts, num_inputs, 0).astype(landed.dtype))
+
+
 class Transformer(nn.Module):
-  """T5 encoder-decoder. `__call__` gives logits (b, l_targets, vocab), or with
-  return_hidden=True the decoder output (b, l_targets, d) they are projected from."""
+  """T5 encoder-decoder, or its decoder-only prefix LM (model.architecture). `__call__` gives
+  logits (b, l_targets, vocab), or with return_hidden=True the decoder output
+  (b, l_targets, d) they are projected from, for either."""
 
   config: ModelConfig
   sharding: Optional[ActivationSharding] = None
@@ -602,7 +682,8 @@ class Transformer(nn.Module):
   def setup(self):
     cfg = self.config
     self.token_embedder = Embed(cfg)
-    self.encoder = Encoder(cfg, self.sharding)
+    if cfg.architecture == "encoder_decoder":
+      self.encoder = Encoder(cfg, self.sharding)
     self.decoder = Decoder(cfg, self.sharding)
     if not cfg.tie_logits:
       self.logits_dense = self.param(
@@ -640,13 +721,35 @@ class Transformer(nn.Module):
       return self.token_embedder.embedding.T, self.config.d_model ** -0.5
     return self.logits_dense, 1.0
 
+  def prefix_lm(self, tokens: Array, segment_ids: Array, prefix: Optional[Array] = None, *,
+                deterministic: bool = True, decode: bool = False) -> Array:
+    """A decoder-only model's stack: (b, l) tokens -> (b, l, d) outputs; the arguments are
+    `prefix_lm_row`'s, or with decode=True what `Decoder` says."""
+    embedded = self.token_embedder(tokens)
+    return self.decoder(embedded, None, None, segment_ids, deterministic=deterministic,
+                        decode=decode, prefix=prefix)
+
+  def prefix_lm_next_logits(self, tokens: Array, segment_ids: Array) -> Array:
+    """Decoding a prefix LM with the cache: feeds (b, q) tokens and returns the float32
+    logits (b, v) of the token after the last."""
+    x = self.prefix_lm(tokens, segment_ids, decode=True)
+    return project_logits(x[:, -1:], *self.logits_kernel(), self.sharding)[:, 0]
+
   def __call__(self, encoder_input_tokens: Array, decoder_input_tokens: Array,
                encoder_segment_ids: Optional[Array] = None, decoder_segment_ids: Optional[Array] = None,
                *, deterministic: bool = True, return_hidden: bool = False) -> Array:
     """Packed rows need only segment ids: positions restart with each segment, so index
     distances are position distances wherever attention is allowed. Without segment ids a
     row is one example with its padding (token 0) last, which fused attention takes as
-    lengths rather than as a dense mask."""
+    lengths rather than as a dense mask. A decoder-only model runs on the same batch
+    (`prefix_lm_row`) and gives the same layout."""
+    if self.config.architecture == "decoder_only":
+      row = prefix_lm_row(encoder_input_tokens, decoder_input_tokens, encoder_segment_ids,
+                          decoder_segment_ids)
+      x = self.prefix_lm(row.tokens, row.segment_ids, row.prefix, deterministic=deterministic)
+      x = jnp.take_along_axis(x, row.target_index[:, :, None], axis=1)  # (b, l_tgt, d)
+      x = constrain(x, self.sharding, BATCH_LENGTH_EMBED)
+      return x if return_hidden else project_logits(x, *self.logits_kernel(), self.sharding)
     encoded = self.encode(encoder_input_tokens, encoder_segment_ids, deterministic=deterministic)
     return self.decode(encoded, encoder_input_tokens, decoder_input_tokens, encoder_segment_ids,
                        decoder_segment_ids, deterministic=deterministic, return_hidden=return_hidden)

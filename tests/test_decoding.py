@@ -21,9 +21,13 @@ MAX_LEN = 10
 INPUT_LENGTHS = (8, 5, 3, 6)  # Rows padded with 0 to 8.
 
 
-def _config(scan_layers: bool = False) -> ModelConfig:
-  return dataclasses.replace(tiny(vocab_size=64), d_model=32, d_ff=64, num_heads=2, d_kv=16,
-                             scan_layers=scan_layers)
+def _config(scan_layers: bool = False, architecture: str = "encoder_decoder") -> ModelConfig:
+  config = dataclasses.replace(tiny(vocab_size=64), d_model=32, d_ff=64, num_heads=2, d_kv=16,
+                               scan_layers=scan_layers)
+  if architecture == "decoder_only":
+    return dataclasses.replace(config, architecture=architecture, num_encoder_layers=0,
+                               num_decoder_layers=3)
+  return config
 
 
 def _inputs() -> np.ndarray:
@@ -40,10 +44,12 @@ def _unrolled_params() -> Any:
   return jax.jit(lambda key: init_params(_config(), key))(jax.random.key(0))
 
 
-def _stack_layers(params: Any) -> Any:
+def _stack_layers(params: Any, architecture: str = "encoder_decoder") -> Any:
   """The same weights in the scan_layers layout: layers_{i} stacked along a leading axis."""
-  config, stacked = _config(scan_layers=True), dict(params)
+  config, stacked = _config(True, architecture), dict(params)
   for stack, num_layers in (("encoder", config.num_encoder_layers), ("decoder", config.num_decoder_layers)):
+    if not num_layers:
+      continue
     tree = dict(params[stack])
     layers = [tree.pop(f"layers_{i}") for i in range(num_layers)]
     tree["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
@@ -73,9 +79,9 @@ def unrolled_model() -> tuple[ModelConfig, Any]:
 
 
 @functools.lru_cache(maxsize=None)
-def _teacher_forced(scan_layers: bool):
+def _teacher_forced(scan_layers: bool, architecture: str = "encoder_decoder"):
   """Jitted full-sequence logits (b, l, v) from (params, inputs, decoder inputs)."""
-  apply = Transformer(_config(scan_layers)).apply
+  apply = Transformer(_config(scan_layers, architecture)).apply
   return jax.jit(lambda params, inputs, decoder_inputs: apply({"params": params}, inputs, decoder_inputs))
 
 
@@ -83,7 +89,8 @@ def _sequence_log_prob(config: ModelConfig, params: Any, inputs: np.ndarray,
                        tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   """Teacher-forced summed log-probabilities of tokens through EOS, and their lengths."""
   decoder_inputs = np.concatenate([np.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
-  logits = _teacher_forced(config.scan_layers)(params, jnp.asarray(inputs), jnp.asarray(decoder_inputs))
+  logits = _teacher_forced(config.scan_layers, config.architecture)(
+      params, jnp.asarray(inputs), jnp.asarray(decoder_inputs))
   log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), tokens[..., None], -1)[..., 0]
   ended_before = np.cumsum(tokens == EOS_ID, axis=1) - (tokens == EOS_ID)  # EOS strictly earlier
   counted = ended_before == 0
@@ -289,3 +296,66 @@ def test_per_layer_position_bias_decodes_as_teacher_forcing():
   log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), tokens[..., None], -1)
   np.testing.assert_allclose(out.scores, (log_probs[..., 0] * before_eos).sum(1), rtol=1e-5,
                              atol=1e-5)
+
+
+# ----------------------------------------------------------------------------
+# Decoder-only (prefix LM)
+# ----------------------------------------------------------------------------
+
+
+def _prefix_lm_inputs() -> np.ndarray:
+  """_inputs() and a row without inputs: every row's prefix has a different length."""
+  return np.concatenate([_inputs(), np.zeros((1, max(INPUT_LENGTHS)), np.int32)])
+
+
+@functools.lru_cache(maxsize=None)
+def _prefix_lm(scan_layers: bool) -> tuple[ModelConfig, Any]:
+  """An EOS-prone random prefix LM, unrolled or scanned (the same weights)."""
+  config = _config(architecture="decoder_only")
+  params = dict(jax.jit(lambda key: init_params(config, key))(jax.random.key(0)))
+  params["logits_dense"] = params["logits_dense"].at[:, EOS_ID].multiply(3.0)
+  if scan_layers:
+    return _config(True, "decoder_only"), _stack_layers(params, "decoder_only")
+  return config, params
+
+
+def test_right_aligned_prefix():
+  prefix, segment_ids = decoding.right_aligned_prefix(jnp.array([[5, 6, 7], [8, 0, 0], [0, 0, 0]]))
+  np.testing.assert_array_equal(prefix, [[0, 5, 6, 7], [0, 0, 0, 8], [0, 0, 0, 0]])
+  np.testing.assert_array_equal(segment_ids, [[1, 1, 1, 1], [0, 0, 1, 1], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("scan_layers", [False, True], ids=["unrolled", "scanned"])
+def test_prefix_lm_cached_greedy_is_the_teacher_forced_argmax(scan_layers):
+  """The prefix fed at once (right-aligned, rows of different lengths), then one token per
+  step: the tokens and scores of the full forward pass given the tokens before each."""
+  config, params = _prefix_lm(scan_layers)
+  inputs = _prefix_lm_inputs()
+  out = decode(params, config, inputs, method="greedy", max_decode_length=MAX_LEN)
+  tokens = np.asarray(out.tokens)
+  ended = (tokens == EOS_ID).any(1)
+  assert ended.any() and not ended.all(), "the batch should mix ended and unended rows"
+  decoder_inputs = np.concatenate([np.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
+  logits = _teacher_forced(scan_layers, "decoder_only")(params, jnp.asarray(inputs),
+                                                         jnp.asarray(decoder_inputs))
+  before_eos = (np.cumsum(tokens == EOS_ID, axis=1) - (tokens == EOS_ID)) == 0
+  np.testing.assert_array_equal(np.argmax(np.asarray(logits), -1)[before_eos], tokens[before_eos])
+  log_prob, _ = _sequence_log_prob(config, params, inputs, tokens)
+  np.testing.assert_allclose(out.scores, log_prob, rtol=1e-5, atol=1e-5)
+
+
+def test_prefix_lm_beam_search():
+  """A beam of one is greedy; four beams (their cache rows, prefix included, reordered each
+  step) score their tokens as the full forward pass does."""
+  config, params = _prefix_lm(False)
+  inputs = _prefix_lm_inputs()
+  greedy = decode(params, config, inputs, max_decode_length=MAX_LEN)
+  beam = decode(params, config, inputs, method="beam", max_decode_length=MAX_LEN, num_beams=1,
+                length_penalty=0.0)
+  np.testing.assert_array_equal(beam.tokens, greedy.tokens)
+  np.testing.assert_allclose(beam.scores, greedy.scores, rtol=1e-5, atol=1e-5)
+  beams = decode(params, config, inputs, method="beam", max_decode_length=MAX_LEN, num_beams=4,
+                 length_penalty=0.0)
+  log_prob, _ = _sequence_log_prob(config, params, inputs, np.asarray(beams.tokens))
+  np.testing.assert_allclose(beams.scores, log_prob, rtol=1e-5, atol=1e-5)
+  assert np.all(np.asarray(beams.scores) >= np.asarray(greedy.scores) - 1e-5)

@@ -100,3 +100,13 @@ def test_peak_defaults_to_the_first_jax_device(monkeypatch):
   monkeypatch.setattr(jax, "devices", lambda: [SimpleNamespace(device_kind="cpu")])
   assert flops.peak_flops_per_device() == 0.0
   assert flops.peak_flops_per_device(-1.0) == 0.0  # not an override: unknown stays 0, never negative
+
+
+def test_decoder_only_forward_flops_by_hand():
+  """One stack over inputs + targets (11 + 5 = 16 tokens), attention over all 16, no
+  cross-attention, logits for the 5 targets: per token and layer q, k, v, out 4 * 2 * 24 * 21
+  = 4032, scores and values 2 * 2 * 16 * 21 = 1344, gated FFN 3 * 2 * 24 * 40 = 5760."""
+  cfg = _odd_model(architecture="decoder_only", num_encoder_layers=0, num_decoder_layers=2)
+  per_token_and_layer = 4032 + 1344 + 5760
+  logits = 5 * 2 * 24 * 97
+  assert flops.forward_flops_per_sequence(cfg, 11, 5) == 16 * 2 * per_token_and_layer + logits

@@ -36,6 +36,11 @@ def test_xxl_is_about_eleven_billion():
   assert 11.0e9 < count < 11.2e9
 
 
+# The decoder-only prefix LM (model.architecture), as tiny_model changes.
+DECODER_ONLY = {"architecture": "decoder_only", "num_encoder_layers": 0, "num_decoder_layers": 3}
+ARCHITECTURES = {"encoder_decoder": {}, "decoder_only": DECODER_ONLY}
+
+
 def _apply(cfg, params, batch, deterministic=True, rngs=None, return_hidden=False):
   """Jitted forward pass (eager dispatch of every op is far slower on the CPU)."""
   keys = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
@@ -94,9 +99,10 @@ def test_decoder_is_causal():
   assert not np.allclose(logits[:, 6:], logits_changed[:, 6:])
 
 
-@pytest.mark.parametrize("scan", [False, True])
-def test_packed_row_equals_examples_alone(scan):
-  cfg = tiny_model(scan_layers=scan)
+@pytest.mark.parametrize("scan, architecture", [
+    (False, "encoder_decoder"), (True, "encoder_decoder"), (False, "decoder_only")])
+def test_packed_row_equals_examples_alone(scan, architecture):
+  cfg = tiny_model(scan_layers=scan, **ARCHITECTURES[architecture])
   params = model_lib.init_params(cfg, jax.random.key(2))
   batch = random_batch(np.random.default_rng(2), 1, 24, 12, cfg.vocab_size, segments=3)
   packed = np.asarray(_apply(cfg, params, batch))[0]
@@ -134,17 +140,20 @@ def test_relative_position_buckets(bidirectional, table):
   np.testing.assert_array_equal(np.asarray(buckets), np.array(list(table.values())))
 
 
-def test_scan_matches_unrolled_layers():
-  cfg = tiny_model()
+@pytest.mark.parametrize("architecture", list(ARCHITECTURES))
+def test_scan_matches_unrolled_layers(architecture):
+  cfg = tiny_model(**ARCHITECTURES[architecture])
   params = model_lib.init_params(cfg, jax.random.key(4))
   stacked = dict(params)
   for stack, n in (("encoder", cfg.num_encoder_layers), ("decoder", cfg.num_decoder_layers)):
+    if not n:
+      continue
     layers = [params[stack][f"layers_{i}"] for i in range(n)]
     stacked[stack] = {k: v for k, v in params[stack].items() if not k.startswith("layers_")}
     stacked[stack]["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
   batch = random_batch(np.random.default_rng(4), 2, 16, 8, cfg.vocab_size)
   unrolled = _apply(cfg, params, batch)
-  cfg_scan = tiny_model(scan_layers=True)
+  cfg_scan = tiny_model(scan_layers=True, **ARCHITECTURES[architecture])
   scanned = _apply(cfg_scan, stacked, batch)
   np.testing.assert_allclose(unrolled, scanned, rtol=1e-5, atol=1e-5)
 
@@ -160,6 +169,7 @@ def _remat_loss(cfg, batch):
 @pytest.mark.parametrize("policy, changes", [
     ("full", {}), ("dots", {}), ("dots_no_batch", {}), ("minimal", {}), ("compiler", {}),
     ("minimal", {"norm": "layernorm", "ffn_activation": "relu", "scan_layers": True}),
+    ("dots", {"scan_layers": True, **DECODER_ONLY}),
 ])
 def test_remat_keeps_values_and_gradients(policy, changes):
   cfg = tiny_model(**changes)
@@ -201,20 +211,22 @@ def test_remat_policies_keep_less_in_order_and_scan_keeps_only_the_named():
   assert unrolled["minimal"] < 1.05 * unrolled["none"], unrolled
 
 
-@pytest.mark.parametrize("packed", [True, False])
-@pytest.mark.parametrize("impl", [
-    "auto",
-    pytest.param("cudnn", marks=pytest.mark.skipif(jax.default_backend() != "gpu",
-                                                   reason="cuDNN attention needs a GPU")),
+_NEEDS_GPU = pytest.mark.skipif(jax.default_backend() != "gpu", reason="cuDNN attention needs a GPU")
+
+
+@pytest.mark.parametrize("impl, packed, architecture", [
+    ("auto", True, "encoder_decoder"), ("auto", False, "encoder_decoder"),
+    *(pytest.param("cudnn", packed, architecture, marks=_NEEDS_GPU)
+      for packed in (True, False) for architecture in ARCHITECTURES),
 ])
-def test_fused_attention_path_matches_reference(impl, packed):
+def test_fused_attention_path_matches_reference(impl, packed, architecture):
   """attention_impl='auto' (jax.nn.dot_product_attention: XLA here, cuDNN on GPU) and
   'cudnn' compute the same function and gradients as the einsum reference with the
   relative-position bias, whose gradient must survive the fused kernel (cuDNN returns a
   bias gradient only in some layouts): on packed rows (segment masks) and on unpacked rows
   (lengths and a causal flag), including a row of padding alone, whose outputs nothing
-  reads."""
-  cfg = tiny_model(dtype="bfloat16")
+  reads. A decoder-only model's mask reaches them dense, as packed rows' do."""
+  cfg = tiny_model(dtype="bfloat16", **ARCHITECTURES[architecture])
   params = model_lib.init_params(cfg, jax.random.key(6))
   batch = random_batch(np.random.default_rng(6), 3, 16, 8, cfg.vocab_size, segments=2 if packed else 1)
   keys = ("encoder_input_tokens", "decoder_input_tokens", "encoder_segment_ids",
@@ -232,7 +244,8 @@ def test_fused_attention_path_matches_reference(impl, packed):
     return jax.jit(jax.grad(score, has_aux=True))(params)
 
   reference_grads, reference = logits_and_grads(cfg)
-  grads, fused = logits_and_grads(tiny_model(dtype="bfloat16", attention_impl=impl))
+  grads, fused = logits_and_grads(
+      tiny_model(dtype="bfloat16", attention_impl=impl, **ARCHITECTURES[architecture]))
   assert bool(jnp.all(jnp.isfinite(fused)))
   assert relative_difference(fused * live_rows, reference * live_rows) < 2e-2
   flat_reference = flax.traverse_util.flatten_dict(reference_grads, sep="/")
@@ -391,3 +404,75 @@ def test_dropout_in_the_model_follows_the_mask_shape():
                             batch, deterministic=False, rngs={"dropout": jax.random.key(4)})
              for shared in (True, False)}
   assert not np.allclose(outputs[True], outputs[False])
+
+
+# ----------------------------------------------------------------------------
+# Decoder-only (prefix LM)
+# ----------------------------------------------------------------------------
+
+
+def test_prefix_lm_row_of_unpacked_rows():
+  """T5X's shift_right(inputs + targets) with the inputs' padding last; a row without
+  inputs starts at its start token."""
+  row = model_lib.prefix_lm_row(jnp.array([[5, 6, 7, 0], [0, 0, 0, 0]]),
+                                jnp.array([[0, 8, 9], [0, 4, 0]]))
+  np.testing.assert_array_equal(row.tokens, [[0, 5, 6, 7, 8, 9, 0], [0, 4, 0, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(row.segment_ids, [[1, 1, 1, 1, 1, 1, 0], [1, 1, 1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(row.prefix, [[1, 1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0, 0]])
+  # Target 0 comes from the last input (or the start token), target k from decoder input k.
+  np.testing.assert_array_equal(row.target_index, [[3, 4, 5], [0, 1, 2]])
+
+
+def test_prefix_lm_row_of_a_packed_row():
+  """Each segment [0, inputs, rest of its decoder inputs], in order; padding of both last."""
+  row = model_lib.prefix_lm_row(jnp.array([[5, 6, 7, 3, 0]]), jnp.array([[0, 8, 0, 9, 4, 0]]),
+                                jnp.array([[1, 1, 2, 2, 0]]), jnp.array([[1, 1, 2, 2, 2, 0]]))
+  np.testing.assert_array_equal(row.tokens, [[0, 5, 6, 8, 0, 7, 3, 9, 4, 0, 0]])
+  np.testing.assert_array_equal(row.segment_ids, [[1, 1, 1, 1, 2, 2, 2, 2, 2, 0, 0]])
+  np.testing.assert_array_equal(row.prefix, [[1, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0]])
+  np.testing.assert_array_equal(row.target_index, [[2, 3, 6, 7, 8, 10]])
+
+
+def test_prefix_lm_mask_is_bidirectional_over_the_prefix_and_causal_after_it():
+  row = model_lib.prefix_lm_row(jnp.array([[5, 6, 3]]), jnp.array([[0, 8, 0, 9]]),
+                                jnp.array([[1, 1, 2]]), jnp.array([[1, 1, 2, 2]]))
+  np.testing.assert_array_equal(row.tokens, [[0, 5, 6, 8, 0, 3, 9]])
+  mask = model_lib.AttentionMask(row.segment_ids, row.segment_ids, causal=True,
+                                 prefix_keys=row.prefix).dense(7, 7)
+  np.testing.assert_array_equal(mask[0, 0], [
+      [1, 1, 1, 0, 0, 0, 0],
+      [1, 1, 1, 0, 0, 0, 0],
+      [1, 1, 1, 0, 0, 0, 0],
+      [1, 1, 1, 1, 0, 0, 0],
+      [0, 0, 0, 0, 1, 1, 0],
+      [0, 0, 0, 0, 1, 1, 0],
+      [0, 0, 0, 0, 1, 1, 1]])
+
+
+def test_prefix_lm_parameters_logits_and_hidden_states():
+  """One stack named as T5X's decoder-only network's, every parameter with logical axes;
+  logits in the decoder-target layout, projected from the hidden states."""
+  for scan in (False, True):
+    cfg = tiny_model(scan_layers=scan, **DECODER_ONLY)
+    params, specs = model_lib.abstract_params(cfg)
+    assert set(params) == {"token_embedder", "decoder", "logits_dense"}
+    assert set(params["decoder"]) == {"relpos_bias", "decoder_norm"} | (
+        {"layers"} if scan else {f"layers_{i}" for i in range(3)})
+    layer = params["decoder"]["layers" if scan else "layers_0"]
+    assert set(layer) == {"pre_self_attention_layer_norm", "self_attention", "pre_mlp_layer_norm", "mlp"}
+    flat_specs = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, PartitionSpec))
+    assert [len(spec) for spec in flat_specs] == [p.ndim for p in jax.tree.leaves(params)]
+
+  cfg = tiny_model(**DECODER_ONLY)
+  d, v, inner = cfg.d_model, cfg.vocab_size, cfg.num_heads * cfg.d_kv
+  per_layer = 2 * d + 4 * d * inner + 3 * d * cfg.d_ff  # norms, attention, gated FFN
+  assert model_lib.count_params(cfg) == 2 * v * d + cfg.num_heads * 32 + d + 3 * per_layer
+  params = jax.jit(lambda key: model_lib.init_params(cfg, key))(jax.random.key(15))
+  batch = random_batch(np.random.default_rng(15), 2, 16, 8, cfg.vocab_size)
+  logits = _apply(cfg, params, batch)
+  assert logits.shape == (2, 8, cfg.vocab_size) and bool(jnp.all(jnp.isfinite(logits)))
+  hidden = _apply(cfg, params, batch, return_hidden=True)
+  kernel, scale = model_lib.Transformer(cfg).apply({"params": params},
+                                                   method=model_lib.Transformer.logits_kernel)
+  assert hidden.shape == (2, 8, cfg.d_model)
+  np.testing.assert_allclose(model_lib.project_logits(hidden, kernel, scale), logits, rtol=1e-6, atol=1e-6)

@@ -10,6 +10,10 @@ from typing import Any, Optional
 class ModelConfig:
   """Architecture of the encoder-decoder. Defaults are T5.1.1-base."""
 
+  # encoder_decoder (T5) | decoder_only (T5's prefix LM: one stack over the inputs and targets
+  # concatenated, attending bidirectionally over the inputs and causally over the targets; its
+  # layers are num_decoder_layers, and num_encoder_layers must be 0)
+  architecture: str = "encoder_decoder"
   # None: taken from the vocabulary (SentencePiece pieces + extra ids, padded to 128).
   vocab_size: Optional[int] = 32128
   d_model: int = 768

@@ -40,6 +40,7 @@ def check_metric_names(names: Sequence[str]) -> None:
 
 
 _CHOICES = {
+    "model.architecture": ("encoder_decoder", "decoder_only"),
     "model.ffn_activation": ("relu", "gelu", "gated-gelu", "gated-relu", "swiglu"),
     "model.norm": ("rmsnorm", "layernorm"),
     "model.position_scheme": ("relative", "relative_per_layer", "none"),
@@ -102,7 +103,7 @@ RANGES: dict[str, Range] = {
     "model.d_ff": _POSITIVE,
     "model.num_heads": _POSITIVE,
     "model.d_kv": _POSITIVE,
-    "model.num_encoder_layers": _POSITIVE,
+    "model.num_encoder_layers": _POSITIVE,  # 0 with architecture=decoder_only: _check_architecture.
     "model.num_decoder_layers": _POSITIVE,
     "model.norm_eps": _POSITIVE,  # 0 divides by zero on an all-zero activation.
     # Further limits, for position_scheme="relative", in _check_relative_buckets.
@@ -169,6 +170,7 @@ def validate(config: ExperimentConfig) -> ExperimentConfig:
       raise ConfigError(f"{key}={value!r} is not a valid choice; choose one of {list(choices)}.")
   check_metric_names(config.data.eval_metrics)  # Else a typo surfaces only at the first eval.
   _check_loggers(config.train.loggers)
+  _check_architecture(config.model)
   _check_ranges(config)
   m, t = config.model, config.train
   if m.position_scheme.startswith("relative"):
@@ -232,12 +234,24 @@ def _check_ranges(config: ExperimentConfig) -> None:
   """Each numeric field within RANGES: a value outside its meaning fails here, naming the key,
   rather than as a crash or a quietly wrong run later."""
   for key, allowed in RANGES.items():
+    if key == "model.num_encoder_layers" and config.model.architecture == "decoder_only":
+      continue  # Must be 0 there (_check_architecture).
     value = get_field(config, key)
     if isinstance(value, tuple):
       if not all(v in allowed for v in value):
         raise ConfigError(f"{key}={value} must hold values {allowed}.")
     elif value not in allowed:
       raise ConfigError(f"{key}={value} must be {allowed}.")
+
+
+def _check_architecture(m: ModelConfig) -> None:
+  """A decoder-only model has one stack, model.num_decoder_layers deep: an encoder layer count
+  left at its default would be ignored without a word."""
+  if m.architecture == "decoder_only" and m.num_encoder_layers != 0:
+    raise ConfigError(
+        f"model.architecture='decoder_only' has no encoder, but model.num_encoder_layers="
+        f"{m.num_encoder_layers}: set model.num_encoder_layers=0 (its one stack has "
+        f"model.num_decoder_layers={m.num_decoder_layers} layers).")
 
 
 def resolve_dropout(config: ExperimentConfig) -> None:

@@ -160,6 +160,8 @@ def hf_config_from_model(config: ModelConfig) -> dict:
   distinct lm_head) are written, so either version scales as t5x-lite does.
   """
   problems = []
+  if config.architecture != "encoder_decoder":
+    problems.append(f"architecture={config.architecture!r} (HF's T5 is an encoder-decoder)")
   if config.vocab_size is None:
     problems.append("vocab_size is None (resolve it from the vocabulary first)")
   if config.norm != "rmsnorm":

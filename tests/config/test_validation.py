@@ -72,6 +72,10 @@ def test_misspelled_eval_metric_fails_before_training():
     (["model.relative_attention_max_distance=16"], r"max distance above half"),
     (["model.remat_policy=compiler", "model.scan_layers=true"],
      r'model.remat_policy="compiler" needs model.scan_layers=false: a scanned stack keeps'),
+    (["model.architecture=decoder_only"],
+     r"model.architecture='decoder_only' has no encoder, but model.num_encoder_layers=2: set "
+     r"model.num_encoder_layers=0 \(its one stack has model.num_decoder_layers=2 layers\)."),
+    (["model.architecture=prefix_lm"], r"model.architecture='prefix_lm' is not a valid choice"),
 ])
 def test_values_out_of_range(overrides, expected):
   with pytest.raises(ConfigError, match=expected):
@@ -172,6 +176,13 @@ def test_numbers_outside_their_range_name_key_value_and_range(override, expected
 def test_values_that_mean_something_stay_valid(override):
   """0 for off or "all", -1 for "the rest" and None for unset keep their meanings."""
   config_lib.load_experiment(experiment("tiny_python_docs"), [override])
+
+
+def test_decoder_only_takes_no_encoder_layers():
+  """0 encoder layers is the decoder-only model's setting, and only its."""
+  config = config_lib.load_experiment(
+      experiment("tiny_python_docs"), ["model.architecture=decoder_only", "model.num_encoder_layers=0"])
+  assert (config.model.architecture, config.model.num_encoder_layers) == ("decoder_only", 0)
 
 
 def _numeric(annotation) -> bool:

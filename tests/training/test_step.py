@@ -115,3 +115,22 @@ def test_chunked_loss_matches_plain_when_sharded():
       step_lib.to_global(batch, setup.batch_sharding), config.train.loss_chunk_size)
   _assert_same_sums_and_grads(
       sharded, _forward_sums_and_grads(model_lib.Transformer(config.model), params, batch, 0))
+
+
+def test_decoder_only_train_step_on_eight_devices():
+  """A prefix LM through the sharded train step (2d rules: its one stack split over 'model'
+  as T5's stacks are) takes a finite step from about log(vocab)."""
+  config = config_lib.validate(config_lib.ExperimentConfig(
+      model=tiny_model(architecture="decoder_only", num_encoder_layers=0, dropout_rate=0.0),
+      data=config_lib.DataConfig(inputs_length=16, targets_length=8),
+      train=config_lib.TrainConfig(batch_size=8),
+      mesh=config_lib.MeshConfig(shape=(4, 2), rules_preset="2d")))
+  setup = step_lib.make_setup(config, jax.devices())
+  state = step_lib.init_state(setup, seed=0)
+  before = jax.device_get(state.params)
+  batch = step_lib.to_global(random_batch(np.random.default_rng(16), 8, 16, 8, 128), setup.batch_sharding)
+  state, metrics = step_lib.make_train_step(setup)(state, batch)
+  assert abs(float(metrics["loss"]) - np.log(128)) < 1.0
+  wi = state.params["decoder"]["layers_0"]["mlp"]["wi_0"]
+  assert wi.sharding.spec == jax.sharding.PartitionSpec("data", "model")
+  assert relative_difference(wi, before["decoder"]["layers_0"]["mlp"]["wi_0"]) > 0
