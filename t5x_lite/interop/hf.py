@@ -432,7 +432,8 @@ _TORCH_INDEX = "pytorch_model.bin.index.json"
 SPIECE_FILE = "spiece.model"
 TOKENIZER_FILE = "tokenizer.json"
 _TOKENIZER_CONFIG_FILE = "tokenizer_config.json"
-# t5x_lite.data.vocabulary's sentinel count, restated for the reason given at _PAD_ID.
+# T5's sentinel count, t5x_lite.data's default (restated for the reason given at _PAD_ID);
+# a folder's tokenizer_config.json may give another (umT5's 300).
 _EXTRA_IDS = 100
 VOCABULARY_HINT = ("T5, T5.1.1 and Flan-T5 share T5's 32000-piece spiece.model (the "
                     "google-t5/t5-base repository on the Hugging Face Hub has it)")
@@ -613,7 +614,7 @@ _WHITESPACE = (0x9, 0xA, 0xB, 0xC, 0xD, 0x20, 0x85, 0xA0, 0x1680, *range(0x2000,
                0x2028, 0x2029, 0x202F, 0x205F, 0x3000)
 
 
-def spiece_from_tokenizer_json(path: str) -> bytes:
+def spiece_from_tokenizer_json(path: str, extra_ids: int = _EXTRA_IDS) -> bytes:
   """A SentencePiece model that tokenizes as transformers' T5Tokenizer does with a
   tokenizer.json, for folders saved without spiece.model (transformers 5 writes none).
 
@@ -623,7 +624,7 @@ def spiece_from_tokenizer_json(path: str) -> bytes:
   with that map (or, without one, a map that turns all whitespace into spaces),
   add_dummy_prefix and remove_extra_whitespaces. Ids agree except where two segmentations
   score exactly the same (the libraries break such ties differently) and for the literal
-  text "<pad>", "</s>" or "<unk>". The 100 <extra_id_N> tokens at the top of the
+  text "<pad>", "</s>" or "<unk>". The `extra_ids` <extra_id_N> tokens at the top of the
   vocabulary are left out: t5x-lite's vocabulary adds them back at the same ids.
   """
   try:
@@ -638,12 +639,12 @@ def spiece_from_tokenizer_json(path: str) -> bytes:
     raise InteropError(f"{cannot}: it is not a SentencePiece Unigram tokenizer, as T5's is. "
                        f"Copy the model's spiece.model into the folder; {VOCABULARY_HINT}.")
   vocab = [(str(piece), float(score)) for piece, score in model.get("vocab") or []]
-  pieces = vocab[:len(vocab) - _EXTRA_IDS]
+  pieces = vocab[:len(vocab) - extra_ids]
   sentinels = [piece for piece, _ in vocab[len(pieces):]]
   specials = [piece for piece, _ in pieces[:3]]
   problems = []
-  if sentinels != [f"<extra_id_{i}>" for i in reversed(range(_EXTRA_IDS))]:
-    problems.append(f"its last {_EXTRA_IDS} tokens are not <extra_id_{_EXTRA_IDS - 1}> down to "
+  if sentinels != [f"<extra_id_{i}>" for i in reversed(range(extra_ids))]:
+    problems.append(f"its last {extra_ids} tokens are not <extra_id_{extra_ids - 1}> down to "
                     "<extra_id_0>")
   if specials != ["<pad>", "</s>", "<unk>"] or model.get("unk_id") != 2:
     problems.append(f"its first tokens are {specials}, not <pad>, </s> and <unk> (unk_id 2)")
@@ -700,7 +701,8 @@ def _folder_vocabulary(path: str, hf_config: dict, vocab_size: int) -> Optional[
   """The folder's vocabulary as (the file a workdir keeps, data.vocab_extra_ids), checked to
   fit the model; None if it has none. A ByT5 tokenizer is the byte vocabulary with
   ByT5Tokenizer's 125 extra ids; else the SentencePiece model (spiece.model, else converted
-  from tokenizer.json) with T5's 100."""
+  from tokenizer.json) with the extra ids tokenizer_config.json gives (T5's 100 without one;
+  umT5's folders say 300)."""
   if _names_byt5_tokenizer(path, hf_config):
     from t5x_lite.data import vocabulary  # pylint: disable=import-outside-toplevel  (SentencePiece)
     byt5 = vocabulary.ByteVocabulary(vocabulary.BYT5_EXTRA_IDS)
@@ -712,46 +714,60 @@ def _folder_vocabulary(path: str, hf_config: dict, vocab_size: int) -> Optional[
     return byt5.serialized, byt5.extra_ids
   spiece = os.path.join(path, SPIECE_FILE)
   tokenizer = os.path.join(path, TOKENIZER_FILE)
+  extra_ids = _tokenizer_config(path).get("extra_ids", _EXTRA_IDS)
+  if not isinstance(extra_ids, int) or isinstance(extra_ids, bool) or extra_ids < 0:
+    raise InteropError(f"{os.path.join(path, _TOKENIZER_CONFIG_FILE)} says extra_ids="
+                       f"{extra_ids!r}; it must be a count of sentinel tokens (T5's is 100).")
   if os.path.isfile(spiece):
     name = spiece
     with open(spiece, "rb") as f:
       model = f.read()
   elif os.path.isfile(tokenizer):
     name = f"The vocabulary converted from {tokenizer}"
-    model = spiece_from_tokenizer_json(tokenizer)
+    model = spiece_from_tokenizer_json(tokenizer, extra_ids)
   else:
     return None
-  check_vocabulary(model, name, vocab_size)
-  return model, _EXTRA_IDS
+  check_vocabulary(model, name, vocab_size, extra_ids)
+  return model, extra_ids
+
+
+def _tokenizer_config(path: str) -> dict:
+  """The folder's tokenizer_config.json, or {} without one."""
+  file = os.path.join(path, _TOKENIZER_CONFIG_FILE)
+  config = _read_json(file) if os.path.isfile(file) else {}
+  return config if isinstance(config, dict) else {}
 
 
 def _names_byt5_tokenizer(path: str, hf_config: dict) -> bool:
   """Whether the folder's tokenizer is transformers' ByT5Tokenizer (which saves no vocabulary
   file), as tokenizer_config.json or else config.json (the Hub's google/byt5-*) names it."""
-  tokenizer_config = os.path.join(path, _TOKENIZER_CONFIG_FILE)
-  named = _read_json(tokenizer_config) if os.path.isfile(tokenizer_config) else {}
-  tokenizer_class = named.get("tokenizer_class") if isinstance(named, dict) else None
+  tokenizer_class = _tokenizer_config(path).get("tokenizer_class")
   return (tokenizer_class or hf_config.get("tokenizer_class")) == "ByT5Tokenizer"
 
 
 def _tokenizer_files(vocabulary_path: str, extra_ids: int) -> dict[str, bytes]:
-  """A workdir's vocabulary as an HF folder's tokenizer files: a SentencePiece model as
-  spiece.model; the byte vocabulary as a tokenizer_config.json (the form of the Hub's
-  google/byt5-* folders) that AutoTokenizer loads as ByT5Tokenizer with the same ids and
-  `extra_ids` sentinels; nothing for a workdir without a vocabulary."""
+  """A workdir's vocabulary as an HF folder's tokenizer files, which AutoTokenizer loads
+  with the same ids and `extra_ids` sentinels: a SentencePiece model as spiece.model and a
+  tokenizer_config.json naming T5Tokenizer; the byte vocabulary as a tokenizer_config.json
+  naming ByT5Tokenizer (the form of the Hub's google/byt5-* folders); nothing for a workdir
+  without a vocabulary."""
   from t5x_lite.data import vocabulary  # pylint: disable=import-outside-toplevel  (SentencePiece)
   if not os.path.isfile(vocabulary_path):
     return {}
-  if vocabulary.holds_byte_vocabulary(vocabulary_path):
-    config = {"tokenizer_class": "ByT5Tokenizer", "eos_token": "</s>", "unk_token": "<unk>",
-              "pad_token": "<pad>", "extra_ids": extra_ids}
-    return {_TOKENIZER_CONFIG_FILE: (json.dumps(config, indent=2) + "\n").encode()}
-  with open(vocabulary_path, "rb") as f:
-    return {SPIECE_FILE: f.read()}
+  byte_vocabulary = vocabulary.holds_byte_vocabulary(vocabulary_path)
+  config = {"tokenizer_class": "ByT5Tokenizer" if byte_vocabulary else "T5Tokenizer",
+            "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>",
+            "extra_ids": extra_ids}
+  files = {_TOKENIZER_CONFIG_FILE: (json.dumps(config, indent=2) + "\n").encode()}
+  if not byte_vocabulary:
+    with open(vocabulary_path, "rb") as f:
+      files[SPIECE_FILE] = f.read()
+  return files
 
 
-def check_vocabulary(model: bytes, name: str, vocab_size: int) -> None:
-  """Refuses what is not a T5 SentencePiece model (`name` says whose) fitting vocab_size ids."""
+def check_vocabulary(model: bytes, name: str, vocab_size: int, extra_ids: int = _EXTRA_IDS) -> None:
+  """Refuses what is not a T5 SentencePiece model (`name` says whose) fitting vocab_size ids
+  with `extra_ids` sentinels."""
   import sentencepiece as spm  # pylint: disable=import-outside-toplevel
   try:
     processor = spm.SentencePieceProcessor(model_proto=model) if model else None
@@ -763,10 +779,10 @@ def check_vocabulary(model: bytes, name: str, vocab_size: int) -> None:
   ids = (processor.pad_id(), processor.eos_id(), processor.unk_id())
   if ids != (_PAD_ID, _EOS_ID, 2):
     raise InteropError(f"{name} has pad/eos/unk ids {ids}; T5 vocabularies have (0, 1, 2).")
-  needed = processor.get_piece_size() + _EXTRA_IDS
+  needed = processor.get_piece_size() + extra_ids
   if needed > vocab_size:
     raise InteropError(
-        f"{name} has {processor.get_piece_size()} pieces, which with T5's {_EXTRA_IDS} sentinels "
+        f"{name} has {processor.get_piece_size()} pieces, which with {extra_ids} sentinels "
         f"need {needed} ids, but the model's vocab_size is {vocab_size}: the vocabulary belongs "
         "to another model.")
 

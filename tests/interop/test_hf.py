@@ -361,6 +361,9 @@ def test_configs():
     hf_interop.model_config_from_hf({"model_type": "bart"})
   with pytest.raises(InteropError, match="layernorm"):
     hf_interop.hf_config_from_model(dataclasses.replace(config, norm="layernorm"))
+  with pytest.raises(InteropError, match=r"architecture='decoder_only' \(HF's T5 is an encoder-"):
+    hf_interop.hf_config_from_model(
+        dataclasses.replace(config, architecture="decoder_only", num_encoder_layers=0))
 
 
 def test_load_hf_folder_errors(tmp_path):
@@ -491,11 +494,34 @@ def test_import_converts_tokenizer_json_or_says_there_is_no_vocabulary(spiece, t
   assert load_json(str(tmp_path / "w2" / "config.json")).data.vocabulary == ""
 
 
+def test_sentinel_count_of_a_folder_travels_with_its_vocabulary(spiece, tmp_path):
+  """umT5's tokenizers have 300 extra ids, which tokenizer_config.json records: import keeps
+  them as data.vocab_extra_ids (sentinels at the tokenizer's ids) and export writes them back."""
+  model = _hf_model("gated-gelu", False, 1, 1, vocab_size=768)
+  model.save_pretrained(tmp_path / "hf")
+  source = tmp_path / "source"
+  source.mkdir()
+  shutil.copy(spiece, source / "spiece.model")
+  transformers.T5Tokenizer.from_pretrained(source, extra_ids=300).save_pretrained(tmp_path / "hf")
+  tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+  experiment = hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
+  assert experiment.data.vocab_extra_ids == 300
+  vocabulary = load_vocabulary(experiment.data.vocabulary, experiment.data.vocab_extra_ids)
+  sentinels = tokenizer.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_299>"])
+  assert [vocabulary.sentinel(0), vocabulary.sentinel(299)] == sentinels
+  hf_interop.export_hf(str(tmp_path / "w"), str(tmp_path / "out"))
+  exported = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+  assert exported.convert_tokens_to_ids(["<extra_id_0>", "<extra_id_299>"]) == sentinels
+  (tmp_path / "hf" / "tokenizer_config.json").write_text('{"extra_ids": "many"}')
+  with pytest.raises(InteropError, match=r"says extra_ids='many'; it must be a count"):
+    hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "w2"))
+
+
 def test_folder_vocabulary_errors(spiece, tmp_path):
   model = _hf_model("gated-gelu", False, 1, 1)  # vocab_size 100: too small for 400 pieces
   model.save_pretrained(tmp_path / "hf")
   shutil.copy(spiece, tmp_path / "hf" / "spiece.model")
-  with pytest.raises(InteropError, match=r"spiece\.model has 400 pieces, which with T5's 100 sentinels "
+  with pytest.raises(InteropError, match=r"spiece\.model has 400 pieces, which with 100 sentinels "
                                          r"need 500 ids, but the model's vocab_size is 100"):
     hf_interop.import_hf(str(tmp_path / "hf"), str(tmp_path / "w"))
   (tmp_path / "hf" / "spiece.model").write_bytes(b"not a model")
