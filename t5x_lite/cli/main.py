@@ -33,6 +33,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("inspect_checkpoint", "steps, sizes, parameter tree and config of a checkpoint"),
     "import-hf": ("import_hf", "convert a Hugging Face T5 folder into a t5x-lite workdir"),
     "export-hf": ("export_hf", "write a workdir's checkpoint as a Hugging Face T5 folder"),
+    "import-t5x": ("import_t5x", "convert a T5X checkpoint into a t5x-lite workdir"),
+    "export-t5x": ("export_t5x", "write a workdir's checkpoint as a T5X checkpoint"),
     "import-text": ("import_text", "turn .txt/.jsonl/.tsv files into a TFDS dataset"),
     "train-vocab": ("train_vocab", "train a SentencePiece vocabulary on a dataset"),
     "bench-data": ("bench_data", "input pipeline throughput (examples/s into packed batches)"),
