@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # The data pipeline is imported only where it is used (see be
   from t5x_lite.data.vocabulary import Vocabulary
 
 # The model's shape in each record; both tools report these.
-MODEL_FIELDS = ("vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
+MODEL_FIELDS = ("architecture", "vocab_size", "d_model", "d_ff", "num_heads", "d_kv", "num_encoder_layers",
                 "num_decoder_layers", "ffn_activation")
 
 def synthetic_batch(rows: int, inputs_length: int, targets_length: int, vocab_size: int,
