@@ -294,7 +294,8 @@ class _Entry:
     return np.ascontiguousarray(array)
 
 
-def _abstract_flat(config: ModelConfig) -> dict[tuple[str, ...], Any]:
+def flat_abstract_params(config: ModelConfig) -> dict[tuple[str, ...], Any]:
+  """The model's parameter shapes, keyed by their path in the parameter tree."""
   return flax.traverse_util.flatten_dict(t5x_model.abstract_params(config)[0])
 
 
@@ -368,7 +369,7 @@ def params_from_hf(state_dict: StateDict, config: ModelConfig,
   shared.weight in its place (HF's tie_word_embeddings: see ties_lm_head).
   Raises InteropError listing every unknown, missing or mis-shaped tensor.
   """
-  entries = _entries(_abstract_flat(config))
+  entries = _entries(flat_abstract_params(config))
   resolved, problems = _resolve_tied(state_dict, config, lm_head_is_embedding)
   expected = {e.hf_key for e in entries}
   for key in sorted(set(resolved) - expected):
@@ -404,7 +405,7 @@ def params_to_hf(params: Params, config: ModelConfig) -> StateDict:
   """
   hf_config_from_model(config)  # Raises for models HF T5 cannot express.
   flat = flax.traverse_util.flatten_dict(params)
-  expected = _abstract_flat(config)
+  expected = flat_abstract_params(config)
   problems = [f"unexpected parameter {'/'.join(p)}" for p in sorted(set(flat) - set(expected))]
   problems += [f"missing parameter {'/'.join(p)}" for p in sorted(set(expected) - set(flat))]
   problems += [

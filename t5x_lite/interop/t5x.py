@@ -42,7 +42,6 @@ import numpy as np
 import tensorstore as ts
 
 from t5x_lite import checkpoints
-from t5x_lite import model as t5x_model
 from t5x_lite.config import (
                              MODEL_PRESETS,
                              ExperimentConfig,
@@ -57,6 +56,7 @@ from t5x_lite.interop.hf import (
                                  check_export_folder,
                                  check_new_workdir,
                                  check_vocabulary,
+                                 flat_abstract_params,
                                  read_workdir_params,
                                  save_workdir,
                                  write_folder,
@@ -166,10 +166,6 @@ def _t5x_layer_shape(shape: tuple[int, ...], kind: str, layout: Layout,
   if layout.split_heads and kind == _OUT:
     return (heads, d_kv, shape[1])
   return shape
-
-
-def _abstract_flat(config: ModelConfig) -> dict[tuple[str, ...], Any]:
-  return flax.traverse_util.flatten_dict(t5x_model.abstract_params(config)[0])
 
 
 def _entries(abstract: dict[tuple[str, ...], Any], config: ModelConfig,
@@ -489,7 +485,7 @@ def params_from_t5x(checkpoint: Checkpoint, config: ModelConfig) -> Params:
   Raises InteropError listing unknown, missing and mis-shaped arrays, and the settings the
   shapes ask for, before reading any array.
   """
-  abstract = _abstract_flat(config)
+  abstract = flat_abstract_params(config)
   layout, entries = _closest_layout(checkpoint, abstract, config)
   expected = {e.name for e in entries}
   problems = [f"array {e.name} has shape {checkpoint.shape(e.name)}, expected {e.shape}"
@@ -618,7 +614,7 @@ def export_t5x(workdir: str, output: str, step: Optional[int] = None, overwrite:
   meta = checkpoints.read_meta(workdir, step)  # Fixes the step: a trainer may add one meanwhile.
   model_config = from_dict(meta["config"]).model
   # A model T5X cannot hold fails here, before its arrays are read.
-  entries = _entries(_abstract_flat(model_config), model_config,
+  entries = _entries(flat_abstract_params(model_config), model_config,
                      _export_layout(model_config, scanned))
   experiment, params, step = read_workdir_params(workdir, meta["step"])
   flat = flax.traverse_util.flatten_dict(params)
