@@ -781,8 +781,9 @@ def abstract_params(config: ModelConfig) -> tuple[Any, Any]:
 
 
 def init_params(config: ModelConfig, rng: Array) -> Any:
-  """Plain (unboxed) parameter pytree, allocated on the default device."""
-  return nn.meta.unbox(init_variables(Transformer(config), rng))["params"]
+  """Plain (unboxed) parameter pytree, allocated on the default device. Jitted: run eagerly,
+  every initialiser op compiles on its own (11 s for a 2-layer model on a CPU, 0.5 s jitted)."""
+  return jax.jit(lambda key: nn.meta.unbox(init_variables(Transformer(config), key))["params"])(rng)
 
 
 def count_params(config: ModelConfig) -> int:
