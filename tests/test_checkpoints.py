@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import FAST_COMPILE
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
@@ -328,7 +329,7 @@ _KILLED_MID_SAVE = textwrap.dedent("""
 
 def test_a_process_killed_mid_save_leaves_the_previous_checkpoint(tmp_path):
   workdir = str(tmp_path)
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, "JAX_PLATFORMS": "cpu"}
   result = subprocess.run(
       [sys.executable, "-c", _KILLED_MID_SAVE, workdir, str(_ARRAYS), str(_SIDE)], env=env,
       capture_output=True, text=True, timeout=120)
@@ -500,7 +501,7 @@ _FULL_DISK_CASES = ["sync-wait", "async-wait", "async-next_save", "async-close",
 def full_disk(tmp_path_factory) -> dict:
   """Each case's workdir and outcome, from one process for all of them."""
   base = tmp_path_factory.mktemp("full_disk")
-  env = {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu"}
+  env = {**os.environ, "XLA_FLAGS": FAST_COMPILE, "JAX_PLATFORMS": "cpu"}
   result = subprocess.run([sys.executable, "-c", _FULL_DISK, *_FULL_DISK_CASES], cwd=base, env=env,
                           capture_output=True, text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]

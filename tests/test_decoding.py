@@ -289,8 +289,8 @@ def test_per_layer_position_bias_decodes_as_teacher_forcing():
   out = decode(params, config, _inputs(), method="greedy", max_decode_length=MAX_LEN)
   tokens = np.asarray(out.tokens)
   decoder_inputs = np.concatenate([np.zeros_like(tokens[:, :1]), tokens[:, :-1]], axis=1)
-  logits = np.asarray(Transformer(config).apply({"params": params}, jnp.asarray(_inputs()),
-                                                jnp.asarray(decoder_inputs)))
+  logits = np.asarray(jax.jit(Transformer(config).apply)({"params": params}, jnp.asarray(_inputs()),
+                                                         jnp.asarray(decoder_inputs)))
   before_eos = (np.cumsum(tokens == EOS_ID, axis=1) - (tokens == EOS_ID)) == 0
   np.testing.assert_array_equal(np.argmax(logits, -1)[before_eos], tokens[before_eos])
   log_probs = np.take_along_axis(np.asarray(jax.nn.log_softmax(logits)), tokens[..., None], -1)

@@ -1,6 +1,7 @@
 """The T5 model: shapes, masking, packing, position buckets, parameter counts, and the
 decoder output + logits kernel that the chunked loss projects."""
 
+import functools
 import itertools
 
 import flax
@@ -67,8 +68,7 @@ def test_shapes_and_dtypes():
   logits = _apply(cfg, params, batch)
   assert logits.shape == (3, 8, cfg.vocab_size)
   assert logits.dtype == jnp.float32  # The output projection is float32 in any dtype (T5X).
-  hidden = model_lib.Transformer(cfg).apply({"params": params}, batch["encoder_input_tokens"],
-                                            batch["decoder_input_tokens"], return_hidden=True)
+  hidden = _apply(cfg, params, batch, return_hidden=True)
   assert hidden.dtype == jnp.bfloat16
 
 
@@ -166,21 +166,24 @@ def _remat_loss(cfg, batch):
   return loss
 
 
+@functools.lru_cache(maxsize=None)
+def _params_batch_and_grads(changes: tuple) -> tuple:
+  """Parameters, a batch and the gradient without remat: one for every policy compared."""
+  cfg = tiny_model(**dict(changes))
+  params = model_lib.init_params(cfg, jax.random.key(5))
+  batch = random_batch(np.random.default_rng(5), 2, 16, 8, cfg.vocab_size)
+  return params, batch, jax.jit(jax.grad(_remat_loss(cfg, batch)))(params)
+
+
 @pytest.mark.parametrize("policy, changes", [
     ("full", {}), ("dots", {}), ("dots_no_batch", {}), ("minimal", {}), ("compiler", {}),
     ("minimal", {"norm": "layernorm", "ffn_activation": "relu", "scan_layers": True}),
     ("dots", {"scan_layers": True, **DECODER_ONLY}),
 ])
 def test_remat_keeps_values_and_gradients(policy, changes):
-  cfg = tiny_model(**changes)
-  params = model_lib.init_params(cfg, jax.random.key(5))
-  batch = random_batch(np.random.default_rng(5), 2, 16, 8, cfg.vocab_size)
-
-  def grads_for(c):
-    return jax.jit(jax.grad(_remat_loss(c, batch)))(params)
-
-  grads = grads_for(cfg)
-  remat_grads = grads_for(tiny_model(remat_policy=policy, **changes))
+  params, batch, grads = _params_batch_and_grads(tuple(sorted(changes.items())))
+  cfg = tiny_model(remat_policy=policy, **changes)
+  remat_grads = jax.jit(jax.grad(_remat_loss(cfg, batch)))(params)
   assert relative_difference(jax.tree.leaves(remat_grads)[0], jax.tree.leaves(grads)[0]) < 1e-5
   for a, b in zip(jax.tree.leaves(remat_grads), jax.tree.leaves(grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)

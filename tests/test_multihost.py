@@ -11,7 +11,7 @@ import sys
 import time
 
 import pytest
-from helpers import COLLECTIVE_TIMEOUTS, REPO
+from helpers import COLLECTIVE_TIMEOUTS, FAST_COMPILE, REPO
 from helpers import TINY_EXPERIMENT as EXPERIMENT
 
 from t5x_lite import checkpoints
@@ -44,7 +44,7 @@ def _launch(workdir, env, processes: int, devices_per_process: int, settings=SET
   for setting in settings:
     base += ["--set", setting]
   env = {**env, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices_per_process} "
-                            + COLLECTIVE_TIMEOUTS}
+                            f"{FAST_COMPILE} {COLLECTIVE_TIMEOUTS}"}
   if processes > 1:
     env["T5X_LITE_COORDINATOR"] = f"localhost:{_free_port()}"
     env["T5X_LITE_NUM_PROCESSES"] = str(processes)

@@ -16,8 +16,11 @@ from t5x_lite.config import ConfigError, MeshConfig
 from t5x_lite.train_state import TrainState
 from t5x_lite.training import step as step_lib
 
-MESH_SHAPES = [(8, 1), (4, 2), (2, 4), (1, 8)]
-PRESETS = ["data_parallel", "fsdp", "model_parallel", "2d"]
+# Each rule preset on the mesh shapes where what it shards is split: over the data axis
+# alone (8x1) or the model axis alone (1x8), and beside the other axis split too (2x4, 4x2).
+SHARDED_STEPS = [("data_parallel", (8, 1)), ("data_parallel", (2, 4)), ("fsdp", (8, 1)),
+                 ("fsdp", (2, 4)), ("model_parallel", (1, 8)), ("model_parallel", (4, 2)),
+                 ("2d", (2, 4)), ("2d", (4, 2))]
 
 
 def _experiment(preset="data_parallel", shape=(1, 1), rules=(), **train_changes) -> config_lib.ExperimentConfig:
@@ -62,8 +65,8 @@ def test_eight_cpu_devices():
   assert jax.device_count() == 8, "tests/conftest.py must set --xla_force_host_platform_device_count=8"
 
 
-@pytest.mark.parametrize("preset", PRESETS)
-@pytest.mark.parametrize("shape", MESH_SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+@pytest.mark.parametrize("preset, shape", SHARDED_STEPS,
+                         ids=[f"{shape[0]}x{shape[1]}-{preset}" for preset, shape in SHARDED_STEPS])
 def test_sharded_step_matches_single_device(preset, shape):
   setup, state, metrics = _one_step(_experiment(preset, shape), jax.devices())
   reference_params, reference_loss = _reference()

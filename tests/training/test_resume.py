@@ -10,7 +10,7 @@ import sys
 import time
 
 import pytest
-from helpers import REPO
+from helpers import FAST_COMPILE, REPO
 from helpers import TINY_EXPERIMENT as EXPERIMENT
 
 from t5x_lite import checkpoints
@@ -29,7 +29,7 @@ NOT_COMPARED = {"seq_per_s", "tokens_per_s", "mfu"}
 def env(tmp_path_factory):
   """One device per run, and a compilation cache shared by all runs (restarts are fast)."""
   cache = str(tmp_path_factory.mktemp("jax_cache"))
-  return {**os.environ, "XLA_FLAGS": "", "JAX_PLATFORMS": "cpu",
+  return {**os.environ, "XLA_FLAGS": FAST_COMPILE, "JAX_PLATFORMS": "cpu",
           "JAX_COMPILATION_CACHE_DIR": cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
           "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
 
