@@ -13,22 +13,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from t5x_lite.benchmark import synthetic_batch
 from t5x_lite.config import load_experiment
 from t5x_lite.training import step as step_lib
-
-
-def _random_batch(batch_size: int, inputs_length: int, targets_length: int, vocab_size: int) -> dict:
-  """One unpacked example per row, no padding: every token costs what the model counts."""
-  rng = np.random.default_rng(0)
-  targets = rng.integers(3, vocab_size, (batch_size, targets_length), dtype=np.int32)
-  return {
-      "encoder_input_tokens": rng.integers(3, vocab_size, (batch_size, inputs_length), dtype=np.int32),
-      "encoder_segment_ids": np.ones((batch_size, inputs_length), np.int32),
-      "decoder_target_tokens": targets,
-      "decoder_input_tokens": np.concatenate([np.zeros((batch_size, 1), np.int32), targets[:, :-1]], 1),
-      "decoder_segment_ids": np.ones((batch_size, targets_length), np.int32),
-      "decoder_loss_weights": np.ones((batch_size, targets_length), np.float32),
-  }
 
 
 def _timed(function, *args, **kwargs) -> float:
@@ -51,8 +38,8 @@ def main() -> None:
       "model.dropout_rate=0.0", *args.overrides])
   setup = step_lib.make_setup(config, jax.devices()[:1])
   state = step_lib.init_state(setup, 0)
-  batch = jax.device_put(_random_batch(args.batch, config.data.inputs_length,
-                                       config.data.targets_length, config.model.vocab_size))
+  batch = jax.device_put(synthetic_batch(args.batch, config.data.inputs_length,
+                                         config.data.targets_length, config.model.vocab_size))
   tokens = float(np.sum(batch["decoder_loss_weights"]))
   # The step's own gradient function, with the same loss scaling; nothing else.
   gradient = jax.jit(jax.grad(functools.partial(
