@@ -42,10 +42,7 @@ def main() -> None:
                                          config.data.targets_length, config.model.vocab_size))
   tokens = float(np.sum(batch["decoder_loss_weights"]))
   # The step's own gradient function, with the same loss scaling; nothing else.
-  gradient = jax.jit(jax.grad(functools.partial(
-      step_lib._forward_sums, setup.model, z_loss=config.train.z_loss,  # pylint: disable=protected-access
-      label_smoothing=config.train.label_smoothing, loss_chunk_size=config.train.loss_chunk_size,
-      packed=False, dropout_rng=None), has_aux=True))
+  gradient = jax.jit(functools.partial(step_lib.make_gradient_fn(setup), dropout_rng=None))
   train_step = step_lib.make_train_step(setup)
   update = jax.jit(lambda s, g: s.apply_gradients(g, setup.optimizer))
   norms = jax.jit(lambda g, p: (step_lib.global_norm(g), step_lib.global_norm(p)))

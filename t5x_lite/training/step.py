@@ -139,6 +139,17 @@ def _forward_sums(model: model_lib.Transformer, params: Any, batch: Batch, *, z_
   return sums.loss * loss_scale, {"loss": sums.loss, "z_loss": sums.z_loss, "correct": correct, "weight": sums.weight}
 
 
+def make_gradient_fn(setup: Setup) -> Callable[..., tuple[Any, dict]]:
+  """(params, batch, *, dropout_rng, loss_scale) -> (gradient of the loss sum times
+  loss_scale, metric sums): the train step's model work, unjitted, alone."""
+  cfg = setup.config
+  return jax.grad(
+      functools.partial(_forward_sums, setup.model, z_loss=cfg.train.z_loss,
+                        label_smoothing=cfg.train.label_smoothing,
+                        loss_chunk_size=cfg.train.loss_chunk_size, packed=cfg.data.pack),
+      has_aux=True)
+
+
 def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
   """One optimizer update; with grad_accum_steps > 1 the batch is split into
   microbatches whose gradient sums are added before dividing by the token count,
@@ -147,11 +158,7 @@ def make_train_step(setup: Setup) -> Callable[[TrainState, Batch], tuple[TrainSt
   accum = cfg.train.grad_accum_steps
   dropout = cfg.model.dropout_rate > 0
   base_rng = jax.random.key(cfg.train.seed + 1)
-  grad_fn = jax.grad(
-      functools.partial(_forward_sums, setup.model, z_loss=cfg.train.z_loss,
-                        label_smoothing=cfg.train.label_smoothing,
-                        loss_chunk_size=cfg.train.loss_chunk_size, packed=cfg.data.pack),
-      has_aux=True)
+  grad_fn = make_gradient_fn(setup)
 
   def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict]:
     # Dropout noise is a function of the step, so a resumed run repeats it.
