@@ -194,18 +194,25 @@ def memory_fraction() -> float:
   return float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", DEFAULT_MEMORY_FRACTION))
 
 
-def memory_bytes(compiled) -> dict[str, Optional[int]]:
+def memory_bytes(compiled, platform: str) -> dict[str, Optional[int]]:
   """XLA's own accounting of a compiled step, per device: state and batch in (arguments),
   outputs that do not reuse a donated argument's memory, and scratch (activations kept
   for the backward pass, logits, ...: what rematerialisation and the chunked loss
-  shrink). Known before running, on any backend. All None where XLA does not say."""
+  shrink). Known before running, on any backend. All None where XLA does not say.
+
+  `platform` is the devices' (jax's Device.platform). On a TPU the scratch is what the
+  compiler's peak leaves beside arguments and outputs. libtpu's temp_size_in_bytes counts
+  more than is ever live at once (1.84 GiB for a two-layer scanned T5.1.1-base step at
+  batch 64 whose peak holds 1.20), and its out-of-memory check measures the peak."""
   stats = compiled.memory_analysis()
   if stats is None:
     return dict.fromkeys(("arguments", "outputs_not_aliased", "temp", "total"))
   outputs = stats.output_size_in_bytes - stats.alias_size_in_bytes
+  temp = stats.temp_size_in_bytes
+  if platform == "tpu" and stats.peak_memory_in_bytes:
+    temp = stats.peak_memory_in_bytes - stats.argument_size_in_bytes - outputs
   return {"arguments": stats.argument_size_in_bytes, "outputs_not_aliased": outputs,
-          "temp": stats.temp_size_in_bytes,
-          "total": stats.argument_size_in_bytes + outputs + stats.temp_size_in_bytes}
+          "temp": temp, "total": stats.argument_size_in_bytes + outputs + temp}
 
 
 def xla_flops(compiled) -> Optional[float]:
@@ -228,7 +235,7 @@ def compile_report(config: ExperimentConfig, target: str, devices: list) -> dict
     compiled, report["compile_s"] = compile_train_step(config, devices)
   except OutOfMemory as e:
     return {**report, "fits": False, "compiler_message": str(e)}
-  memory = report["memory_per_device_bytes"] = memory_bytes(compiled)
+  memory = report["memory_per_device_bytes"] = memory_bytes(compiled, devices[0].platform)
   report["xla_flops_per_device"] = xla_flops(compiled)
   analytic = (flops.train_flops_per_sequence(config.model, config.data.inputs_length,
                                              config.data.targets_length)

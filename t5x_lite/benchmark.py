@@ -239,7 +239,7 @@ def benchmark(config: ExperimentConfig, *, steps: int, warmup: int, peak_flops_p
                           flops.measured_matmul_flops_per_device() * device_count),
       "compile_s": compile_s,
       "peak_memory_bytes": peak_memory_bytes(),
-      "compiled_memory": aot.memory_bytes(step),
+      "compiled_memory": aot.memory_bytes(step, jax.devices()[0].platform),
       "loss": loss,
       "parameters": model_lib.count_params(model_cfg),
       "device_kind": jax.devices()[0].device_kind,

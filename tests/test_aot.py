@@ -3,6 +3,7 @@ train step for a device that is described, not present."""
 
 import importlib.metadata
 import json
+import types
 
 import pytest
 from helpers import REPO, TINY_EXPERIMENT
@@ -73,12 +74,46 @@ def test_tpu_target_compiles_or_reports_what_does_not_fit(capsys):
   assert fits["activation_dtype"] == "float32"  # the tiny preset fixes it; 'auto' would be bf16
   assert fits["compiled"]["devices"] == 4 and fits["compiled"]["fits"]
   assert fits["compiled"]["device_kind"].startswith("TPU v5")
+  memory = fits["compiled"]["memory_per_device_bytes"]
+  assert 0 < memory["temp"] and memory["total"] == (memory["arguments"] + memory["temp"]
+                                                    + memory["outputs_not_aliased"])
   # T5.1.1-base at its batch of 256 over four 16 GB chips: the TPU compiler refuses it.
   status = main(["info", f"{REPO}/experiments/t5_1_1_base.py", "--target", "v5e:2x2", "--json"])
   too_big = json.loads(capsys.readouterr().out)["compiled"]
   assert status == 0 and not too_big["fits"] and "RESOURCE_EXHAUSTED" in too_big["compiler_message"]
   assert main(["info", TINY_EXPERIMENT, "--target", "v5e:7x3"]) == 2
   assert "not a TPU topology libtpu knows" in capsys.readouterr().err
+
+
+class _CompiledWithStats:
+  """Stands in for a compiled step: memory_bytes reads only its memory_analysis()."""
+
+  def __init__(self, **stats):
+    self.stats = types.SimpleNamespace(**stats)
+
+  def memory_analysis(self):
+    return self.stats
+
+
+@pytest.mark.parametrize("platform, temp", [("tpu", 700), ("gpu", 900), ("cpu", 900)])
+def test_tpu_scratch_is_what_the_compilers_peak_leaves(platform, temp):
+  # libtpu's temp_size_in_bytes counts buffers that are never live together; on a TPU the
+  # scratch is the compiler's peak less arguments and outputs. Other backends' temp is the
+  # scratch allocation itself, and their peak means something else (the CPU's leaves out
+  # the arguments).
+  compiled = _CompiledWithStats(argument_size_in_bytes=1000, output_size_in_bytes=1100,
+                                alias_size_in_bytes=1000, temp_size_in_bytes=900,
+                                peak_memory_in_bytes=1800)
+  memory = aot.memory_bytes(compiled, platform)
+  assert memory == {"arguments": 1000, "outputs_not_aliased": 100, "temp": temp,
+                    "total": 1100 + temp}
+
+
+def test_tpu_without_a_peak_keeps_xlas_temp():
+  compiled = _CompiledWithStats(argument_size_in_bytes=10, output_size_in_bytes=10,
+                                alias_size_in_bytes=10, temp_size_in_bytes=5,
+                                peak_memory_in_bytes=0)
+  assert aot.memory_bytes(compiled, "tpu")["temp"] == 5
 
 
 def test_target_config_describes_the_device():

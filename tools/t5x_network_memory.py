@@ -180,7 +180,7 @@ def report(args: argparse.Namespace) -> dict:
     compiled, result["compile_s"] = compile_step(network, args, devices)
   except aot.OutOfMemory as e:
     return {**result, "fits": False, "compiler_message": str(e)}
-  memory = result["memory_per_device_bytes"] = aot.memory_bytes(compiled)
+  memory = result["memory_per_device_bytes"] = aot.memory_bytes(compiled, devices[0].platform)
   result.update(aot.fit(args.target, memory))
   counted = aot.xla_flops(compiled)
   per_sequence = flops.train_flops_per_sequence(analytic_model_config(args.size), args.inputs_length,
