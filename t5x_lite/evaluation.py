@@ -30,6 +30,7 @@ from t5x_lite.data.pipeline import eval_tasks, make_eval_loader
 from t5x_lite.data.vocabulary import Vocabulary
 from t5x_lite.errors import ConfigError
 from t5x_lite.fileio import write_atomically
+from t5x_lite.metrics import summary_writer
 from t5x_lite.training.step import Setup, evaluate, make_eval_step
 
 logger = logging.getLogger(__name__)
@@ -159,8 +160,7 @@ def write_results(workdir: str, step: int, split: str, metrics: dict,
   path = results_path(workdir, step, split)
   record = {"step": step, "split": split, "metrics": metrics, "samples": samples}
   write_atomically(path, json.dumps(record, indent=2))
-  from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel  (slow import)
-  with SummaryWriter(os.path.join(workdir, EVAL_DIRNAME, "tensorboard")) as writer:
+  with summary_writer(os.path.join(workdir, EVAL_DIRNAME, "tensorboard")) as writer:
     for name, value in metrics.items():
       writer.add_scalar(f"{split}/{name}", value, step)
   return path

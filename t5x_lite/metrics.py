@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import sys
 from typing import Optional, Sequence
 
 from tqdm import tqdm
@@ -68,13 +69,27 @@ def check_loggers_installed(loggers: Sequence[str]) -> None:
     import_wandb()
 
 
+def summary_writer(logdir: str, purge_step: Optional[int] = None):
+  """tensorboardX's SummaryWriter, which writes event files without TensorFlow. Imported here
+  with torch hidden where torch is installed but not yet imported: tensorboardX imports it
+  (3-5 s on a CPU) only to accept torch tensors, and t5x-lite logs floats."""
+  hide_torch = "torch" not in sys.modules
+  if hide_torch:
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError.
+  try:
+    from tensorboardX import SummaryWriter
+  finally:
+    if hide_torch:
+      del sys.modules["torch"]
+  return SummaryWriter(logdir, purge_step=purge_step)
+
+
 class _TensorBoard:
   """WORKDIR/tensorboard; a resumed run purges the steps after the one it resumed from."""
 
   def __init__(self, workdir: str, resume_step: int, config: ExperimentConfig):
     del config
-    from tensorboardX import SummaryWriter  # Writes event files without TensorFlow.
-    self._writer = SummaryWriter(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
+    self._writer = summary_writer(os.path.join(workdir, "tensorboard"), purge_step=resume_step + 1)
 
   def log(self, step: int, scalars: dict) -> None:
     for tag, value in scalars.items():
