@@ -12,13 +12,16 @@ import json
 import os
 import secrets
 import sys
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from tqdm import tqdm
 
 from t5x_lite.config import ExperimentConfig, to_dict
 from t5x_lite.errors import ConfigError
 from t5x_lite.fileio import write_atomically
+
+if TYPE_CHECKING:
+  import tensorboardX
 
 _LOWER_IS_BETTER = ("loss", "perplexity", "ppl", "error")
 
@@ -69,19 +72,21 @@ def check_loggers_installed(loggers: Sequence[str]) -> None:
     import_wandb()
 
 
-def summary_writer(logdir: str, purge_step: Optional[int] = None):
-  """tensorboardX's SummaryWriter, which writes event files without TensorFlow. Imported here
-  with torch hidden where torch is installed but not yet imported: tensorboardX imports it
-  (3-5 s on a CPU) only to accept torch tensors, and t5x-lite logs floats."""
-  hide_torch = "torch" not in sys.modules
+def summary_writer(logdir: str, purge_step: Optional[int] = None) -> tensorboardX.SummaryWriter:
+  """tensorboardX's SummaryWriter, which writes event files without TensorFlow. Its first
+  import hides torch where torch is installed but not yet imported: tensorboardX imports it
+  (3-5 s on a CPU) only for type hints, and again if ever given a torch tensor. Another
+  thread's first `import torch` during that import would fail; t5x-lite imports torch only in
+  its Hugging Face commands."""
+  hide_torch = "torch" not in sys.modules and "tensorboardX" not in sys.modules
   if hide_torch:
     sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError.
   try:
-    from tensorboardX import SummaryWriter
+    import tensorboardX  # pylint: disable=import-outside-toplevel  (slow import)
   finally:
-    if hide_torch:
+    if hide_torch and sys.modules.get("torch", 0) is None:
       del sys.modules["torch"]
-  return SummaryWriter(logdir, purge_step=purge_step)
+  return tensorboardX.SummaryWriter(logdir, purge_step=purge_step)
 
 
 class _TensorBoard:

@@ -148,23 +148,17 @@ def test_no_loggers_write_only_metrics_jsonl(tmp_path):
 
 
 def test_tensorboard_events_are_written_without_importing_torch(tmp_path):
-  """In a fresh interpreter: tensorboardX would import torch (seconds) where it is installed;
-  the writer works without it, and torch stays importable afterwards."""
+  """In a fresh interpreter (torch is installed in the lowest-versions environment):
+  tensorboardX would import torch, which takes seconds, and the writer works without it."""
   script = f"""
-import importlib.util, sys
+import sys
 from t5x_lite import metrics
-writer = metrics.summary_writer({str(tmp_path)!r})
+writer = metrics.summary_writer({str(tmp_path / "tensorboard")!r})
 writer.add_scalar("train/loss", 2.5, 3)
 writer.close()
-assert "torch" not in sys.modules, "tensorboardX imported torch"
-if importlib.util.find_spec("torch") is not None:
-  import torch
-  assert torch.ones(1).item() == 1.0
+assert "torch" not in sys.modules, "tensorboardX imported torch, or torch was left hidden"
 """
   subprocess.run([sys.executable, "-c", script], check=True, env={**os.environ, "JAX_PLATFORMS": "cpu"})
-  [events] = glob.glob(os.path.join(tmp_path, "events.*"))
-  os.makedirs(tmp_path / "tensorboard")
-  os.rename(events, tmp_path / "tensorboard" / os.path.basename(events))
   assert _scalars(tmp_path) == {("train/loss", 3): 2.5}
 
 

@@ -276,7 +276,8 @@ def test_attention_mask_forms():
   assert causal.key_lengths(2) is None and model_lib.AttentionMask().dense(3, 3) is None
 
 
-# Each switch once, two to a model (each model is a compile: seconds on the CPU).
+# Each switch once, two to a model where they can share one (each model is a compile:
+# seconds on the CPU).
 @pytest.mark.parametrize("changes", [
     {"ffn_activation": "relu", "tie_logits": True}, {"ffn_activation": "gelu", "norm": "layernorm"},
     {"ffn_activation": "swiglu", "position_scheme": "none"},
@@ -289,12 +290,18 @@ def test_architecture_switches(changes):
   batch = random_batch(np.random.default_rng(7), 2, 16, 8, cfg.vocab_size)
   logits = _apply(cfg, params, batch)
   assert logits.shape == (2, 8, cfg.vocab_size) and bool(jnp.all(jnp.isfinite(logits)))
+  mlp = params["encoder"]["layers_0"]["mlp"]
   if changes.get("ffn_activation") in ("relu", "gelu"):
-    assert "wi" in params["encoder"]["layers_0"]["mlp"] and "wi_1" not in params["encoder"]["layers_0"]["mlp"]
+    assert "wi" in mlp and "wi_1" not in mlp
+  if changes.get("ffn_activation") in ("swiglu", "gated-relu"):
+    assert {"wi_0", "wi_1", "wo"} == set(mlp)
   if changes.get("tie_logits"):
     assert "logits_dense" not in params
+  if changes.get("norm") == "layernorm":
+    assert set(params["encoder"]["encoder_norm"]) == {"scale", "bias"}
   if changes.get("position_scheme") == "none":
-    assert "relpos_bias" not in params["encoder"]
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    assert not [path for path in paths if "relpos_bias" in path]
   if changes.get("position_scheme") == "relative_per_layer":
     assert "relpos_bias" not in params["encoder"] and "relpos_bias" not in params["decoder"]
     assert "relpos_bias" in params["encoder"]["layers_1"] and "relpos_bias" in params["decoder"]["layers_0"]
