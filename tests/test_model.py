@@ -300,8 +300,7 @@ def test_architecture_switches(changes):
   if changes.get("norm") == "layernorm":
     assert set(params["encoder"]["encoder_norm"]) == {"scale", "bias"}
   if changes.get("position_scheme") == "none":
-    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
-    assert not [path for path in paths if "relpos_bias" in path]
+    assert not [path for path in flax.traverse_util.flatten_dict(params) if "relpos_bias" in path]
   if changes.get("position_scheme") == "relative_per_layer":
     assert "relpos_bias" not in params["encoder"] and "relpos_bias" not in params["decoder"]
     assert "relpos_bias" in params["encoder"]["layers_1"] and "relpos_bias" in params["decoder"]["layers_0"]
